@@ -1,0 +1,111 @@
+# Pensieve - one Makefile.
+#
+#   make            build build/pensieve (CPU backend)
+#   make run        set up what is missing, build, serve the default model
+#   make test       set up, build, run every test (C unit tests under ASan/UBSan + pytest)
+#   make bench      speed against llama.cpp on the same machine (ratios, medians)
+#   make cuda       build build/cuda/pensieve with the CUDA backend (needs nvcc)
+#   make models-large   install DeepSeek-R1-Distill-Qwen-7B Q4_K_M into the model directory
+#   make clean
+#
+# Settings you may change on the command line: CC, OPT, NVCC, CUDA_ARCH, PORT, MODEL, ARGS.
+
+CC        ?= cc
+OPT       ?= -O2
+NVCC      ?= nvcc
+CUDA_ARCH ?= sm_90
+PORT      ?= 8080
+MODEL     ?=
+ARGS      ?=
+
+PKGS      := libmicrohttpd jansson libpcre2-8 libutf8proc
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter -Wno-missing-field-initializers
+CFLAGS_COMMON = -std=c11 -g $(WARN) -D_GNU_SOURCE -fvisibility=hidden -fno-common \
+                -Iinclude -Isrc $(PKG_CFLAGS)
+SIMD_FLAGS := -mavx2 -mfma -mf16c
+LIBS       = $(PKG_LIBS) -lm -lpthread
+SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+# Sources: every .c of a module folder; the CPU build uses the no-CUDA stub.
+LIB_SRC    := $(filter-out src/cli/% src/compute/cuda/%,$(wildcard src/*/*.c src/*/*/*.c))
+CPU_SRC    := $(filter-out %_cuda.c,$(LIB_SRC))
+CUDA_CSRC  := $(filter-out %_nocuda.c,$(LIB_SRC)) $(wildcard src/compute/cuda/*.c)
+CUDA_CUSRC := $(wildcard src/compute/cuda/*.cu)
+CLI_SRC    := $(wildcard src/cli/*.c)
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+
+B          := build
+OBJ        := $(patsubst src/%.c,$(B)/obj/%.o,$(CPU_SRC))
+CLI_OBJ    := $(patsubst src/%.c,$(B)/obj/%.o,$(CLI_SRC))
+ASAN_OBJ   := $(patsubst src/%.c,$(B)/asan/%.o,$(CPU_SRC))
+UNIT_BIN   := $(patsubst tests/unit/%.c,$(B)/unit/%,$(UNIT_SRC))
+CUDA_OBJ   := $(patsubst src/%.c,$(B)/cuda/%.o,$(CUDA_CSRC) $(CLI_SRC)) \
+              $(patsubst src/%.cu,$(B)/cuda/%.cu.o,$(CUDA_CUSRC))
+
+.PHONY: all run test unit e2e bench cuda models-large setup clean
+
+all: $(B)/pensieve
+
+$(B)/pensieve: $(OBJ) $(CLI_OBJ)
+	$(CC) -o $@ $^ $(LIBS)
+
+$(B)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(OPT) -MMD -MP $(if $(findstring _avx2,$@),$(SIMD_FLAGS)) -c $< -o $@
+
+$(B)/asan/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -MMD -MP $(if $(findstring _avx2,$@),$(SIMD_FLAGS)) -c $< -o $@
+
+$(B)/asan/libpensieve.a: $(ASAN_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/unit/%: tests/unit/%.c tests/unit/harness.h $(B)/asan/libpensieve.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -Itests/unit -o $@ $< $(B)/asan/libpensieve.a $(LIBS)
+
+setup:
+	@scripts/setup
+
+run: setup all
+	@scripts/run-default $(B)/pensieve $(PORT) "$(MODEL)" $(ARGS)
+
+unit: $(UNIT_BIN)
+	@scripts/run-unit $(UNIT_BIN)
+
+e2e: all
+	@.venv/bin/python -m pytest tests -q -ra
+
+test: setup
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory e2e
+
+bench: setup all
+	@.venv/bin/python bench/compare.py --binary $(B)/pensieve $(ARGS)
+
+models-large: setup
+	@scripts/setup --large-model
+
+# CUDA build: same sources with the CUDA backend instead of the no-CUDA stub.
+cuda: $(B)/cuda/pensieve
+
+$(B)/cuda/pensieve: $(CUDA_OBJ)
+	$(NVCC) -arch=$(CUDA_ARCH) -o $@ $^ $(LIBS) -lcublas
+
+$(B)/cuda/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(OPT) -MMD -MP $(if $(findstring _avx2,$@),$(SIMD_FLAGS)) -c $< -o $@
+
+$(B)/cuda/%.cu.o: src/%.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) -O3 -arch=$(CUDA_ARCH) -Iinclude -Isrc -c $< -o $@
+
+clean:
+	rm -rf $(B)
+
+-include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_OBJ:.o=.d)

@@ -1,0 +1,39 @@
+/*
+ * cmd_pending.c - commands whose module has not landed yet.
+ *
+ * Each says plainly that it is not available in this build rather than pretending; a
+ * command moves to its own cmd_<name>.c when its module lands.
+ */
+#include <stdio.h>
+
+#include "cli/cli.h"
+
+static struct cli_opt no_opts[] = {{0}};
+
+#define PENDING(cname, summary_text, usage_text, what)                                     \
+    static int cname##_main(int argc, char **argv);                                        \
+    const struct cli_command cli_cmd_##cname = {#cname, summary_text, usage_text,          \
+                                                "Not available yet: " what ".",            \
+                                                cname##_main};                             \
+    static int cname##_main(int argc, char **argv)                                         \
+    {                                                                                      \
+        cli_parse(&cli_cmd_##cname, no_opts, argc, argv, NULL, 0, NULL);                   \
+        cli_die(#cname, 1, "not available in this build yet: %s", what);                   \
+    }
+
+PENDING(serve, "serve the Anthropic Messages and OpenAI APIs over HTTP",
+        "pensieve serve -m MODEL [options]", "the HTTP server has not landed")
+PENDING(run, "continue a prompt as raw text", "pensieve run -m MODEL -p PROMPT [options]",
+        "the inference engine has not landed")
+PENDING(chat, "chat with a model in the terminal", "pensieve chat -m MODEL [options]",
+        "the conversation layer has not landed")
+PENDING(bench, "measure prefill and decode speed", "pensieve bench -m MODEL [options]",
+        "the inference engine has not landed")
+PENDING(info, "describe a model file", "pensieve info MODEL [options]",
+        "the GGUF reader has not landed")
+PENDING(tokenize, "text to token ids", "pensieve tokenize -m MODEL TEXT [options]",
+        "the tokenizer has not landed")
+PENDING(detokenize, "token ids to text", "pensieve detokenize -m MODEL ID... [options]",
+        "the tokenizer has not landed")
+PENDING(stop, "stop a running server", "pensieve stop [options]",
+        "the HTTP server has not landed")

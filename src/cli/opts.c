@@ -1,0 +1,170 @@
+/*
+ * opts.c - the option parser and help printer shared by every command.
+ *
+ * Accepts "--name value", "--name=value", "-x value" and flags; values are checked
+ * strictly (ranges for integers, finite numbers for floats). The environment fills
+ * options that were not given, so `PENSIEVE_PORT=9000 pensieve serve` works like
+ * `--port 9000`.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/cli.h"
+
+void cli_die(const char *cmd, int code, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "pensieve%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(code);
+}
+
+struct cli_opt *cli_get(struct cli_opt *opts, const char *long_name)
+{
+    for (struct cli_opt *o = opts; o->long_name; o++)
+        if (strcmp(o->long_name, long_name) == 0)
+            return o;
+    PV_BUG("no option --%s", long_name);
+}
+
+void cli_print_help(const struct cli_command *cmd, const struct cli_opt *opts)
+{
+    printf("usage: %s\n\n%s\n", cmd->usage, cmd->summary);
+    if (cmd->details)
+        printf("\n%s\n", cmd->details);
+    printf("\noptions:\n");
+    for (const struct cli_opt *o = opts; o && o->long_name; o++) {
+        char left[64];
+        snprintf(left, sizeof(left), "%s%c%s--%s%s%s", o->short_name ? "-" : "",
+                 o->short_name ? o->short_name : ' ', o->short_name ? ", " : "  ", o->long_name,
+                 o->metavar ? " " : "", o->metavar ? o->metavar : "");
+        printf("  %-28s %s", left + (o->short_name ? 0 : 1), o->help);
+        if (o->def)
+            printf(" (default: %s)", o->def);
+        if (o->env)
+            printf(" [env %s]", o->env);
+        printf("\n");
+    }
+    printf("  %-28s %s\n", "-h, --help", "show this help");
+}
+
+static void set_value(const struct cli_command *cmd, struct cli_opt *o, const char *v,
+                      const char *from)
+{
+    o->str = v;
+    if (o->kind == CLI_INT) {
+        if (!parse_long(v, o->min, o->max, &o->i))
+            cli_die(cmd->name, 2, "%s --%s: expected an integer in [%ld, %ld], got '%s'", from,
+                    o->long_name, o->min, o->max, v);
+    } else if (o->kind == CLI_FLOAT) {
+        if (!parse_double(v, &o->f))
+            cli_die(cmd->name, 2, "%s --%s: expected a number, got '%s'", from, o->long_name, v);
+    } else if (o->kind == CLI_FLAG) {
+        o->i = !(strcmp(v, "0") == 0 || strcmp(v, "false") == 0 || strcmp(v, "no") == 0 ||
+                 *v == '\0');
+    }
+}
+
+void cli_parse(const struct cli_command *cmd, struct cli_opt *opts, int argc, char **argv,
+               char **pos, int max_pos, int *n_pos)
+{
+    int np = 0;
+    bool only_pos = false;
+
+    for (int a = 1; a < argc; a++) {
+        char *arg = argv[a];
+        struct cli_opt *o = NULL;
+        const char *inline_val = NULL;
+
+        if (!only_pos && strcmp(arg, "--") == 0) {
+            only_pos = true;
+            continue;
+        }
+        if (!only_pos && (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)) {
+            cli_print_help(cmd, opts);
+            exit(0);
+        }
+        if (!only_pos && arg[0] == '-' && arg[1] == '-') {
+            const char *name = arg + 2;
+            const char *eq = strchr(name, '=');
+            size_t len = eq ? (size_t)(eq - name) : strlen(name);
+            for (struct cli_opt *p = opts; p && p->long_name; p++)
+                if (strlen(p->long_name) == len && strncmp(p->long_name, name, len) == 0)
+                    o = p;
+            if (!o)
+                cli_die(cmd->name, 2, "unknown option '%s' (see pensieve %s --help)", arg,
+                        cmd->name);
+            if (eq)
+                inline_val = eq + 1;
+        } else if (!only_pos && arg[0] == '-' && arg[1] && arg[2] == '\0' &&
+                   !(arg[1] >= '0' && arg[1] <= '9')) {
+            for (struct cli_opt *p = opts; p && p->long_name; p++)
+                if (p->short_name == arg[1])
+                    o = p;
+            if (!o)
+                cli_die(cmd->name, 2, "unknown option '%s' (see pensieve %s --help)", arg,
+                        cmd->name);
+        } else {
+            if (np >= max_pos)
+                cli_die(cmd->name, 2, "unexpected argument '%s' (see pensieve %s --help)", arg,
+                        cmd->name);
+            pos[np++] = arg;
+            continue;
+        }
+        o->set = true;
+        if (o->kind == CLI_FLAG) {
+            set_value(cmd, o, inline_val ? inline_val : "1", "option");
+            continue;
+        }
+        if (!inline_val) {
+            if (a + 1 >= argc)
+                cli_die(cmd->name, 2, "option --%s needs a value", o->long_name);
+            inline_val = argv[++a];
+        }
+        set_value(cmd, o, inline_val, "option");
+    }
+    for (struct cli_opt *o = opts; o && o->long_name; o++) {
+        if (o->set)
+            continue;
+        const char *env = o->env ? getenv(o->env) : NULL;
+        if (env && *env) {
+            o->set = true;
+            set_value(cmd, o, env, o->env);
+        } else if (o->def) {
+            set_value(cmd, o, o->def, "default");
+        } else {
+            o->str = NULL;
+            o->i = 0;
+            o->f = 0;
+        }
+    }
+    if (n_pos)
+        *n_pos = np;
+}
+
+bool cli_resolve_model(const char *arg, char *out, size_t cap)
+{
+    struct stat st;
+    char dir[4096];
+
+    if (!arg || !*arg)
+        return false;
+    if (stat(arg, &st) == 0 && S_ISREG(st.st_mode)) {
+        snprintf(out, cap, "%s", arg);
+        return true;
+    }
+    if (strchr(arg, '/') || pv_models_dir(dir, sizeof(dir)) != PV_OK)
+        return false;
+    const size_t len = strlen(arg);
+    const bool has_ext = len > 5 && strcmp(arg + len - 5, ".gguf") == 0;
+    int n = snprintf(out, cap, "%s/%s%s", dir, arg, has_ext ? "" : ".gguf");
+    if (n < 0 || (size_t)n >= cap)
+        return false;
+    return stat(out, &st) == 0 && S_ISREG(st.st_mode);
+}

@@ -1,0 +1,161 @@
+/*
+ * pool.c - the fork-join worker pool that compute kernels fan out on, and clocks.
+ *
+ * pool_run() publishes a job by bumping a generation counter; workers spin on it for a
+ * short while (decode steps come every few milliseconds, and waking a sleeping thread
+ * costs more than a step of a small model), then sleep on a condition variable. The
+ * caller does part 0 itself and waits for the rest on an atomic counter.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util/util.h"
+
+#define POOL_SPIN_ITERS 200000
+
+struct pv_pool {
+    int n_threads;
+    pthread_t *threads;          /* [n_threads - 1] workers */
+    pv_pool_fn fn;               /* current job */
+    void *ctx;
+    atomic_uint generation;      /* bumped once per job */
+    atomic_int pending;          /* workers still running the current job */
+    atomic_bool stop;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    int sleepers;                /* workers waiting on `wake`, under lock */
+};
+
+struct worker_arg {
+    struct pv_pool *pool;
+    int ith;
+};
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void *worker_main(void *p)
+{
+    struct worker_arg *arg = p;
+    struct pv_pool *pool = arg->pool;
+    int ith = arg->ith;
+    unsigned seen = 0;
+    free(arg);
+
+    for (;;) {
+        unsigned gen;
+        int spins = 0;
+        while ((gen = atomic_load_explicit(&pool->generation, memory_order_acquire)) == seen &&
+               !atomic_load(&pool->stop)) {
+            if (++spins < POOL_SPIN_ITERS) {
+                cpu_relax();
+                continue;
+            }
+            pthread_mutex_lock(&pool->lock);
+            pool->sleepers++;
+            while (atomic_load(&pool->generation) == seen && !atomic_load(&pool->stop))
+                pthread_cond_wait(&pool->wake, &pool->lock);
+            pool->sleepers--;
+            pthread_mutex_unlock(&pool->lock);
+        }
+        if (atomic_load(&pool->stop))
+            return NULL;
+        seen = gen;
+        pool->fn(pool->ctx, ith, pool->n_threads);
+        atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_release);
+    }
+}
+
+struct pv_pool *pool_new(int n_threads)
+{
+    struct pv_pool *pool = xcalloc(1, sizeof(*pool));
+    if (n_threads < 1)
+        n_threads = 1;
+    pool->n_threads = n_threads;
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->wake, NULL);
+    pool->threads = xcalloc((size_t)n_threads, sizeof(pthread_t));
+    for (int i = 1; i < n_threads; i++) {
+        struct worker_arg *arg = xmalloc(sizeof(*arg));
+        arg->pool = pool;
+        arg->ith = i;
+        if (pthread_create(&pool->threads[i - 1], NULL, worker_main, arg) != 0)
+            PV_BUG("cannot start worker thread %d", i);
+    }
+    return pool;
+}
+
+void pool_free(struct pv_pool *pool)
+{
+    if (!pool)
+        return;
+    pthread_mutex_lock(&pool->lock);
+    atomic_store(&pool->stop, true);
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->lock);
+    for (int i = 1; i < pool->n_threads; i++)
+        pthread_join(pool->threads[i - 1], NULL);
+    pthread_mutex_destroy(&pool->lock);
+    pthread_cond_destroy(&pool->wake);
+    free(pool->threads);
+    free(pool);
+}
+
+int pool_size(const struct pv_pool *pool)
+{
+    return pool->n_threads;
+}
+
+void pool_run(struct pv_pool *pool, pv_pool_fn fn, void *ctx)
+{
+    if (pool->n_threads == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    pool->fn = fn;
+    pool->ctx = ctx;
+    atomic_store(&pool->pending, pool->n_threads - 1);
+    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
+    pthread_mutex_lock(&pool->lock);
+    if (pool->sleepers)
+        pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->lock);
+    fn(ctx, 0, pool->n_threads);
+    while (atomic_load_explicit(&pool->pending, memory_order_acquire) > 0)
+        cpu_relax();
+}
+
+void pool_split(size_t n, int ith, int nth, size_t *begin, size_t *end)
+{
+    size_t per = n / (size_t)nth, rest = n % (size_t)nth;
+    size_t i = (size_t)ith;
+    *begin = i * per + (i < rest ? i : rest);
+    *end = *begin + per + (i < rest ? 1 : 0);
+}
+
+int cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+uint64_t clock_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+double clock_wall_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
