@@ -36,21 +36,32 @@ CUDA_CSRC  := $(filter-out %_nocuda.c,$(LIB_SRC)) $(wildcard src/compute/cuda/*.
 CUDA_CUSRC := $(wildcard src/compute/cuda/*.cu)
 CLI_SRC    := $(wildcard src/cli/*.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+TOOL_SRC   := $(wildcard tests/tools/*.c)
 
 B          := build
 OBJ        := $(patsubst src/%.c,$(B)/obj/%.o,$(CPU_SRC))
 CLI_OBJ    := $(patsubst src/%.c,$(B)/obj/%.o,$(CLI_SRC))
 ASAN_OBJ   := $(patsubst src/%.c,$(B)/asan/%.o,$(CPU_SRC))
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(B)/unit/%,$(UNIT_SRC))
+TOOL_BIN   := $(patsubst tests/tools/%.c,$(B)/tools/%,$(TOOL_SRC))
 CUDA_OBJ   := $(patsubst src/%.c,$(B)/cuda/%.o,$(CUDA_CSRC) $(CLI_SRC)) \
               $(patsubst src/%.cu,$(B)/cuda/%.cu.o,$(CUDA_CUSRC))
 
 .PHONY: all run test unit e2e bench cuda models-large setup clean
 
-all: $(B)/pensieve
+all: $(B)/pensieve $(TOOL_BIN)
 
 $(B)/pensieve: $(OBJ) $(CLI_OBJ)
 	$(CC) -o $@ $^ $(LIBS)
+
+$(B)/libpensieve.a: $(OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# Test tools: small programs over the library that differential tests drive.
+$(B)/tools/%: tests/tools/%.c $(B)/libpensieve.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(OPT) -o $@ $< $(B)/libpensieve.a $(LIBS)
 
 $(B)/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
