@@ -57,3 +57,45 @@ struct pv_tensor {
 };
 
 #endif /* PV_COMPUTE_H */
+
+/* ---- CPU ops (compute/cpu/) -------------------------------------------------------
+ * Implemented by compute/cpu/: a scalar reference for each op (the oracle) and AVX2
+ * versions picked at run time. Shapes are in elements; all float buffers are f32 and
+ * contiguous. Threaded ops take the pool and split rows across its threads. */
+
+struct pv_pool;
+
+/* fp16 / bf16 conversion (IEEE binary16 with subnormals, inf and nan). */
+float pv_fp16_to_f32(uint16_t h);
+uint16_t pv_f32_to_fp16(float f);
+float pv_bf16_to_f32(uint16_t h);
+
+/* Dequantize n elements (a multiple of the type's block size) of type `type` at src. */
+void cpu_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
+
+/*
+ * y[t][r] = sum_k W[r][k] * x[t][k] for t < n_tokens, r < W->ne[1], k < W->ne[0].
+ * W is a weight of any supported type; x is [n_tokens][ne0], y is [n_tokens][ne1].
+ * Activations are quantized once to the weight type's dot type, then rows are split
+ * across the pool's threads.
+ */
+void cpu_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x, float *y,
+                int n_tokens);
+
+/* y = x / sqrt(mean(x^2) + eps) * w (w may be NULL); n elements; y may alias x. */
+void cpu_rmsnorm(const float *x, const float *w, float *y, int n, float eps);
+
+/*
+ * Rotate the first n_rot dimensions of each of n_heads heads (head_dim apart) at
+ * position pos: theta_i = freq_scale * pos * base^(-2i/n_rot) / (ff ? ff[i] : 1).
+ * neox pairs (x[i], x[i+n_rot/2]); otherwise (x[2i], x[2i+1]).
+ */
+void cpu_rope(float *x, int n_heads, int head_dim, int n_rot, int32_t pos, float base,
+              float freq_scale, const float *ff, bool neox);
+
+/* x[i] = gelu_tanh(x[i]) * g[i] and x[i] = silu(x[i]) * g[i] (gated FFN activations). */
+void cpu_gelu_mul(float *x, const float *g, int n);
+void cpu_silu_mul(float *x, const float *g, int n);
+
+/* In-place softmax over n values (max-subtracted, f32). */
+void cpu_softmax(float *x, int n);
