@@ -103,7 +103,10 @@ models-large: setup
 	@scripts/setup --large-model
 
 # CUDA build: same sources with the CUDA backend instead of the no-CUDA stub.
-cuda: $(B)/cuda/pensieve
+cuda:
+	@command -v $(NVCC) >/dev/null || { echo "make cuda: $(NVCC) not found; the CUDA backend needs the CUDA toolkit" >&2; exit 1; }
+	@[ -n "$(CUDA_CUSRC)" ] || { echo "make cuda: the CUDA backend (src/compute/cuda/*.cu) has not landed yet" >&2; exit 1; }
+	@$(MAKE) --no-print-directory $(B)/cuda/pensieve
 
 $(B)/cuda/pensieve: $(CUDA_OBJ)
 	$(NVCC) -arch=$(CUDA_ARCH) -o $@ $^ $(LIBS) -lcublas
