@@ -89,4 +89,12 @@ int64_t gguf_find_tensor(const struct gguf_file *f, const char *name);
 /* View of tensor i; the view and its name borrow the mapping (valid until gguf_close). */
 const struct pv_tensor *gguf_tensor(const struct gguf_file *f, int64_t i);
 
+/* general.alignment (default 32) and the file offset where tensor data starts. */
+uint32_t gguf_alignment(const struct gguf_file *f);
+uint64_t gguf_data_offset(const struct gguf_file *f);
+/* ggml's name of a tensor type id ("q4_K", "iq2_xxs"), or NULL for ids ggml never had. */
+const char *gguf_type_name(uint32_t type);
+/* Name of a metadata value type ("u32", "string"), "invalid" when out of range. */
+const char *gguf_vtype_name(enum gguf_vtype t);
+
 #endif /* PV_GGUF_H */
