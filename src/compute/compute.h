@@ -56,8 +56,6 @@ struct pv_tensor {
     const void *data;
 };
 
-#endif /* PV_COMPUTE_H */
-
 /* ---- CPU ops (compute/cpu/) -------------------------------------------------------
  * Implemented by compute/cpu/: a scalar reference for each op (the oracle) and AVX2
  * versions picked at run time. Shapes are in elements; all float buffers are f32 and
@@ -99,3 +97,24 @@ void cpu_silu_mul(float *x, const float *g, int n);
 
 /* In-place softmax over n values (max-subtracted, f32). */
 void cpu_softmax(float *x, int n);
+
+/* bf16 from f32: round to nearest even, nan kept a nan. */
+uint16_t cpu_f32_to_bf16(float f);
+
+/* Name of the kernel set in use: "avx2" or "scalar" (PENSIEVE_NO_SIMD=1 forces scalar). */
+const char *cpu_features(void);
+
+/* cpu_rmsnorm over n_rows consecutive rows of n elements; y may alias x. */
+void cpu_rmsnorm_rows(const float *x, const float *w, float *y, int n_rows, int n, float eps);
+
+/* Attention over an f16 KV cache: sum_i x[i] * h[i], and y[i] += a * h[i]; n elements. */
+float cpu_dot_f32_f16(const float *x, const uint16_t *h, int n);
+void cpu_axpy_f16(float *y, float a, const uint16_t *h, int n);
+/* Row conversions between f32 and fp16 (round to nearest even). */
+void cpu_f32_to_f16_row(const float *x, uint16_t *h, int n);
+void cpu_f16_to_f32_row(const uint16_t *h, float *x, int n);
+
+/* Free the calling thread's matmul scratch (cpu_matmul regrows it on next use). */
+void cpu_scratch_release(void);
+
+#endif /* PV_COMPUTE_H */

@@ -1,0 +1,69 @@
+/*
+ * cpu.h - internals of the CPU backend shared by its files (not for other modules).
+ *
+ * The kernels that differ between the scalar reference (ref.c) and the SIMD versions
+ * (*_avx2.c) are reached through one table of function pointers, `struct cpu_kernels`,
+ * filled once at first use from the CPU's features (dispatch.c). The scalar table is
+ * always built; it is the oracle the SIMD kernels are tested against.
+ */
+#ifndef PV_CPU_H
+#define PV_CPU_H
+
+#include "compute/compute.h"
+#include "compute/quant.h"
+
+/* *s = sum_k w[k] * a[k] over n elements: w a weight row, a the activation row already
+ * quantized to the weight type's dot type (see cpu_dot_type). */
+typedef void (*cpu_vec_dot_fn)(int n, float *s, const void *w, const void *a);
+/* Quantize n f32 values (a multiple of the block size) into blocks at y. */
+typedef void (*cpu_quantize_fn)(const float *x, void *y, int64_t n);
+/* Expand n elements of blocks at x into f32. */
+typedef void (*cpu_dequant_fn)(const void *x, float *y, int64_t n);
+
+struct cpu_kernels {
+    const char *name;                           /* "scalar", "avx2" */
+    cpu_vec_dot_fn vec_dot[PV_TYPE_COUNT];      /* by weight type; NULL = unsupported */
+    cpu_quantize_fn quantize[PV_TYPE_COUNT];    /* by dot type: F16, BF16, Q8_0, Q8_1, Q8_K */
+    float (*dot_f32_f16)(const float *x, const uint16_t *h, int n);
+    void (*axpy_f16)(float *y, float a, const uint16_t *h, int n);
+    void (*f16_to_f32)(const uint16_t *h, float *y, int n);
+};
+
+/* The table in use: AVX2 when the CPU has AVX2+FMA+F16C and PENSIEVE_NO_SIMD is not 1. */
+const struct cpu_kernels *cpu_kernels_get(void);
+/* The scalar reference table. */
+const struct cpu_kernels *cpu_kernels_ref(void);
+/* The best table the CPU supports, ignoring PENSIEVE_NO_SIMD (for tests and benches). */
+const struct cpu_kernels *cpu_kernels_best(void);
+
+/* Fill the scalar table (ref.c) and overlay the AVX2 kernels on one (quants_avx2.c). */
+void cpu_ref_fill(struct cpu_kernels *k);
+void cpu_avx2_fill(struct cpu_kernels *k);
+
+/* Dot type of a weight type: the type its activations are quantized to (F32 for F32). */
+uint32_t cpu_dot_type(uint32_t type);
+/* Elements per block and bytes per block of the types the CPU handles; 0 if unknown. */
+uint32_t cpu_type_blck(uint32_t type);
+uint32_t cpu_type_bytes(uint32_t type);
+/* Bytes of a row of n elements of `type` (n a multiple of the block size). */
+size_t cpu_row_bytes(uint32_t type, int64_t n);
+
+/* Scalar quantizers, also used directly by tests and the SIMD files for tails. */
+void cpu_quantize_q8_0_ref(const float *x, void *y, int64_t n);
+void cpu_quantize_q8_1_ref(const float *x, void *y, int64_t n);
+void cpu_quantize_q8_K_ref(const float *x, void *y, int64_t n);
+
+
+/* 6-bit scale and min j of a Q4_K / Q5_K super-block. */
+static inline void cpu_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+#endif /* PV_CPU_H */

@@ -1,0 +1,131 @@
+/*
+ * dispatch.c - picks the CPU kernels once per process and describes the CPU types.
+ *
+ * The scalar table is always filled; when the CPU reports AVX2, FMA and F16C the AVX2
+ * kernels are laid over it, unless PENSIEVE_NO_SIMD=1 asks for the scalar path (tests,
+ * debugging). Also the per-type facts the CPU code needs (block size, bytes, dot type),
+ * kept here so the kernels do not depend on the GGUF type table.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compute/cpu/cpu.h"
+#include "util/util.h"
+
+static struct cpu_kernels k_ref, k_best;
+static const struct cpu_kernels *k_used;
+static pthread_once_t k_once = PTHREAD_ONCE_INIT;
+
+static bool cpu_has_avx2(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+#else
+    return false;
+#endif
+}
+
+static void kernels_init(void)
+{
+    cpu_ref_fill(&k_ref);
+    k_best = k_ref;
+    if (cpu_has_avx2())
+        cpu_avx2_fill(&k_best);
+    const char *env = getenv("PENSIEVE_NO_SIMD");
+    k_used = env && strcmp(env, "1") == 0 ? &k_ref : &k_best;
+}
+
+const struct cpu_kernels *cpu_kernels_get(void)
+{
+    pthread_once(&k_once, kernels_init);
+    return k_used;
+}
+
+const struct cpu_kernels *cpu_kernels_ref(void)
+{
+    pthread_once(&k_once, kernels_init);
+    return &k_ref;
+}
+
+const struct cpu_kernels *cpu_kernels_best(void)
+{
+    pthread_once(&k_once, kernels_init);
+    return &k_best;
+}
+
+const char *cpu_features(void)
+{
+    return cpu_kernels_get()->name;
+}
+
+uint32_t cpu_dot_type(uint32_t type)
+{
+    switch (type) {
+    case PV_TYPE_F32: return PV_TYPE_F32;
+    case PV_TYPE_F16: return PV_TYPE_F16;
+    case PV_TYPE_BF16: return PV_TYPE_BF16;
+    case PV_TYPE_Q4_0:
+    case PV_TYPE_Q5_0:
+    case PV_TYPE_Q8_0: return PV_TYPE_Q8_0;
+    case PV_TYPE_Q4_1:
+    case PV_TYPE_Q5_1: return PV_TYPE_Q8_1;
+    case PV_TYPE_Q2_K:
+    case PV_TYPE_Q3_K:
+    case PV_TYPE_Q4_K:
+    case PV_TYPE_Q5_K:
+    case PV_TYPE_Q6_K: return PV_TYPE_Q8_K;
+    default: return PV_TYPE_COUNT;
+    }
+}
+
+uint32_t cpu_type_blck(uint32_t type)
+{
+    switch (type) {
+    case PV_TYPE_F32:
+    case PV_TYPE_F16:
+    case PV_TYPE_BF16: return 1;
+    case PV_TYPE_Q4_0:
+    case PV_TYPE_Q4_1:
+    case PV_TYPE_Q5_0:
+    case PV_TYPE_Q5_1:
+    case PV_TYPE_Q8_0:
+    case PV_TYPE_Q8_1: return 32;
+    case PV_TYPE_Q2_K:
+    case PV_TYPE_Q3_K:
+    case PV_TYPE_Q4_K:
+    case PV_TYPE_Q5_K:
+    case PV_TYPE_Q6_K:
+    case PV_TYPE_Q8_K: return PV_QK_K;
+    default: return 0;
+    }
+}
+
+uint32_t cpu_type_bytes(uint32_t type)
+{
+    switch (type) {
+    case PV_TYPE_F32: return 4;
+    case PV_TYPE_F16:
+    case PV_TYPE_BF16: return 2;
+    case PV_TYPE_Q4_0: return sizeof(struct pv_block_q4_0);
+    case PV_TYPE_Q4_1: return sizeof(struct pv_block_q4_1);
+    case PV_TYPE_Q5_0: return sizeof(struct pv_block_q5_0);
+    case PV_TYPE_Q5_1: return sizeof(struct pv_block_q5_1);
+    case PV_TYPE_Q8_0: return sizeof(struct pv_block_q8_0);
+    case PV_TYPE_Q8_1: return sizeof(struct pv_block_q8_1);
+    case PV_TYPE_Q2_K: return sizeof(struct pv_block_q2_K);
+    case PV_TYPE_Q3_K: return sizeof(struct pv_block_q3_K);
+    case PV_TYPE_Q4_K: return sizeof(struct pv_block_q4_K);
+    case PV_TYPE_Q5_K: return sizeof(struct pv_block_q5_K);
+    case PV_TYPE_Q6_K: return sizeof(struct pv_block_q6_K);
+    case PV_TYPE_Q8_K: return sizeof(struct pv_block_q8_K);
+    default: return 0;
+    }
+}
+
+size_t cpu_row_bytes(uint32_t type, int64_t n)
+{
+    return (size_t)(n / cpu_type_blck(type)) * cpu_type_bytes(type);
+}

@@ -1,0 +1,131 @@
+/*
+ * matmul.c - cpu_matmul: y[t][r] = sum_k W[r][k] * x[t][k] over a quantized weight.
+ *
+ * The activations are quantized once per call to the weight type's dot type (into a
+ * per-thread scratch buffer that grows and is reused, so the hot path never mallocs),
+ * then output rows are cut into chunks split across the pool's threads. Each chunk of
+ * weight rows is small enough to stay in cache while every token of the batch is dotted
+ * with it, so a prefill batch streams the weights from memory once, not once per token.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "compute/cpu/cpu.h"
+#include "util/util.h"
+
+/* Weight bytes of one chunk: fits L1/L2 together with a token's activation row. */
+#define MM_CHUNK_BYTES (16 * 1024)
+
+struct scratch {
+    void *data;
+    size_t cap_bytes;
+};
+static _Thread_local struct scratch tl_scratch;
+
+static void *scratch_get(size_t n_bytes)
+{
+    if (n_bytes > tl_scratch.cap_bytes) {
+        size_t cap = PV_MAX(n_bytes, tl_scratch.cap_bytes * 2);
+        free(tl_scratch.data);
+        tl_scratch.data = xmalloc(cap);
+        tl_scratch.cap_bytes = cap;
+    }
+    return tl_scratch.data;
+}
+
+void cpu_scratch_release(void)
+{
+    free(tl_scratch.data);
+    tl_scratch.data = NULL;
+    tl_scratch.cap_bytes = 0;
+}
+
+struct mm_job {
+    cpu_vec_dot_fn dot;
+    cpu_quantize_fn quantize;    /* NULL when the activations are used as f32 */
+    const float *x;              /* [n_tokens][ne0] */
+    const uint8_t *w;            /* [n_rows] rows of w_row_bytes */
+    size_t w_row_bytes;
+    uint8_t *a;                  /* [n_tokens] activation rows of a_row_bytes */
+    size_t a_row_bytes;
+    float *y;                    /* [n_tokens][n_rows] */
+    int64_t ne0, n_rows;
+    int n_tokens;
+    int64_t chunk_rows;
+    size_t n_chunks;
+};
+
+/* Quantize the activation rows of tokens [begin, end). */
+static void mm_quantize(void *p, int ith, int nth)
+{
+    struct mm_job *job = p;
+    size_t begin, end;
+    pool_split((size_t)job->n_tokens, ith, nth, &begin, &end);
+    for (size_t t = begin; t < end; t++)
+        job->quantize(job->x + t * (size_t)job->ne0, job->a + t * job->a_row_bytes, job->ne0);
+}
+
+/* y[t][r] for every token and the rows of this thread's chunks */
+static void mm_rows(void *p, int ith, int nth)
+{
+    struct mm_job *job = p;
+    size_t c0, c1;
+    pool_split(job->n_chunks, ith, nth, &c0, &c1);
+    for (size_t c = c0; c < c1; c++) {
+        int64_t r0 = (int64_t)c * job->chunk_rows;
+        int64_t r1 = PV_MIN(r0 + job->chunk_rows, job->n_rows);
+        for (int t = 0; t < job->n_tokens; t++) {
+            const uint8_t *a = job->a + (size_t)t * job->a_row_bytes;
+            float *y = job->y + (size_t)t * (size_t)job->n_rows;
+            for (int64_t r = r0; r < r1; r++)
+                job->dot((int)job->ne0, &y[r], job->w + (size_t)r * job->w_row_bytes, a);
+        }
+    }
+}
+
+void cpu_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x, float *y,
+                int n_tokens)
+{
+    const struct cpu_kernels *k = cpu_kernels_get();
+    uint32_t dot_type = cpu_dot_type(W->type);
+    PV_ASSERT(dot_type != PV_TYPE_COUNT && k->vec_dot[W->type] != NULL);
+    PV_ASSERT(W->ne[0] % cpu_type_blck(W->type) == 0 && W->ne[0] <= INT32_MAX);
+    if (n_tokens <= 0 || W->ne[1] <= 0)
+        return;
+
+    struct mm_job job = {
+        .dot = k->vec_dot[W->type],
+        .x = x,
+        .w = W->data,
+        .w_row_bytes = cpu_row_bytes(W->type, W->ne[0]),
+        .y = y,
+        .ne0 = W->ne[0],
+        .n_rows = W->ne[1],
+        .n_tokens = n_tokens,
+    };
+    int nth = pool ? pool_size(pool) : 1;
+
+    /* 1. activations -> dot type, once for all rows */
+    if (dot_type == PV_TYPE_F32) {
+        job.a = (uint8_t *)(uintptr_t)x;
+        job.a_row_bytes = (size_t)W->ne[0] * sizeof(float);
+    } else {
+        job.quantize = k->quantize[dot_type];
+        job.a_row_bytes = cpu_row_bytes(dot_type, W->ne[0]);
+        job.a = scratch_get(job.a_row_bytes * (size_t)n_tokens);
+        if (pool && n_tokens >= nth && n_tokens > 1)
+            pool_run(pool, mm_quantize, &job);
+        else
+            mm_quantize(&job, 0, 1);
+    }
+
+    /* 2. chunks of rows: cache-sized for a batch, an even split for one token */
+    int64_t per_thread = (job.n_rows + nth - 1) / nth;
+    int64_t chunk = n_tokens > 1 ? (int64_t)(MM_CHUNK_BYTES / job.w_row_bytes) : per_thread;
+    job.chunk_rows = PV_MAX(1, PV_MIN(chunk, per_thread));
+    job.n_chunks = (size_t)((job.n_rows + job.chunk_rows - 1) / job.chunk_rows);
+    if (pool && nth > 1)
+        pool_run(pool, mm_rows, &job);
+    else
+        mm_rows(&job, 0, 1);
+}

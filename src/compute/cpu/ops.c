@@ -1,0 +1,107 @@
+/*
+ * ops.c - the element-wise and per-row CPU ops of the forward pass: RMSNorm, RoPE,
+ * gated activations (GELU-tanh, SiLU), softmax, and the f16 helpers attention uses
+ * over an f16 KV cache. Formulas and accumulation precision follow ggml's CPU ops
+ * (sum of squares in double, softmax sum in double).
+ */
+#include <math.h>
+
+#include "compute/cpu/cpu.h"
+#include "util/util.h"
+
+/* y = x / sqrt(mean(x^2) + eps) * w */
+void cpu_rmsnorm(const float *x, const float *w, float *y, int n, float eps)
+{
+    double sum = 0.0;
+    for (int i = 0; i < n; i++)
+        sum += (double)(x[i] * x[i]);
+    float scale = 1.0f / sqrtf((float)(sum / n) + eps);
+    if (w) {
+        for (int i = 0; i < n; i++)
+            y[i] = x[i] * scale * w[i];
+    } else {
+        for (int i = 0; i < n; i++)
+            y[i] = x[i] * scale;
+    }
+}
+
+void cpu_rmsnorm_rows(const float *x, const float *w, float *y, int n_rows, int n, float eps)
+{
+    for (int r = 0; r < n_rows; r++)
+        cpu_rmsnorm(x + (size_t)r * (size_t)n, w, y + (size_t)r * (size_t)n, n, eps);
+}
+
+/* (a, b) -> (a cos - b sin, a sin + b cos), theta_i = freq_scale * pos * base^(-2i/n_rot) / ff[i] */
+void cpu_rope(float *x, int n_heads, int head_dim, int n_rot, int32_t pos, float base,
+              float freq_scale, const float *ff, bool neox)
+{
+    const float theta_scale = powf(base, -2.0f / (float)n_rot);
+    const int half = n_rot / 2;
+    float theta_base = (float)pos;
+    for (int i = 0; i < half; i++, theta_base *= theta_scale) {
+        float theta = freq_scale * (theta_base / (ff ? ff[i] : 1.0f));
+        float c = cosf(theta), s = sinf(theta);
+        int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + (size_t)h * (size_t)head_dim;
+            float a = v[i0], b = v[i1];
+            v[i0] = a * c - b * s;
+            v[i1] = a * s + b * c;
+        }
+    }
+}
+
+/* x = 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))) * g */
+void cpu_gelu_mul(float *x, const float *g, int n)
+{
+    for (int i = 0; i < n; i++) {
+        float v = x[i];
+        float t = tanhf(0.7978845608f * v * (1.0f + 0.044715f * v * v));
+        x[i] = 0.5f * v * (1.0f + t) * g[i];
+    }
+}
+
+/* x = x / (1 + exp(-x)) * g */
+void cpu_silu_mul(float *x, const float *g, int n)
+{
+    for (int i = 0; i < n; i++)
+        x[i] = x[i] / (1.0f + expf(-x[i])) * g[i];
+}
+
+/* x = exp(x - max) / sum */
+void cpu_softmax(float *x, int n)
+{
+    if (n <= 0)
+        return;
+    float max = x[0];
+    for (int i = 1; i < n; i++)
+        max = fmaxf(max, x[i]);
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+float cpu_dot_f32_f16(const float *x, const uint16_t *h, int n)
+{
+    return cpu_kernels_get()->dot_f32_f16(x, h, n);
+}
+
+void cpu_axpy_f16(float *y, float a, const uint16_t *h, int n)
+{
+    cpu_kernels_get()->axpy_f16(y, a, h, n);
+}
+
+void cpu_f32_to_f16_row(const float *x, uint16_t *h, int n)
+{
+    cpu_kernels_get()->quantize[PV_TYPE_F16](x, h, n);
+}
+
+void cpu_f16_to_f32_row(const uint16_t *h, float *x, int n)
+{
+    cpu_kernels_get()->f16_to_f32(h, x, n);
+}

@@ -1,0 +1,509 @@
+/*
+ * test_compute.c - unit tests of the compute module's CPU kernels: fp16/bf16 conversion,
+ * every SIMD vec_dot and quantizer against the scalar reference, the scalar dots against
+ * float dots of dequantized blocks, cpu_matmul (1 and 3 threads, several batch sizes)
+ * against a naive dequantize-then-dot, and RoPE / RMSNorm / softmax / activations against
+ * their formulas evaluated in double.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compute/cpu/cpu.h"
+#include "harness.h"
+#include "util/util.h"
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static uint32_t rng_u32(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 16);
+}
+
+/* uniform in [-1, 1) */
+static float rng_f(void)
+{
+    return (float)(rng_u32() & 0xFFFFFF) / 8388608.0f - 1.0f;
+}
+
+static void fill_f32(float *x, int n, float scale)
+{
+    for (int i = 0; i < n; i++)
+        x[i] = rng_f() * scale;
+}
+
+static const uint32_t weight_types[] = {
+    PV_TYPE_F32,  PV_TYPE_F16,  PV_TYPE_BF16, PV_TYPE_Q4_0, PV_TYPE_Q4_1,
+    PV_TYPE_Q5_0, PV_TYPE_Q5_1, PV_TYPE_Q8_0, PV_TYPE_Q2_K, PV_TYPE_Q3_K,
+    PV_TYPE_Q4_K, PV_TYPE_Q5_K, PV_TYPE_Q6_K,
+};
+
+static uint16_t small_fp16(void)
+{
+    return pv_f32_to_fp16(0.001f + 0.02f * (rng_f() + 1.0f));
+}
+
+/* Random blocks of `type`: random bits, with scale fields set to small finite values. */
+static void random_weights(uint32_t type, void *buf, int64_t n)
+{
+    size_t bytes = cpu_row_bytes(type, n);
+    uint8_t *p = buf;
+    for (size_t i = 0; i < bytes; i++)
+        p[i] = (uint8_t)rng_u32();
+    int64_t nb = n / cpu_type_blck(type);
+    for (int64_t b = 0; b < nb; b++) {
+        switch (type) {
+        case PV_TYPE_F32: ((float *)buf)[b] = rng_f(); break;
+        case PV_TYPE_F16: ((uint16_t *)buf)[b] = pv_f32_to_fp16(rng_f()); break;
+        case PV_TYPE_BF16: ((uint16_t *)buf)[b] = cpu_f32_to_bf16(rng_f()); break;
+        case PV_TYPE_Q4_0: ((struct pv_block_q4_0 *)buf)[b].d = small_fp16(); break;
+        case PV_TYPE_Q4_1:
+            ((struct pv_block_q4_1 *)buf)[b].d = small_fp16();
+            ((struct pv_block_q4_1 *)buf)[b].m = pv_f32_to_fp16(-0.1f * rng_f());
+            break;
+        case PV_TYPE_Q5_0: ((struct pv_block_q5_0 *)buf)[b].d = small_fp16(); break;
+        case PV_TYPE_Q5_1:
+            ((struct pv_block_q5_1 *)buf)[b].d = small_fp16();
+            ((struct pv_block_q5_1 *)buf)[b].m = pv_f32_to_fp16(-0.1f * rng_f());
+            break;
+        case PV_TYPE_Q8_0: ((struct pv_block_q8_0 *)buf)[b].d = small_fp16(); break;
+        case PV_TYPE_Q2_K:
+            ((struct pv_block_q2_K *)buf)[b].d = small_fp16();
+            ((struct pv_block_q2_K *)buf)[b].dmin = small_fp16();
+            break;
+        case PV_TYPE_Q3_K: ((struct pv_block_q3_K *)buf)[b].d = small_fp16(); break;
+        case PV_TYPE_Q4_K:
+            ((struct pv_block_q4_K *)buf)[b].d = small_fp16();
+            ((struct pv_block_q4_K *)buf)[b].dmin = small_fp16();
+            break;
+        case PV_TYPE_Q5_K:
+            ((struct pv_block_q5_K *)buf)[b].d = small_fp16();
+            ((struct pv_block_q5_K *)buf)[b].dmin = small_fp16();
+            break;
+        case PV_TYPE_Q6_K: ((struct pv_block_q6_K *)buf)[b].d = small_fp16(); break;
+        default: CHECK(!"unexpected type");
+        }
+    }
+}
+
+/* ---- fp16 / bf16 ------------------------------------------------------------------ */
+
+static void test_fp16_values(void)
+{
+    CHECK(pv_fp16_to_f32(0x3C00) == 1.0f);
+    CHECK(pv_fp16_to_f32(0xC000) == -2.0f);
+    CHECK(pv_fp16_to_f32(0x7BFF) == 65504.0f);
+    CHECK(pv_fp16_to_f32(0x0001) == ldexpf(1.0f, -24));
+    CHECK(pv_fp16_to_f32(0x03FF) == ldexpf(1023.0f, -24));
+    CHECK(pv_fp16_to_f32(0x0400) == ldexpf(1.0f, -14));
+    CHECK(pv_fp16_to_f32(0x8000) == 0.0f && signbit(pv_fp16_to_f32(0x8000)));
+    CHECK(isinf(pv_fp16_to_f32(0x7C00)) && pv_fp16_to_f32(0x7C00) > 0);
+    CHECK(isinf(pv_fp16_to_f32(0xFC00)) && pv_fp16_to_f32(0xFC00) < 0);
+    CHECK(isnan(pv_fp16_to_f32(0x7E00)) && isnan(pv_fp16_to_f32(0x7C01)));
+
+    CHECK_EQ_INT(pv_f32_to_fp16(1.0f), 0x3C00);
+    CHECK_EQ_INT(pv_f32_to_fp16(-0.0f), 0x8000);
+    CHECK_EQ_INT(pv_f32_to_fp16(65504.0f), 0x7BFF);
+    CHECK_EQ_INT(pv_f32_to_fp16(65519.0f), 0x7BFF);
+    CHECK_EQ_INT(pv_f32_to_fp16(65520.0f), 0x7C00);
+    CHECK_EQ_INT(pv_f32_to_fp16(1e10f), 0x7C00);
+    CHECK_EQ_INT(pv_f32_to_fp16(-INFINITY), 0xFC00);
+    CHECK((pv_f32_to_fp16(NAN) & 0x7C00) == 0x7C00 && (pv_f32_to_fp16(NAN) & 0x3FF) != 0);
+    /* ties to even: 1 + 2^-11 is halfway between 1 and 1 + 2^-10 */
+    CHECK_EQ_INT(pv_f32_to_fp16(1.0f + ldexpf(1.0f, -11)), 0x3C00);
+    CHECK_EQ_INT(pv_f32_to_fp16(1.0f + 3 * ldexpf(1.0f, -11)), 0x3C02);
+    CHECK_EQ_INT(pv_f32_to_fp16(1.0f + ldexpf(1.0f, -11) + ldexpf(1.0f, -20)), 0x3C01);
+    /* subnormals */
+    CHECK_EQ_INT(pv_f32_to_fp16(ldexpf(1.0f, -24)), 0x0001);
+    CHECK_EQ_INT(pv_f32_to_fp16(ldexpf(1.0f, -25)), 0x0000);
+    CHECK_EQ_INT(pv_f32_to_fp16(ldexpf(1.5f, -25)), 0x0001);
+    CHECK_EQ_INT(pv_f32_to_fp16(ldexpf(3.0f, -25)), 0x0002);
+    CHECK_EQ_INT(pv_f32_to_fp16(ldexpf(1023.5f, -24)), 0x0400);
+    CHECK_EQ_INT(pv_f32_to_fp16(-ldexpf(5.0f, -24)), 0x8005);
+
+    /* every non-nan half survives a round trip */
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = pv_fp16_to_f32((uint16_t)h);
+        if (isnan(f))
+            bad += !isnan(pv_fp16_to_f32(pv_f32_to_fp16(f)));
+        else
+            bad += pv_f32_to_fp16(f) != h;
+    }
+    CHECK_EQ_INT(bad, 0);
+
+    /* random floats round to a nearest half */
+    bad = 0;
+    for (int i = 0; i < 20000; i++) {
+        float f = ldexpf(rng_f(), (int)(rng_u32() % 40) - 26);
+        uint16_t h = pv_f32_to_fp16(f);
+        double e = fabs((double)f - pv_fp16_to_f32(h));
+        for (int dlt = -1; dlt <= 1; dlt += 2) {
+            uint16_t n = (uint16_t)(h + dlt);
+            if ((n & 0x7FFF) < 0x7C00 && ((n ^ h) & 0x8000) == 0)
+                bad += fabs((double)f - pv_fp16_to_f32(n)) < e;
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
+}
+
+static void test_bf16(void)
+{
+    CHECK(pv_bf16_to_f32(0x3F80) == 1.0f);
+    CHECK(pv_bf16_to_f32(0xC040) == -3.0f);
+    CHECK_EQ_INT(cpu_f32_to_bf16(1.0f), 0x3F80);
+    CHECK_EQ_INT(cpu_f32_to_bf16(1.0f + ldexpf(1.0f, -8)), 0x3F80);     /* tie, even */
+    CHECK_EQ_INT(cpu_f32_to_bf16(1.0f + 3 * ldexpf(1.0f, -8)), 0x3F82); /* tie, even */
+    CHECK(isnan(pv_bf16_to_f32(cpu_f32_to_bf16(NAN))));
+}
+
+/* ---- quantizers ------------------------------------------------------------------- */
+
+static void test_quantizers_match_reference(void)
+{
+    const struct cpu_kernels *ref = cpu_kernels_ref(), *best = cpu_kernels_best();
+    const uint32_t dot_types[] = {PV_TYPE_Q8_0, PV_TYPE_Q8_1, PV_TYPE_Q8_K, PV_TYPE_F16,
+                                  PV_TYPE_BF16};
+    enum { N = 1024 };
+    float *x = xmalloc(N * sizeof(float));
+    float *back = xmalloc(N * sizeof(float));
+    uint8_t *a = xmalloc(N * 4), *b = xmalloc(N * 4);
+    for (int rep = 0; rep < 4; rep++) {
+        fill_f32(x, N, rep == 3 ? 1e-3f : 3.0f);
+        if (rep == 1)
+            memset(x, 0, 256 * sizeof(float)); /* all-zero blocks */
+        if (rep == 2)
+            for (int i = 0; i < N; i += 7)
+                x[i] = -x[i] * 4.0f; /* negative maxima */
+        for (size_t t = 0; t < PV_ARRAY_LEN(dot_types); t++) {
+            uint32_t dt = dot_types[t];
+            size_t bytes = cpu_row_bytes(dt, N);
+            memset(a, 0, bytes);
+            memset(b, 0xAA, bytes);
+            ref->quantize[dt](x, a, N);
+            best->quantize[dt](x, b, N);
+            /* bit-exact: the SIMD quantizers round exactly as the scalar ones */
+            if (memcmp(a, b, bytes) != 0) {
+                fprintf(stderr, "  quantizer for type %u differs from the reference\n", dt);
+                CHECK(!"quantizer mismatch");
+            }
+            /* and the quantized values are within half a step of x, plus the rounding
+             * of d to fp16 (127 * half an fp16 ulp, absolute where d is subnormal) */
+            if (dt == PV_TYPE_Q8_1)
+                continue; /* same values as Q8_0 plus s */
+            cpu_dequantize_row(dt == PV_TYPE_Q8_K ? PV_TYPE_Q8_K : dt, a, back, N);
+            int blck = (int)cpu_type_blck(dt);
+            for (int i0 = 0; i0 < N; i0 += blck) {
+                float amax = 0.0f;
+                for (int i = i0; i < i0 + blck; i++)
+                    amax = fmaxf(amax, fabsf(x[i]));
+                float step = dt == PV_TYPE_F16 ? amax * 1e-3f : dt == PV_TYPE_BF16 ? amax * 8e-3f
+                                                                                   : amax / 127.0f;
+                for (int i = i0; i < i0 + blck; i++)
+                    CHECK_NEAR(back[i], x[i], 0.6 * step + (dt == PV_TYPE_Q8_K ? 0.0 : 4e-6));
+            }
+        }
+        /* Q8_1: s = d * sum(q) */
+        ref->quantize[PV_TYPE_Q8_1](x, a, N);
+        const struct pv_block_q8_1 *q = (const void *)a;
+        for (int i = 0; i < N / 32; i++) {
+            int sum = 0;
+            for (int j = 0; j < 32; j++)
+                sum += q[i].qs[j];
+            CHECK_NEAR(pv_fp16_to_f32(q[i].s), (float)sum * pv_fp16_to_f32(q[i].d),
+                       fabs((double)sum) * (1e-3 * pv_fp16_to_f32(q[i].d) + 3e-8) + 1e-7);
+        }
+        /* Q8_K: bsums are the sums of 16 */
+        ref->quantize[PV_TYPE_Q8_K](x, a, N);
+        const struct pv_block_q8_K *k = (const void *)a;
+        for (int i = 0; i < N / 256; i++)
+            for (int g = 0; g < 16; g++) {
+                int sum = 0;
+                for (int j = 0; j < 16; j++)
+                    sum += k[i].qs[16 * g + j];
+                CHECK_EQ_INT(k[i].bsums[g], sum);
+            }
+    }
+    free(x);
+    free(back);
+    free(a);
+    free(b);
+}
+
+/* ---- vec_dot ---------------------------------------------------------------------- */
+
+/*
+ * For each weight type: the scalar dot equals a double dot of the dequantized weight and
+ * the dequantized activation blocks (up to f32 rounding, 2e-6 of sum|w*a|), and the SIMD
+ * dot equals the scalar one to 1e-5 of sum|w*a| (same integer sums, other float order).
+ */
+static void test_vec_dot_all_types(void)
+{
+    const struct cpu_kernels *ref = cpu_kernels_ref(), *best = cpu_kernels_best();
+    enum { N = 1024 };
+    float *x = xmalloc(N * sizeof(float)), *wf = xmalloc(N * sizeof(float));
+    float *af = xmalloc(N * sizeof(float));
+    void *w = xmalloc(N * 4), *a = xmalloc(N * 4 + 64);
+    for (size_t t = 0; t < PV_ARRAY_LEN(weight_types); t++) {
+        uint32_t type = weight_types[t], dt = cpu_dot_type(type);
+        for (int n = (int)cpu_type_blck(type) == 1 ? 37 : (int)cpu_type_blck(type); n <= N;
+             n = n * 2 + (cpu_type_blck(type) == 1 ? 3 : 0)) {
+            if (n % (int)cpu_type_blck(type) != 0 || n % (int)cpu_type_blck(dt) != 0)
+                continue;
+            for (int rep = 0; rep < 3; rep++) {
+                random_weights(type, w, n);
+                fill_f32(x, n, 2.0f);
+                if (dt == PV_TYPE_F32) {
+                    memcpy(a, x, (size_t)n * sizeof(float));
+                    memcpy(af, x, (size_t)n * sizeof(float));
+                } else {
+                    ref->quantize[dt](x, a, n);
+                    if (dt == PV_TYPE_Q8_1) { /* Q8_1 dequantizes like Q8_0 without s */
+                        const struct pv_block_q8_1 *q = a;
+                        for (int i = 0; i < n; i++)
+                            af[i] = pv_fp16_to_f32(q[i / 32].d) * (float)q[i / 32].qs[i % 32];
+                    } else {
+                        cpu_dequantize_row(dt, a, af, n);
+                    }
+                }
+                cpu_dequantize_row(type, w, wf, n);
+                double exact = 0.0, mag = 0.0;
+                for (int i = 0; i < n; i++) {
+                    exact += (double)wf[i] * af[i];
+                    mag += fabs((double)wf[i] * af[i]);
+                }
+                float s_ref = NAN, s_best = NAN;
+                ref->vec_dot[type](n, &s_ref, w, a);
+                best->vec_dot[type](n, &s_best, w, a);
+                /* Q4_1/Q5_1 use s = d*sum(q) stored as fp16: allow its rounding */
+                double tol_ref = 2e-6 * mag + 1e-30;
+                if (dt == PV_TYPE_Q8_1)
+                    tol_ref += 1e-3 * mag;
+                if (!(fabs(s_ref - exact) <= tol_ref) || !(fabs(s_best - s_ref) <= 1e-5 * mag + 1e-30)) {
+                    fprintf(stderr, "  type %u n %d: exact %.9g ref %.9g best %.9g (mag %g)\n", type,
+                            n, exact, s_ref, s_best, mag);
+                    CHECK(!"vec_dot mismatch");
+                }
+            }
+        }
+    }
+    free(x);
+    free(wf);
+    free(af);
+    free(w);
+    free(a);
+}
+
+static void test_f16_helpers(void)
+{
+    const struct cpu_kernels *ref = cpu_kernels_ref(), *best = cpu_kernels_best();
+    enum { N = 259 };
+    float x[N], y1[N], y2[N], back[N];
+    uint16_t h[N];
+    fill_f32(x, N, 3.0f);
+    best->quantize[PV_TYPE_F16](x, h, N);
+    best->f16_to_f32(h, back, N);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ_INT(h[i], pv_f32_to_fp16(x[i]));
+        CHECK(back[i] == pv_fp16_to_f32(h[i]));
+    }
+    for (int n = 1; n <= N; n += 37) {
+        double exact = 0.0, mag = 0.0;
+        for (int i = 0; i < n; i++) {
+            exact += (double)x[i] * pv_fp16_to_f32(h[i]);
+            mag += fabs((double)x[i] * pv_fp16_to_f32(h[i]));
+        }
+        CHECK_NEAR(ref->dot_f32_f16(x, h, n), exact, 1e-6 * mag);
+        CHECK_NEAR(best->dot_f32_f16(x, h, n), exact, 1e-6 * mag);
+        memcpy(y1, x, sizeof(y1));
+        memcpy(y2, x, sizeof(y2));
+        ref->axpy_f16(y1, 0.37f, h, n);
+        best->axpy_f16(y2, 0.37f, h, n);
+        for (int i = 0; i < N; i++)
+            CHECK_NEAR(y1[i], y2[i], 1e-6 * (fabsf(y1[i]) + 1.0f));
+    }
+}
+
+/* ---- matmul ----------------------------------------------------------------------- */
+
+/*
+ * cpu_matmul against a naive dequantize-then-dot in double on the same quantized
+ * activations (tolerance 1e-5 of sum|w*a|, plus the fp16 rounding of Q8_1's s), and
+ * the 3-thread result equal to the 1-thread one bit for bit.
+ */
+static void test_matmul(void)
+{
+    const struct cpu_kernels *k = cpu_kernels_get();
+    struct pv_pool *pools[2] = {pool_new(1), pool_new(3)};
+    const int ne1 = 37;
+    const int token_counts[] = {1, 3, 8};
+    for (size_t t = 0; t < PV_ARRAY_LEN(weight_types); t++) {
+        uint32_t type = weight_types[t], dt = cpu_dot_type(type);
+        int ne0 = cpu_type_blck(type) == PV_QK_K || cpu_type_blck(dt) == PV_QK_K ? 512 : 96;
+        size_t row_bytes = cpu_row_bytes(type, ne0);
+        uint8_t *wdata = xmalloc(row_bytes * ne1);
+        for (int r = 0; r < ne1; r++)
+            random_weights(type, wdata + (size_t)r * row_bytes, ne0);
+        struct pv_tensor W = {.name = "w", .type = type, .n_dims = 2, .ne = {ne0, ne1, 1, 1},
+                              .row_bytes = row_bytes, .n_bytes = row_bytes * ne1, .data = wdata};
+        float *wf = xmalloc(sizeof(float) * ne0 * ne1);
+        for (int r = 0; r < ne1; r++)
+            cpu_dequantize_row(type, wdata + (size_t)r * row_bytes, wf + (size_t)r * ne0, ne0);
+        for (size_t c = 0; c < PV_ARRAY_LEN(token_counts); c++) {
+            int nt = token_counts[c];
+            float *x = xmalloc(sizeof(float) * ne0 * nt), *af = xmalloc(sizeof(float) * ne0);
+            float *y1 = xmalloc(sizeof(float) * ne1 * nt), *y3 = xmalloc(sizeof(float) * ne1 * nt);
+            void *a = xmalloc(ne0 * 4 + 64);
+            fill_f32(x, ne0 * nt, 1.5f);
+            cpu_matmul(pools[0], &W, x, y1, nt);
+            cpu_matmul(pools[1], &W, x, y3, nt);
+            CHECK(memcmp(y1, y3, sizeof(float) * ne1 * nt) == 0);
+            int bad = 0;
+            for (int tok = 0; tok < nt; tok++) {
+                const float *xt = x + (size_t)tok * ne0;
+                if (dt == PV_TYPE_F32) {
+                    memcpy(af, xt, sizeof(float) * ne0);
+                } else if (dt == PV_TYPE_Q8_1) {
+                    k->quantize[PV_TYPE_Q8_0](xt, a, ne0);
+                    cpu_dequantize_row(PV_TYPE_Q8_0, a, af, ne0);
+                } else {
+                    k->quantize[dt](xt, a, ne0);
+                    cpu_dequantize_row(dt, a, af, ne0);
+                }
+                for (int r = 0; r < ne1; r++) {
+                    double exact = 0.0, mag = 0.0;
+                    for (int i = 0; i < ne0; i++) {
+                        exact += (double)wf[(size_t)r * ne0 + i] * af[i];
+                        mag += fabs((double)wf[(size_t)r * ne0 + i] * af[i]);
+                    }
+                    double tol = (dt == PV_TYPE_Q8_1 ? 1e-3 : 1e-5) * mag + 1e-30;
+                    bad += !(fabs(y1[(size_t)tok * ne1 + r] - exact) <= tol);
+                }
+            }
+            if (bad)
+                fprintf(stderr, "  matmul type %u n_tokens %d: %d rows off\n", type, nt, bad);
+            CHECK_EQ_INT(bad, 0);
+            free(x);
+            free(af);
+            free(y1);
+            free(y3);
+            free(a);
+        }
+        free(wdata);
+        free(wf);
+    }
+    pool_free(pools[0]);
+    pool_free(pools[1]);
+    cpu_scratch_release();
+}
+
+/* ---- element-wise ops ------------------------------------------------------------- */
+
+static void test_rmsnorm(void)
+{
+    enum { N = 640 };
+    float x[N], w[N], y[N];
+    fill_f32(x, N, 4.0f);
+    fill_f32(w, N, 2.0f);
+    double ss = 0.0;
+    for (int i = 0; i < N; i++)
+        ss += (double)x[i] * x[i];
+    double scale = 1.0 / sqrt(ss / N + 1e-6);
+    cpu_rmsnorm(x, w, y, N, 1e-6f);
+    for (int i = 0; i < N; i++)
+        CHECK_NEAR(y[i], x[i] * scale * w[i], 1e-5 * fabs(x[i] * scale * w[i]) + 1e-6);
+    cpu_rmsnorm(x, NULL, x, N, 1e-6f); /* in place, no weight */
+    for (int i = 0; i < N; i++)
+        CHECK_NEAR(x[i], y[i] / w[i], 1e-4 * fabs(y[i] / w[i]) + 1e-5);
+    float rows[3 * 8], out[3 * 8];
+    fill_f32(rows, 3 * 8, 1.0f);
+    cpu_rmsnorm_rows(rows, NULL, out, 3, 8, 1e-5f);
+    for (int r = 0; r < 3; r++) {
+        double s2 = 0.0;
+        for (int i = 0; i < 8; i++)
+            s2 += (double)out[r * 8 + i] * out[r * 8 + i];
+        CHECK_NEAR(s2 / 8, 1.0, 1e-3);
+    }
+}
+
+static void test_rope(void)
+{
+    enum { HD = 64, NH = 3 };
+    const int n_rot = 48;
+    float x[NH * HD], y[NH * HD], ff[HD / 2];
+    for (int i = 0; i < HD / 2; i++)
+        ff[i] = 1.0f + (float)i / 8.0f;
+    for (int mode = 0; mode < 4; mode++) {
+        bool neox = mode & 1;
+        const float *f = mode & 2 ? ff : NULL;
+        float freq_scale = mode & 2 ? 0.25f : 1.0f;
+        int32_t pos = 37;
+        fill_f32(x, NH * HD, 1.0f);
+        memcpy(y, x, sizeof(x));
+        cpu_rope(y, NH, HD, n_rot, pos, 10000.0f, freq_scale, f, neox);
+        for (int h = 0; h < NH; h++) {
+            const float *xs = x + h * HD, *ys = y + h * HD;
+            for (int i = 0; i < n_rot / 2; i++) {
+                double theta = freq_scale * pos * pow(10000.0, -2.0 * i / n_rot) / (f ? f[i] : 1.0);
+                int i0 = neox ? i : 2 * i, i1 = neox ? i + n_rot / 2 : 2 * i + 1;
+                CHECK_NEAR(ys[i0], xs[i0] * cos(theta) - xs[i1] * sin(theta), 2e-5);
+                CHECK_NEAR(ys[i1], xs[i0] * sin(theta) + xs[i1] * cos(theta), 2e-5);
+            }
+            for (int i = n_rot; i < HD; i++)
+                CHECK(ys[i] == xs[i]);
+        }
+    }
+}
+
+static void test_activations_softmax(void)
+{
+    enum { N = 300 };
+    float x[N], g[N], y[N];
+    fill_f32(x, N, 6.0f);
+    fill_f32(g, N, 2.0f);
+    memcpy(y, x, sizeof(x));
+    cpu_gelu_mul(y, g, N);
+    for (int i = 0; i < N; i++) {
+        double v = x[i];
+        double e = 0.5 * v * (1.0 + tanh(0.7978845608 * v * (1.0 + 0.044715 * v * v))) * g[i];
+        CHECK_NEAR(y[i], e, 1e-5 * fabs(e) + 1e-6);
+    }
+    memcpy(y, x, sizeof(x));
+    cpu_silu_mul(y, g, N);
+    for (int i = 0; i < N; i++) {
+        double v = x[i], e = v / (1.0 + exp(-v)) * g[i];
+        CHECK_NEAR(y[i], e, 1e-5 * fabs(e) + 1e-6);
+    }
+    fill_f32(x, N, 30.0f);
+    x[5] = 100.0f; /* large values must not overflow */
+    memcpy(y, x, sizeof(x));
+    cpu_softmax(y, N);
+    double z = 0.0, total = 0.0;
+    for (int i = 0; i < N; i++)
+        z += exp((double)x[i] - 100.0);
+    for (int i = 0; i < N; i++) {
+        double e = exp((double)x[i] - 100.0) / z;
+        CHECK_NEAR(y[i], e, 1e-5 * e + 1e-9);
+        total += y[i];
+    }
+    CHECK_NEAR(total, 1.0, 1e-5);
+}
+
+static void test_dispatch(void)
+{
+    CHECK_EQ_STR(cpu_kernels_ref()->name, "scalar");
+    const char *f = cpu_features();
+    CHECK(strcmp(f, "scalar") == 0 || strcmp(f, "avx2") == 0);
+    for (size_t t = 0; t < PV_ARRAY_LEN(weight_types); t++) {
+        CHECK(cpu_kernels_best()->vec_dot[weight_types[t]] != NULL);
+        CHECK_EQ_INT(cpu_row_bytes(weight_types[t], 256) % cpu_type_bytes(weight_types[t]), 0);
+    }
+}
+
+TESTS(TEST_ENTRY(test_fp16_values), TEST_ENTRY(test_bf16),
+      TEST_ENTRY(test_quantizers_match_reference), TEST_ENTRY(test_vec_dot_all_types),
+      TEST_ENTRY(test_f16_helpers), TEST_ENTRY(test_matmul), TEST_ENTRY(test_rmsnorm),
+      TEST_ENTRY(test_rope), TEST_ENTRY(test_activations_softmax), TEST_ENTRY(test_dispatch))
