@@ -1,8 +1,9 @@
 /*
  * cmd_models.c - `pensieve models`: the .gguf files of the model directory.
  *
- * Lists name and size of each file; `--default-path` prints the path of the default
- * model, which `make run` serves.
+ * Lists name, architecture, quantization and size of each file (read from its GGUF
+ * metadata; a file that does not parse shows `invalid: <reason>`); `--default-path`
+ * prints the path of the default model, which `make run` serves.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -64,14 +65,26 @@ static int models_main(int argc, char **argv)
     closedir(d);
     qsort(names, n, sizeof(*names), compare_names);
     printf("%s\n", dir);
-    printf("%-48s %10s\n", "NAME", "SIZE");
+    printf("%-48s %-12s %-10s %10s\n", "NAME", "ARCH", "QUANT", "SIZE");
     for (size_t i = 0; i < n; i++) {
         struct stat st;
+        struct pv_model_summary sum;
+        struct pv_err err = {0};
         char size[32] = "?";
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
         if (stat(path, &st) == 0)
             format_bytes((uint64_t)st.st_size, size, sizeof(size));
-        printf("%-48s %10s\n", names[i], size);
+        if (pv_model_probe(path, &sum, &err) == PV_OK) {
+            printf("%-48s %-12s %-10s %10s%s\n", names[i], sum.architecture, sum.quant, size,
+                   sum.supported ? "" : "  (architecture not supported)");
+        } else {
+            /* The reason without the path prefix the reader puts first. */
+            const char *why = err.msg;
+            size_t plen = strlen(path);
+            if (strncmp(why, path, plen) == 0 && why[plen] == ':')
+                why += plen + 1 + (why[plen + 1] == ' ');
+            printf("%-48s invalid: %s\n", names[i], why);
+        }
         free(names[i]);
     }
     if (n == 0)

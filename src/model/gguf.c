@@ -612,6 +612,7 @@ uint64_t gguf_file_bytes(const struct gguf_file *f) { return f->size; }
 uint32_t gguf_version(const struct gguf_file *f) { return f->version; }
 uint32_t gguf_alignment(const struct gguf_file *f) { return (uint32_t)f->alignment; }
 uint64_t gguf_data_offset(const struct gguf_file *f) { return f->data_start; }
+const void *gguf_map(const struct gguf_file *f) { return f->map; }
 int64_t gguf_n_kv(const struct gguf_file *f) { return f->n_kv; }
 int64_t gguf_n_tensors(const struct gguf_file *f) { return f->n_tensors; }
 

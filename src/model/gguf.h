@@ -91,6 +91,8 @@ const struct pv_tensor *gguf_tensor(const struct gguf_file *f, int64_t i);
 
 /* general.alignment (default 32) and the file offset where tensor data starts. */
 uint32_t gguf_alignment(const struct gguf_file *f);
+/* Start of the read-only mapping of the whole file (page-aligned). */
+const void *gguf_map(const struct gguf_file *f);
 uint64_t gguf_data_offset(const struct gguf_file *f);
 /* ggml's name of a tensor type id ("q4_K", "iq2_xxs"), or NULL for ids ggml never had. */
 const char *gguf_type_name(uint32_t type);

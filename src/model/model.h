@@ -57,6 +57,7 @@ struct model_layer {
     const struct pv_tensor *post_ffn_norm;  /* [n_embd] (gemma3) */
     bool is_swa;                            /* sliding-window layer */
     float rope_base;                        /* base for this layer */
+    float rope_freq_scale;                  /* freq_scale for this layer (gemma3 SWA: 1) */
 };
 
 struct pv_model {
@@ -71,8 +72,14 @@ struct pv_model {
     struct pv_vocab *vocab;                 /* owned; tokenizer (tok/) */
     char *chat_template;                    /* owned copy of tokenizer.chat_template or NULL */
     char *name;                             /* general.name or the file's base name, owned */
+    uint64_t weight_bytes;                  /* sum of all tensors' n_bytes */
 };
 
 const char *model_arch_name(enum model_arch arch);
+/*
+ * Quantization label of a file: llama.cpp's name of general.file_type ("Q4_K_M"), else
+ * the upper-cased type holding most bytes among its matrices ("Q8_0"), else "-".
+ */
+void model_quant_name(const struct gguf_file *f, char *out, size_t cap);
 
 #endif /* PV_MODEL_H */
