@@ -191,6 +191,131 @@ struct pv_model_summary {
 PV_API enum pv_status pv_model_probe(const char *path, struct pv_model_summary *out,
                                      struct pv_err *err);
 
+/* ---------------------------------------------------------------------------------------
+ * Contexts and sampling
+ *
+ * A context is one sequence being evaluated on a loaded model: its KV cache, scratch
+ * buffers, logits and worker threads. It borrows the model, which must outlive it; many
+ * contexts may share one model. A context and a sampler are each used by one thread at
+ * a time (the same or different threads for different contexts).
+ * -------------------------------------------------------------------------------------*/
+
+struct pv_model;   /* a loaded model (see the model section) */
+struct pv_context; /* opaque */
+struct pv_sampler; /* opaque */
+
+/* Element type of the KV cache. */
+enum pv_kv_type { PV_KV_F16 = 0, PV_KV_F32 = 1 };
+
+struct pv_context_params {
+    uint32_t n_ctx;           /* positions in the KV cache; 0 = min(4096, training context) */
+    uint32_t n_batch;         /* most tokens per forward step of a prompt; 0 = 512 */
+    int n_threads;            /* worker threads; 0 = the machine's cores */
+    enum pv_kv_type kv_type;  /* default PV_KV_F16 */
+};
+
+/* Defaults: n_ctx 0 (model-dependent), n_batch 512, n_threads 0 (all cores), F16 KV. */
+PV_API struct pv_context_params pv_context_default_params(void);
+
+/* What a context needs, in bytes, beside the model's mapped weights. */
+struct pv_memory_estimate {
+    uint64_t weights_bytes; /* tensor data of the model (mapped, not copied) */
+    uint64_t kv_bytes;      /* KV cache for n_ctx positions */
+    uint64_t compute_bytes; /* activations, logits and attention scratch */
+    uint64_t total_bytes;   /* sum of the three */
+    uint32_t n_ctx;         /* the context size the estimate is for (0 resolved) */
+};
+
+/*
+ * Memory a context with `params` would need on `model`. Returns PV_ERR_INVALID when the
+ * sizes overflow. Nothing is allocated.
+ */
+PV_API enum pv_status pv_context_estimate(const struct pv_model *model,
+                                          const struct pv_context_params *params,
+                                          struct pv_memory_estimate *out, struct pv_err *err);
+
+/*
+ * Create a context on `model`. Before allocating, the weights + KV cache + scratch are
+ * compared with the memory available (MemAvailable of /proc/meminfo plus the mapped
+ * weights); when they do not fit the call fails with PV_ERR_NOMEM and a message giving
+ * both sizes. On success *out is owned by the caller (pv_context_free); on failure it is
+ * NULL. `params` may be NULL for the defaults. The model must outlive the context.
+ */
+PV_API enum pv_status pv_context_new(struct pv_model *model,
+                                     const struct pv_context_params *params,
+                                     struct pv_context **out, struct pv_err *err);
+/* Free a context and its threads; NULL is a no-op. */
+PV_API void pv_context_free(struct pv_context *ctx);
+
+/*
+ * Evaluate `n` tokens appended at the current position (batched in steps of n_batch).
+ * With all_logits false only the last token's logits are computed; with true, those of
+ * every one of the n tokens. Fails with PV_ERR_CONTEXT when n_past + n exceeds n_ctx,
+ * PV_ERR_INVALID for an id outside the vocabulary or n == 0; on failure the position is
+ * unchanged.
+ */
+PV_API enum pv_status pv_context_eval(struct pv_context *ctx, const int32_t *tokens, size_t n,
+                                      bool all_logits, struct pv_err *err);
+/*
+ * Logits of the last eval: row i of the n evaluated tokens (needs all_logits), or the
+ * last row when i is -1. Points at n_vocab floats owned by the context, valid until the
+ * next eval, truncate or free. NULL when that row was not computed.
+ */
+PV_API const float *pv_context_logits(const struct pv_context *ctx, int64_t i);
+/* Tokens in the KV cache (the position the next eval starts at). */
+PV_API uint32_t pv_context_n_past(const struct pv_context *ctx);
+/* Positions the KV cache holds. */
+PV_API uint32_t pv_context_n_ctx(const struct pv_context *ctx);
+/* Rows of a logits vector. */
+PV_API uint32_t pv_context_n_vocab(const struct pv_context *ctx);
+/* Worker threads the context computes on. */
+PV_API int pv_context_n_threads(const struct pv_context *ctx);
+/*
+ * Forget every position from n_keep on, so the next eval continues after the first
+ * n_keep tokens (prefix reuse). PV_ERR_INVALID when n_keep > n_past. Logits are dropped.
+ */
+PV_API enum pv_status pv_context_truncate(struct pv_context *ctx, uint32_t n_keep,
+                                          struct pv_err *err);
+
+/* Seed value that asks for a random seed. */
+#define PV_SEED_RANDOM UINT64_MAX
+
+/*
+ * Sampling, in llama.cpp's order: penalties -> top-k -> top-p -> min-p -> temperature ->
+ * draw. temperature <= 0 is greedy (the first highest logit after penalties).
+ */
+struct pv_sampler_params {
+    float temperature;       /* default 0.8; <= 0 greedy */
+    int32_t top_k;           /* default 40; <= 0 off */
+    float top_p;             /* default 0.95; >= 1 off */
+    float min_p;             /* default 0.05; <= 0 off */
+    float repeat_penalty;    /* default 1.0 (off): logit/r if > 0, logit*r otherwise */
+    float presence_penalty;  /* default 0: subtracted once from every seen token */
+    float frequency_penalty; /* default 0: subtracted per occurrence */
+    int32_t penalty_last_n;  /* default 64: accepted tokens the penalties look at */
+    uint64_t seed;           /* default PV_SEED_RANDOM */
+};
+
+PV_API struct pv_sampler_params pv_sampler_default_params(void);
+
+/*
+ * A sampler over a vocabulary of n_vocab tokens. *out is owned by the caller
+ * (pv_sampler_free). PV_ERR_INVALID for n_vocab 0 or a parameter out of range
+ * (negative penalties, top_p/min_p not finite, penalty_last_n < 0).
+ */
+PV_API enum pv_status pv_sampler_new(const struct pv_sampler_params *params, uint32_t n_vocab,
+                                     struct pv_sampler **out, struct pv_err *err);
+PV_API void pv_sampler_free(struct pv_sampler *s);
+/*
+ * Pick a token from n_vocab logits (not modified). Deterministic for a given seed,
+ * history and logits. Does not record the token: call pv_sampler_accept.
+ */
+PV_API int32_t pv_sampler_sample(struct pv_sampler *s, const float *logits);
+/* Record a token in the penalty history (prompt tokens too, if they should count). */
+PV_API void pv_sampler_accept(struct pv_sampler *s, int32_t token);
+/* Clear the penalty history and reseed (same seed: the same draws again). */
+PV_API void pv_sampler_reset(struct pv_sampler *s);
+
 #ifdef __cplusplus
 }
 #endif
