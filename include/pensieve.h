@@ -200,7 +200,6 @@ PV_API enum pv_status pv_model_probe(const char *path, struct pv_model_summary *
  * a time (the same or different threads for different contexts).
  * -------------------------------------------------------------------------------------*/
 
-struct pv_model;   /* a loaded model (see the model section) */
 struct pv_context; /* opaque */
 struct pv_sampler; /* opaque */
 
@@ -270,6 +269,11 @@ PV_API uint32_t pv_context_n_ctx(const struct pv_context *ctx);
 PV_API uint32_t pv_context_n_vocab(const struct pv_context *ctx);
 /* Worker threads the context computes on. */
 PV_API int pv_context_n_threads(const struct pv_context *ctx);
+/*
+ * True when `token` ends generation: the model's eos/eot/eom ids and every token whose
+ * text is an end-of-turn marker (<end_of_turn>, <|eot_id|>, <|im_end|>, <|end|>, ...).
+ */
+PV_API bool pv_context_is_eog(const struct pv_context *ctx, int32_t token);
 /*
  * Forget every position from n_keep on, so the next eval continues after the first
  * n_keep tokens (prefix reuse). PV_ERR_INVALID when n_keep > n_past. Logits are dropped.

@@ -21,8 +21,6 @@ static struct cli_opt no_opts[] = {{0}};
         cli_die(#cname, 1, "not available in this build yet: %s", what);                   \
     }
 
-PENDING(serve, "serve the Anthropic Messages and OpenAI APIs over HTTP",
-        "pensieve serve -m MODEL [options]", "the HTTP server has not landed")
 PENDING(run, "continue a prompt as raw text", "pensieve run -m MODEL -p PROMPT [options]",
         "the inference engine has not landed")
 PENDING(chat, "chat with a model in the terminal", "pensieve chat -m MODEL [options]",
@@ -33,5 +31,3 @@ PENDING(tokenize, "text to token ids", "pensieve tokenize -m MODEL TEXT [options
         "the tokenizer has not landed")
 PENDING(detokenize, "token ids to text", "pensieve detokenize -m MODEL ID... [options]",
         "the tokenizer has not landed")
-PENDING(stop, "stop a running server", "pensieve stop [options]",
-        "the HTTP server has not landed")

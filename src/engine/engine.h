@@ -56,6 +56,9 @@ struct pv_context {
     size_t logits_cap_rows;
     size_t n_logit_rows;         /* 0 after truncate */
     bool logits_all;             /* rows are per token (else one row: the last token) */
+
+    int32_t eog[16];             /* end-of-generation token ids */
+    size_t n_eog;
 };
 
 /*

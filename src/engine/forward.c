@@ -1,0 +1,184 @@
+/*
+ * forward.c - the transformer forward pass shared by gemma3, llama, qwen2, qwen3, phi3.
+ *
+ * One recipe with per-architecture steps, each taken when the model has the tensor or
+ * flag for it (model.c binds exactly what each architecture has): fused or separate
+ * QKV, q/k/v biases (qwen2), per-head QK-norm (gemma3, qwen3), NORM or NEOX RoPE with
+ * optional frequency factors (llama3), sliding-window layers and post-norms (gemma3),
+ * GELU-tanh or SiLU gated FFN, fused gate-up (phi3). A prompt goes through in batches:
+ * every matmul sees n tokens at once. Nothing is allocated here.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "compute/compute.h"
+#include "engine/engine.h"
+
+static const float *f32(const struct pv_tensor *t)
+{
+    return t ? (const float *)t->data : NULL;
+}
+
+/* y[t] = rmsnorm(x[t]) * w for each of n rows of width dim */
+static void rmsnorm_rows(const float *x, const struct pv_tensor *w, float *y, int n, int dim,
+                         float eps)
+{
+    for (int t = 0; t < n; t++)
+        cpu_rmsnorm(x + (size_t)t * dim, f32(w), y + (size_t)t * dim, dim, eps);
+}
+
+/* rmsnorm over each head_dim slice of n rows of n_heads heads (rows stride apart) */
+static void rmsnorm_heads(float *x, size_t stride, const struct pv_tensor *w, int n,
+                          int n_heads, int head_dim, float eps)
+{
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < n_heads; h++) {
+            float *p = x + (size_t)t * stride + (size_t)h * head_dim;
+            cpu_rmsnorm(p, f32(w), p, head_dim, eps);
+        }
+}
+
+/* x[t][i] += b[i] over n rows (stride apart) of width dim */
+static void add_bias(float *x, size_t stride, const struct pv_tensor *b, int n, int dim)
+{
+    const float *bf = f32(b);
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < dim; i++)
+            x[(size_t)t * stride + i] += bf[i];
+}
+
+/* Store n rows (stride apart) of width dim at cache positions pos0.. of one layer. */
+static void kv_store(const struct pv_context *ctx, void *layer_base, const float *src,
+                     size_t stride, int n, uint32_t pos0, uint32_t dim)
+{
+    for (int t = 0; t < n; t++) {
+        const float *s = src + (size_t)t * stride;
+        if (ctx->kv_type == PV_KV_F32) {
+            float *d = (float *)layer_base + (size_t)(pos0 + (uint32_t)t) * dim;
+            memcpy(d, s, dim * sizeof(float));
+        } else {
+            uint16_t *d = (uint16_t *)layer_base + (size_t)(pos0 + (uint32_t)t) * dim;
+            for (uint32_t i = 0; i < dim; i++)
+                d[i] = pv_f32_to_fp16(s[i]);
+        }
+    }
+}
+
+void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float *out, bool all)
+{
+    const struct pv_model *m = ctx->model;
+    const struct model_hparams *hp = &m->hp;
+    const int n_embd = (int)hp->n_embd, n_ff = (int)hp->n_ff;
+    const int n_head = (int)hp->n_head, n_head_kv = (int)hp->n_head_kv;
+    const int hd_k = (int)hp->head_dim_k;
+    const int q_dim = n_head * hd_k;
+    const uint32_t pos0 = ctx->n_past;
+    const float eps = hp->rms_eps;
+    const float *rope_ff = f32(m->rope_freqs);
+    struct pv_pool *pool = ctx->pool;
+
+    /* 1. token embeddings: x[t] = token_embd[tok] * embd_scale */
+    for (int t = 0; t < n; t++) {
+        const char *row = (const char *)m->tok_embd->data + (size_t)tokens[t] * m->tok_embd->row_bytes;
+        float *x = ctx->x + (size_t)t * n_embd;
+        cpu_dequantize_row(m->tok_embd->type, row, x, n_embd);
+        if (hp->embd_scale != 1.0f)
+            for (int i = 0; i < n_embd; i++)
+                x[i] *= hp->embd_scale;
+    }
+
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        const struct model_layer *L = &m->layers[il];
+        float *q, *k, *v;
+        size_t q_stride, k_stride, v_stride;
+
+        /* 2. attention input norm */
+        rmsnorm_rows(ctx->x, L->attn_norm, ctx->xb, n, n_embd, eps);
+
+        /* 3. q, k, v projections (fused for phi3: one matmul, rows [q | k | v]) */
+        if (L->wqkv) {
+            cpu_matmul(pool, L->wqkv, ctx->xb, ctx->fused, n);
+            q = ctx->fused;
+            k = q + q_dim;
+            v = k + ctx->kv_dim_k;
+            q_stride = k_stride = v_stride = (size_t)q_dim + ctx->kv_dim_k + ctx->kv_dim_v;
+        } else {
+            cpu_matmul(pool, L->wq, ctx->xb, ctx->q, n);
+            cpu_matmul(pool, L->wk, ctx->xb, ctx->k, n);
+            cpu_matmul(pool, L->wv, ctx->xb, ctx->v, n);
+            q = ctx->q, k = ctx->k, v = ctx->v;
+            q_stride = (size_t)q_dim, k_stride = ctx->kv_dim_k, v_stride = ctx->kv_dim_v;
+        }
+        if (L->bq) {
+            add_bias(q, q_stride, L->bq, n, q_dim);
+            add_bias(k, k_stride, L->bk, n, (int)ctx->kv_dim_k);
+            add_bias(v, v_stride, L->bv, n, (int)ctx->kv_dim_v);
+        }
+
+        /* 4. per-head QK-norm, then RoPE at positions pos0 + t */
+        if (L->q_norm) {
+            rmsnorm_heads(q, q_stride, L->q_norm, n, n_head, hd_k, eps);
+            rmsnorm_heads(k, k_stride, L->k_norm, n, n_head_kv, hd_k, eps);
+        }
+        {
+            const float freq_scale = L->is_swa ? 1.0f : hp->rope_freq_scale;
+            for (int t = 0; t < n; t++) {
+                const int32_t pos = (int32_t)(pos0 + (uint32_t)t);
+                cpu_rope(q + (size_t)t * q_stride, n_head, hd_k, (int)hp->n_rot, pos,
+                         L->rope_base, freq_scale, rope_ff, hp->rope_neox);
+                cpu_rope(k + (size_t)t * k_stride, n_head_kv, hd_k, (int)hp->n_rot, pos,
+                         L->rope_base, freq_scale, rope_ff, hp->rope_neox);
+            }
+        }
+
+        /* 5. append k, v to the cache; attend over positions [0, pos0 + n) */
+        {
+            char *kl = (char *)ctx->k_cache + (size_t)il * ctx->n_ctx * ctx->kv_dim_k * ctx->kv_elt_bytes;
+            char *vl = (char *)ctx->v_cache + (size_t)il * ctx->n_ctx * ctx->kv_dim_v * ctx->kv_elt_bytes;
+            kv_store(ctx, kl, k, k_stride, n, pos0, ctx->kv_dim_k);
+            kv_store(ctx, vl, v, v_stride, n, pos0, ctx->kv_dim_v);
+        }
+        engine_attention(ctx, (int)il, q, q_stride, ctx->att, n, pos0, L->is_swa);
+
+        /* 6. output projection, optional post-norm (gemma3), residual */
+        cpu_matmul(pool, L->wo, ctx->att, ctx->proj, n);
+        if (L->post_attn_norm)
+            rmsnorm_rows(ctx->proj, L->post_attn_norm, ctx->proj, n, n_embd, eps);
+        for (size_t i = 0; i < (size_t)n * n_embd; i++)
+            ctx->x[i] += ctx->proj[i];
+
+        /* 7. gated FFN: down(act(gate . h) * (up . h)) */
+        rmsnorm_rows(ctx->x, L->ffn_norm, ctx->xb, n, n_embd, eps);
+        if (L->ffn_gate_up) {
+            /* fused rows [gate | up]; activate in place, then pack rows to [n][n_ff] */
+            cpu_matmul(pool, L->ffn_gate_up, ctx->xb, ctx->fused, n);
+            for (int t = 0; t < n; t++) {
+                float *gate = ctx->fused + (size_t)t * 2 * n_ff;
+                if (hp->ffn_gelu)
+                    cpu_gelu_mul(gate, gate + n_ff, n_ff);
+                else
+                    cpu_silu_mul(gate, gate + n_ff, n_ff);
+                memcpy(ctx->ffn_gate + (size_t)t * n_ff, gate, (size_t)n_ff * sizeof(float));
+            }
+        } else {
+            cpu_matmul(pool, L->ffn_gate, ctx->xb, ctx->ffn_gate, n);
+            cpu_matmul(pool, L->ffn_up, ctx->xb, ctx->ffn_up, n);
+            if (hp->ffn_gelu)
+                cpu_gelu_mul(ctx->ffn_gate, ctx->ffn_up, n * n_ff);
+            else
+                cpu_silu_mul(ctx->ffn_gate, ctx->ffn_up, n * n_ff);
+        }
+        cpu_matmul(pool, L->ffn_down, ctx->ffn_gate, ctx->proj, n);
+        if (L->post_ffn_norm)
+            rmsnorm_rows(ctx->proj, L->post_ffn_norm, ctx->proj, n, n_embd, eps);
+        for (size_t i = 0; i < (size_t)n * n_embd; i++)
+            ctx->x[i] += ctx->proj[i];
+    }
+
+    /* 8. final norm and LM head, for every row or only the last */
+    if (out) {
+        const int first = all ? 0 : n - 1, rows = all ? n : 1;
+        rmsnorm_rows(ctx->x + (size_t)first * n_embd, m->output_norm, ctx->xb, rows, n_embd, eps);
+        cpu_matmul(pool, m->output, ctx->xb, out, rows);
+    }
+}
