@@ -21,8 +21,6 @@ static struct cli_opt no_opts[] = {{0}};
         cli_die(#cname, 1, "not available in this build yet: %s", what);                   \
     }
 
-PENDING(run, "continue a prompt as raw text", "pensieve run -m MODEL -p PROMPT [options]",
-        "the inference engine has not landed")
 PENDING(chat, "chat with a model in the terminal", "pensieve chat -m MODEL [options]",
         "the conversation layer has not landed")
 PENDING(bench, "measure prefill and decode speed", "pensieve bench -m MODEL [options]",
