@@ -36,6 +36,10 @@ const struct cpu_kernels *cpu_kernels_ref(void);
 /* The best table the CPU supports, ignoring PENSIEVE_NO_SIMD (for tests and benches). */
 const struct cpu_kernels *cpu_kernels_best(void);
 
+/* Switch the table in use to the scalar one (true) or the best one (false); for benches
+ * and tests, never while a matmul runs. */
+void cpu_kernels_select(bool scalar);
+
 /* Fill the scalar table (ref.c) and overlay the AVX2 kernels on one (quants_avx2.c). */
 void cpu_ref_fill(struct cpu_kernels *k);
 void cpu_avx2_fill(struct cpu_kernels *k);

@@ -56,6 +56,12 @@ const struct cpu_kernels *cpu_kernels_best(void)
     return &k_best;
 }
 
+void cpu_kernels_select(bool scalar)
+{
+    pthread_once(&k_once, kernels_init);
+    k_used = scalar ? &k_ref : &k_best;
+}
+
 const char *cpu_features(void)
 {
     return cpu_kernels_get()->name;

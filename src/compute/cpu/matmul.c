@@ -3,18 +3,24 @@
  *
  * The activations are quantized once per call to the weight type's dot type (into a
  * per-thread scratch buffer that grows and is reused, so the hot path never mallocs),
- * then output rows are cut into chunks split across the pool's threads. Each chunk of
- * weight rows is small enough to stay in cache while every token of the batch is dotted
+ * then output rows are cut into chunks that the pool's threads take in turn from a shared
+ * counter (a thread that starts late, or shares its core, simply takes fewer). Each chunk
+ * of weight rows is small enough to stay in cache while every token of the batch is dotted
  * with it, so a prefill batch streams the weights from memory once, not once per token.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "compute/cpu/cpu.h"
 #include "util/util.h"
 
-/* Weight bytes of one chunk: fits L1/L2 together with a token's activation row. */
-#define MM_CHUNK_BYTES (16 * 1024)
+/* Weight bytes of one chunk: a batch's chunk stays in L1/L2 while all its tokens pass;
+ * a single token's chunk only needs to be large next to the cost of taking it. */
+#define MM_CHUNK_BYTES_BATCH (16 * 1024)
+#define MM_CHUNK_BYTES_ONE (64 * 1024)
+/* At least this many chunks per thread, so that uneven progress evens out. */
+#define MM_CHUNKS_PER_THREAD 4
 
 struct scratch {
     void *data;
@@ -53,6 +59,7 @@ struct mm_job {
     int n_tokens;
     int64_t chunk_rows;
     size_t n_chunks;
+    atomic_size_t next_chunk;    /* the next chunk not yet taken */
 };
 
 /* Quantize the activation rows of tokens [begin, end). */
@@ -65,13 +72,14 @@ static void mm_quantize(void *p, int ith, int nth)
         job->quantize(job->x + t * (size_t)job->ne0, job->a + t * job->a_row_bytes, job->ne0);
 }
 
-/* y[t][r] for every token and the rows of this thread's chunks */
+/* y[t][r] for every token and the rows of the chunks this thread takes */
 static void mm_rows(void *p, int ith, int nth)
 {
     struct mm_job *job = p;
-    size_t c0, c1;
-    pool_split(job->n_chunks, ith, nth, &c0, &c1);
-    for (size_t c = c0; c < c1; c++) {
+    for (;;) {
+        size_t c = atomic_fetch_add_explicit(&job->next_chunk, 1, memory_order_relaxed);
+        if (c >= job->n_chunks)
+            break;
         int64_t r0 = (int64_t)c * job->chunk_rows;
         int64_t r1 = PV_MIN(r0 + job->chunk_rows, job->n_rows);
         for (int t = 0; t < job->n_tokens; t++) {
@@ -119,11 +127,13 @@ void cpu_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x,
             mm_quantize(&job, 0, 1);
     }
 
-    /* 2. chunks of rows: cache-sized for a batch, an even split for one token */
-    int64_t per_thread = (job.n_rows + nth - 1) / nth;
-    int64_t chunk = n_tokens > 1 ? (int64_t)(MM_CHUNK_BYTES / job.w_row_bytes) : per_thread;
-    job.chunk_rows = PV_MAX(1, PV_MIN(chunk, per_thread));
+    /* 2. chunks of rows, taken in turn by the threads */
+    size_t chunk_bytes = n_tokens > 1 ? MM_CHUNK_BYTES_BATCH : MM_CHUNK_BYTES_ONE;
+    int64_t chunk = (int64_t)(chunk_bytes / job.w_row_bytes);
+    int64_t balanced = job.n_rows / ((int64_t)nth * MM_CHUNKS_PER_THREAD);
+    job.chunk_rows = PV_MAX(1, PV_MIN(chunk, balanced));
     job.n_chunks = (size_t)((job.n_rows + job.chunk_rows - 1) / job.chunk_rows);
+    atomic_init(&job.next_chunk, 0);
     if (pool && nth > 1)
         pool_run(pool, mm_rows, &job);
     else

@@ -1,12 +1,557 @@
 /*
  * quants_avx2.c - AVX2 + FMA + F16C kernels of the CPU backend, laid over the scalar
  * table by cpu_avx2_fill() when the CPU has those features (dispatch.c decides).
+ *
+ * Integer dots follow one pattern: unpack weights to bytes, _mm256_maddubs_epi16(u8, s8)
+ * into 16-bit pair sums, _mm256_madd_epi16 (by ones or by the sub-block scales) into
+ * 32-bit sums, then one float FMA per block with d_w * d_a. The quantizers round exactly
+ * as the scalar ones do, so both paths feed the dots the same integers.
  */
 #include <immintrin.h>
+#include <math.h>
+#include <string.h>
 
 #include "compute/cpu/cpu.h"
+
+#define H2F(h) _cvtsh_ss(h)
+
+static inline float hsum_ps(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline int hsum_epi32_128(__m128i v)
+{
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 0, 3, 2)));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(v);
+}
+
+/* 32 nibbles of 16 bytes: low nibbles in bytes 0..15, high nibbles in bytes 16..31 */
+static inline __m256i nibbles_32(const uint8_t *p)
+{
+    __m128i t = _mm_loadu_si128((const __m128i *)p);
+    __m256i b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(b, _mm256_set1_epi8(0x0F));
+}
+
+/* byte j = 0xFF when bit j of the 32 bits at p is set */
+static inline __m256i bits_32(const uint8_t *p)
+{
+    uint32_t x;
+    memcpy(&x, p, 4);
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                           0x0101010101010101, 0x0000000000000000);
+    const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(b, sel), sel);
+}
+
+/* 8 f32 sums of 4 products each: u8 x s8 */
+static inline __m256 dot_u8s8_ps(__m256i u, __m256i s)
+{
+    __m256i p = _mm256_maddubs_epi16(u, s);
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+
+/* 8 f32 sums of 4 products each: s8 x s8 (sign moved onto the second operand) */
+static inline __m256 dot_s8s8_ps(__m256i x, __m256i y)
+{
+    return dot_u8s8_ps(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+}
+
+/* ---- legacy quants against Q8_0 / Q8_1 --------------------------------------------- */
+
+static void vec_dot_q8_0(int n, float *s, const void *vw, const void *va)
+{
+    const struct pv_block_q8_0 *w = vw;
+    const struct pv_block_q8_0 *a = va;
+    const int nb = n / PV_QK8_0;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 1 < nb; i += 2) {
+        __m256 p0 = dot_s8s8_ps(_mm256_loadu_si256((const __m256i *)w[i].qs),
+                                _mm256_loadu_si256((const __m256i *)a[i].qs));
+        __m256 p1 = dot_s8s8_ps(_mm256_loadu_si256((const __m256i *)w[i + 1].qs),
+                                _mm256_loadu_si256((const __m256i *)a[i + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i].d) * H2F(a[i].d)), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i + 1].d) * H2F(a[i + 1].d)), p1, acc1);
+    }
+    for (; i < nb; i++) {
+        __m256 p = dot_s8s8_ps(_mm256_loadu_si256((const __m256i *)w[i].qs),
+                               _mm256_loadu_si256((const __m256i *)a[i].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i].d) * H2F(a[i].d)), p, acc0);
+    }
+    *s = hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+static void vec_dot_q4_0(int n, float *s, const void *vw, const void *va)
+{
+    const struct pv_block_q4_0 *w = vw;
+    const struct pv_block_q8_0 *a = va;
+    const int nb = n / PV_QK8_0;
+    const __m256i off = _mm256_set1_epi8(8);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 1 < nb; i += 2) {
+        __m256i q0 = _mm256_sub_epi8(nibbles_32(w[i].qs), off);
+        __m256i q1 = _mm256_sub_epi8(nibbles_32(w[i + 1].qs), off);
+        __m256 p0 = dot_s8s8_ps(q0, _mm256_loadu_si256((const __m256i *)a[i].qs));
+        __m256 p1 = dot_s8s8_ps(q1, _mm256_loadu_si256((const __m256i *)a[i + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i].d) * H2F(a[i].d)), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i + 1].d) * H2F(a[i + 1].d)), p1, acc1);
+    }
+    for (; i < nb; i++) {
+        __m256i q = _mm256_sub_epi8(nibbles_32(w[i].qs), off);
+        __m256 p = dot_s8s8_ps(q, _mm256_loadu_si256((const __m256i *)a[i].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i].d) * H2F(a[i].d)), p, acc0);
+    }
+    *s = hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+/* 5-bit q - 16 as s8: the nibble, with 0xF0 or-ed in where the 5th bit is clear */
+static inline __m256i q5_0_bytes(const struct pv_block_q5_0 *b)
+{
+    __m256i hi = _mm256_andnot_si256(bits_32(b->qh), _mm256_set1_epi8((char)0xF0));
+    return _mm256_or_si256(nibbles_32(b->qs), hi);
+}
+
+static void vec_dot_q5_0(int n, float *s, const void *vw, const void *va)
+{
+    const struct pv_block_q5_0 *w = vw;
+    const struct pv_block_q8_0 *a = va;
+    const int nb = n / PV_QK8_0;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 1 < nb; i += 2) {
+        __m256 p0 = dot_s8s8_ps(q5_0_bytes(&w[i]), _mm256_loadu_si256((const __m256i *)a[i].qs));
+        __m256 p1 = dot_s8s8_ps(q5_0_bytes(&w[i + 1]),
+                                _mm256_loadu_si256((const __m256i *)a[i + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i].d) * H2F(a[i].d)), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i + 1].d) * H2F(a[i + 1].d)), p1, acc1);
+    }
+    for (; i < nb; i++) {
+        __m256 p = dot_s8s8_ps(q5_0_bytes(&w[i]), _mm256_loadu_si256((const __m256i *)a[i].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i].d) * H2F(a[i].d)), p, acc0);
+    }
+    *s = hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+/* sum = d_w d_a sum(q a) + m_w s_a */
+static void vec_dot_q4_1(int n, float *s, const void *vw, const void *va)
+{
+    const struct pv_block_q4_1 *w = vw;
+    const struct pv_block_q8_1 *a = va;
+    const int nb = n / PV_QK8_1;
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0.0f;
+    for (int i = 0; i < nb; i++) {
+        __m256 p = dot_u8s8_ps(nibbles_32(w[i].qs), _mm256_loadu_si256((const __m256i *)a[i].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i].d) * H2F(a[i].d)), p, acc);
+        summs += H2F(w[i].m) * H2F(a[i].s);
+    }
+    *s = hsum_ps(acc) + summs;
+}
+
+static void vec_dot_q5_1(int n, float *s, const void *vw, const void *va)
+{
+    const struct pv_block_q5_1 *w = vw;
+    const struct pv_block_q8_1 *a = va;
+    const int nb = n / PV_QK8_1;
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0.0f;
+    for (int i = 0; i < nb; i++) {
+        __m256i hi = _mm256_and_si256(bits_32(w[i].qh), _mm256_set1_epi8(0x10));
+        __m256i q = _mm256_or_si256(nibbles_32(w[i].qs), hi);
+        __m256 p = dot_u8s8_ps(q, _mm256_loadu_si256((const __m256i *)a[i].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i].d) * H2F(a[i].d)), p, acc);
+        summs += H2F(w[i].m) * H2F(a[i].s);
+    }
+    *s = hsum_ps(acc) + summs;
+}
+
+/* ---- K-quants against Q8_K --------------------------------------------------------- */
+
+/* The 8 scales (bytes 0..7) and 8 mins (bytes 8..15) of a Q4_K / Q5_K block. */
+static inline void k4_scales_mins(const uint8_t *scales, uint8_t out[16])
+{
+    uint32_t u[4];
+    memcpy(u, scales, 12);
+    const uint32_t m6 = 0x3F3F3F3F, m4 = 0x0F0F0F0F, m2 = 0x03030303;
+    u[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4); /* mins 4..7 */
+    uint32_t mins_lo = u[1] & m6;                          /* mins 0..3 */
+    u[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);        /* scales 4..7 */
+    u[2] = mins_lo;
+    u[0] &= m6; /* scales 0..3 */
+    memcpy(out, u, 16);
+}
+
+/* sum_j m_j * (bsums[2j] + bsums[2j+1]) */
+static inline int k4_min_sum(const uint8_t *mins, const int16_t *bsums)
+{
+    __m128i b = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)bsums),
+                               _mm_loadu_si128((const __m128i *)(bsums + 8)));
+    __m128i m = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mins));
+    return hsum_epi32_128(_mm_madd_epi16(m, b));
+}
+
+static void vec_dot_q4_K(int n, float *s, const void *vw, const void *va)
+{
+    const struct pv_block_q4_K *w = vw;
+    const struct pv_block_q8_K *a = va;
+    const int nb = n / PV_QK_K;
+    const __m256i lo4 = _mm256_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    float acc_m = 0.0f;
+    for (int i = 0; i < nb; i++) {
+        uint8_t sm[16];
+        k4_scales_mins(w[i].scales, sm);
+        const float d = a[i].d * H2F(w[i].d), dmin = a[i].d * H2F(w[i].dmin);
+        acc_m += dmin * (float)k4_min_sum(sm + 8, a[i].bsums);
+        const uint8_t *q = w[i].qs;
+        const int8_t *q8 = a[i].qs;
+        __m256i sumi = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++, q += 32, q8 += 64) {
+            __m256i bits = _mm256_loadu_si256((const __m256i *)q);
+            __m256i ql = _mm256_and_si256(bits, lo4);
+            __m256i qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), lo4);
+            __m256i pl = _mm256_maddubs_epi16(ql, _mm256_loadu_si256((const __m256i *)q8));
+            __m256i ph = _mm256_maddubs_epi16(qh, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
+            pl = _mm256_madd_epi16(pl, _mm256_set1_epi16(sm[2 * c]));
+            ph = _mm256_madd_epi16(ph, _mm256_set1_epi16(sm[2 * c + 1]));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum_ps(acc) - acc_m;
+}
+
+static void vec_dot_q5_K(int n, float *s, const void *vw, const void *va)
+{
+    const struct pv_block_q5_K *w = vw;
+    const struct pv_block_q8_K *a = va;
+    const int nb = n / PV_QK_K;
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), b5 = _mm256_set1_epi8(0x10);
+    __m256 acc = _mm256_setzero_ps();
+    float acc_m = 0.0f;
+    for (int i = 0; i < nb; i++) {
+        uint8_t sm[16];
+        k4_scales_mins(w[i].scales, sm);
+        const float d = a[i].d * H2F(w[i].d), dmin = a[i].d * H2F(w[i].dmin);
+        acc_m += dmin * (float)k4_min_sum(sm + 8, a[i].bsums);
+        const uint8_t *q = w[i].qs;
+        const int8_t *q8 = a[i].qs;
+        __m256i hbits = _mm256_loadu_si256((const __m256i *)w[i].qh);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++, q += 32, q8 += 64) {
+            __m256i bits = _mm256_loadu_si256((const __m256i *)q);
+            __m256i ql = _mm256_or_si256(_mm256_and_si256(bits, lo4),
+                                         _mm256_and_si256(_mm256_slli_epi16(hbits, 4), b5));
+            __m256i qh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), lo4),
+                                         _mm256_and_si256(_mm256_slli_epi16(hbits, 3), b5));
+            hbits = _mm256_srli_epi16(hbits, 2);
+            __m256i pl = _mm256_maddubs_epi16(ql, _mm256_loadu_si256((const __m256i *)q8));
+            __m256i ph = _mm256_maddubs_epi16(qh, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
+            pl = _mm256_madd_epi16(pl, _mm256_set1_epi16(sm[2 * c]));
+            ph = _mm256_madd_epi16(ph, _mm256_set1_epi16(sm[2 * c + 1]));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum_ps(acc) - acc_m;
+}
+
+/* scale a for the first 16 lanes' pairs (low 128 bits), b for the last 16 */
+static inline __m256i scale_pair(int8_t lo, int8_t hi)
+{
+    return _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo));
+}
+
+/* q6 is unsigned 0..63 here; the -32 is applied once through bsums: -32 sum_j sc_j bsum_j */
+static void vec_dot_q6_K(int n, float *s, const void *vw, const void *va)
+{
+    const struct pv_block_q6_K *w = vw;
+    const struct pv_block_q8_K *a = va;
+    const int nb = n / PV_QK_K;
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        const float d = a[i].d * H2F(w[i].d);
+        const uint8_t *ql = w[i].ql, *qh = w[i].qh;
+        const int8_t *sc = w[i].scales, *q8 = a[i].qs;
+        __m128i sc16 = _mm_loadu_si128((const __m128i *)sc);
+        __m256i sc_w = _mm256_cvtepi8_epi16(sc16);
+        __m256i bs = _mm256_loadu_si256((const __m256i *)a[i].bsums);
+        __m256i corr = _mm256_madd_epi16(sc_w, bs); /* sum_j sc_j bsum_j, 8 lanes */
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++, ql += 64, qh += 32, sc += 8, q8 += 128) {
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
+            __m256i q1 = _mm256_or_si256(_mm256_and_si256(l0, lo4),
+                                         _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2));
+            __m256i q2 = _mm256_or_si256(_mm256_and_si256(l1, lo4),
+                                         _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2));
+            __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4),
+                                         _mm256_and_si256(hb, m2));
+            __m256i q4 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
+                                         _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
+            __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)q8));
+            __m256i p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
+            __m256i p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256((const __m256i *)(q8 + 64)));
+            __m256i p4 = _mm256_maddubs_epi16(q4, _mm256_loadu_si256((const __m256i *)(q8 + 96)));
+            p1 = _mm256_madd_epi16(p1, scale_pair(sc[0], sc[1]));
+            p2 = _mm256_madd_epi16(p2, scale_pair(sc[2], sc[3]));
+            p3 = _mm256_madd_epi16(p3, scale_pair(sc[4], sc[5]));
+            p4 = _mm256_madd_epi16(p4, scale_pair(sc[6], sc[7]));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_add_epi32(p1, p2),
+                                                           _mm256_add_epi32(p3, p4)));
+        }
+        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum_ps(acc);
+}
+
+/* ---- float types ------------------------------------------------------------------- */
+
+static void vec_dot_f32(int n, float *s, const void *vw, const void *va)
+{
+    const float *w = vw, *a = va;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(a + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(a + i + 8), acc1);
+    }
+    float sum = hsum_ps(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++)
+        sum += w[i] * a[i];
+    *s = sum;
+}
+
+static inline __m256 load_f16(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+static void vec_dot_f16(int n, float *s, const void *vw, const void *va)
+{
+    const uint16_t *w = vw, *a = va;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(load_f16(w + i), load_f16(a + i), acc0);
+        acc1 = _mm256_fmadd_ps(load_f16(w + i + 8), load_f16(a + i + 8), acc1);
+    }
+    float sum = hsum_ps(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++)
+        sum += H2F(w[i]) * H2F(a[i]);
+    *s = sum;
+}
+
+static inline __m256 load_bf16(const uint16_t *p)
+{
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+static void vec_dot_bf16(int n, float *s, const void *vw, const void *va)
+{
+    const uint16_t *w = vw, *a = va;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(load_bf16(w + i), load_bf16(a + i), acc0);
+        acc1 = _mm256_fmadd_ps(load_bf16(w + i + 8), load_bf16(a + i + 8), acc1);
+    }
+    float sum = hsum_ps(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++)
+        sum += pv_bf16_to_f32(w[i]) * pv_bf16_to_f32(a[i]);
+    *s = sum;
+}
+
+static float dot_f32_f16(const float *x, const uint16_t *h, int n)
+{
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_f16(h + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load_f16(h + i + 8), acc1);
+    }
+    float sum = hsum_ps(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++)
+        sum += x[i] * H2F(h[i]);
+    return sum;
+}
+
+static void axpy_f16(float *y, float a, const uint16_t *h, int n)
+{
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_f16(h + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * H2F(h[i]);
+}
+
+static void f16_to_f32(const uint16_t *h, float *y, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, load_f16(h + i));
+    for (; i < n; i++)
+        y[i] = H2F(h[i]);
+}
+
+static void quantize_f16(const float *x, void *vy, int64_t n)
+{
+    uint16_t *y = vy;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++)
+        y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
+/* ---- activation quantizers ---------------------------------------------------------- */
+
+static inline float hmax_ps(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+/* roundf: half away from zero, exactly */
+static inline __m256i round_away_epi32(__m256 v)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 ax = _mm256_andnot_ps(sign, v);
+    __m256 t = _mm256_round_ps(ax, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 up = _mm256_cmp_ps(_mm256_sub_ps(ax, t), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    t = _mm256_add_ps(t, _mm256_and_ps(up, _mm256_set1_ps(1.0f)));
+    return _mm256_cvtps_epi32(_mm256_or_ps(t, _mm256_and_ps(sign, v)));
+}
+
+/* 32 int32 in four vectors -> 32 int8 in order */
+static inline __m256i pack_32(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    __m256i v = _mm256_packs_epi16(ab, cd);
+    return _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* 32 values: amax, then q = round(x * id) with ref.c's d and id */
+static inline __m256i q8_0_block(const float *x, float *d_out)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
+    __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                             _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+    float amax = hmax_ps(m);
+    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    __m256 vid = _mm256_set1_ps(id);
+    *d_out = d;
+    return pack_32(round_away_epi32(_mm256_mul_ps(v0, vid)), round_away_epi32(_mm256_mul_ps(v1, vid)),
+                   round_away_epi32(_mm256_mul_ps(v2, vid)), round_away_epi32(_mm256_mul_ps(v3, vid)));
+}
+
+static void quantize_q8_0(const float *x, void *vy, int64_t n)
+{
+    struct pv_block_q8_0 *y = vy;
+    for (int64_t i = 0; i < n / PV_QK8_0; i++, x += PV_QK8_0) {
+        float d;
+        __m256i q = q8_0_block(x, &d);
+        y[i].d = pv_f32_to_fp16(d);
+        _mm256_storeu_si256((__m256i *)y[i].qs, q);
+    }
+}
+
+static void quantize_q8_1(const float *x, void *vy, int64_t n)
+{
+    struct pv_block_q8_1 *y = vy;
+    for (int64_t i = 0; i < n / PV_QK8_1; i++, x += PV_QK8_1) {
+        float d;
+        __m256i q = q8_0_block(x, &d);
+        _mm256_storeu_si256((__m256i *)y[i].qs, q);
+        __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), q);
+        __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+        int sum = hsum_epi32_128(_mm_add_epi32(_mm256_castsi256_si128(s32),
+                                               _mm256_extracti128_si256(s32, 1)));
+        y[i].d = pv_f32_to_fp16(d);
+        y[i].s = pv_f32_to_fp16((float)sum * d);
+    }
+}
+
+/* Q8_K: like cpu_quantize_q8_K_ref (ties of |max| fall back to it to keep its choice) */
+static void quantize_q8_K(const float *x, void *vy, int64_t n)
+{
+    struct pv_block_q8_K *y = vy;
+    for (int64_t i = 0; i < n / PV_QK_K; i++, x += PV_QK_K) {
+        __m256 vmax = _mm256_loadu_ps(x), vmin = vmax;
+        for (int j = 8; j < PV_QK_K; j += 8) {
+            __m256 v = _mm256_loadu_ps(x + j);
+            vmax = _mm256_max_ps(vmax, v);
+            vmin = _mm256_min_ps(vmin, v);
+        }
+        float hi = hmax_ps(vmax), lo = -hmax_ps(_mm256_sub_ps(_mm256_setzero_ps(), vmin));
+        if (hi == -lo || !(hi == hi && lo == lo)) {
+            cpu_quantize_q8_K_ref(x, &y[i], PV_QK_K);
+            continue;
+        }
+        float max = hi > -lo ? hi : lo;
+        float iscale = -127.0f / max;
+        __m256 vs = _mm256_set1_ps(iscale);
+        const __m256i top = _mm256_set1_epi32(127);
+        for (int j = 0; j < PV_QK_K; j += 32) {
+            __m256i q[4];
+            for (int k = 0; k < 4; k++) {
+                __m256 v = _mm256_mul_ps(vs, _mm256_loadu_ps(x + j + 8 * k));
+                v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                q[k] = _mm256_min_epi32(_mm256_cvtps_epi32(v), top);
+            }
+            __m256i b = pack_32(q[0], q[1], q[2], q[3]);
+            _mm256_storeu_si256((__m256i *)(y[i].qs + j), b);
+            __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), b); /* pairs */
+            __m128i s = _mm_add_epi16(_mm256_castsi256_si128(s16), _mm_setzero_si128());
+            __m128i t = _mm256_extracti128_si256(s16, 1);
+            /* 8 pairs per 16 bytes -> one sum of 16 */
+            __m128i s4 = _mm_hadd_epi16(s, t);  /* quads */
+            __m128i s8 = _mm_hadd_epi16(s4, s4); /* octets */
+            __m128i s16g = _mm_hadd_epi16(s8, s8);
+            y[i].bsums[j / 16] = (int16_t)_mm_extract_epi16(s16g, 0);
+            y[i].bsums[j / 16 + 1] = (int16_t)_mm_extract_epi16(s16g, 1);
+        }
+        y[i].d = 1.0f / iscale;
+    }
+}
 
 void cpu_avx2_fill(struct cpu_kernels *k)
 {
     k->name = "avx2";
+    k->vec_dot[PV_TYPE_F32] = vec_dot_f32;
+    k->vec_dot[PV_TYPE_F16] = vec_dot_f16;
+    k->vec_dot[PV_TYPE_BF16] = vec_dot_bf16;
+    k->vec_dot[PV_TYPE_Q4_0] = vec_dot_q4_0;
+    k->vec_dot[PV_TYPE_Q4_1] = vec_dot_q4_1;
+    k->vec_dot[PV_TYPE_Q5_0] = vec_dot_q5_0;
+    k->vec_dot[PV_TYPE_Q5_1] = vec_dot_q5_1;
+    k->vec_dot[PV_TYPE_Q8_0] = vec_dot_q8_0;
+    k->vec_dot[PV_TYPE_Q4_K] = vec_dot_q4_K;
+    k->vec_dot[PV_TYPE_Q5_K] = vec_dot_q5_K;
+    k->vec_dot[PV_TYPE_Q6_K] = vec_dot_q6_K;
+    k->quantize[PV_TYPE_F16] = quantize_f16;
+    k->quantize[PV_TYPE_Q8_0] = quantize_q8_0;
+    k->quantize[PV_TYPE_Q8_1] = quantize_q8_1;
+    k->quantize[PV_TYPE_Q8_K] = quantize_q8_K;
+    k->dot_f32_f16 = dot_f32_f16;
+    k->axpy_f16 = axpy_f16;
+    k->f16_to_f32 = f16_to_f32;
 }
