@@ -80,7 +80,10 @@ bool gguf_get_arr_str(const struct gguf_file *f, const char *key, uint64_t i,
                       struct gguf_str *out);
 /* Numeric element i converted to double (any numeric element type). */
 bool gguf_get_arr_num(const struct gguf_file *f, const char *key, uint64_t i, double *out);
-/* Raw pointer to a numeric array's elements (little-endian, elem_type-sized), or NULL. */
+/*
+ * Raw pointer to a numeric array's elements (little-endian, elem_type-sized), or NULL.
+ * The pointer has no alignment guarantee: read elements with memcpy.
+ */
 const void *gguf_get_arr_data(const struct gguf_file *f, const char *key);
 
 /* Tensors: count, lookup by name (-1 when absent), and views into the mapped data. */

@@ -67,7 +67,7 @@ static enum pv_status hp_u32(struct loader *L, const char *suffix, bool required
     if (gguf_get_u32(L->f, key, out))
         return PV_OK;
     if (gguf_get_arr_info(L->f, key, &et, &n) && et != GGUF_STRING && n > 0) {
-        double first, v;
+        double first = 0, v;
         for (uint64_t i = 0; i < n; i++) {
             if (!gguf_get_arr_num(L->f, key, i, &v) || v < 0 || v > UINT32_MAX || v != floor(v))
                 return pv_err_set(L->err, PV_ERR_FORMAT,
