@@ -1,0 +1,162 @@
+/*
+ * cmd_serve.c - `pensieve serve`: the Anthropic Messages and OpenAI APIs over HTTP.
+ *
+ * Turns options (each also read from its PENSIEVE_* environment variable) into
+ * server_params and runs the server until SIGINT/SIGTERM. The pid file lets
+ * `pensieve stop` find the server.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "server/server.h"
+
+static struct cli_opt serve_opts[] = {
+    {"model", 'm', CLI_STRING, "PENSIEVE_MODEL", "MODEL",
+     "GGUF file, or a name in the model directory", NULL},
+    {"host", 0, CLI_STRING, "PENSIEVE_HOST", "ADDR",
+     "address to listen on (an IP; non-loopback without --api-key is warned about)",
+     "127.0.0.1"},
+    {"port", 'p', CLI_INT, "PENSIEVE_PORT", "N", "TCP port", "8080", 1, 65535},
+    {"api-key", 0, CLI_STRING, "PENSIEVE_API_KEY", "KEY",
+     "require this key in x-api-key or Authorization: Bearer (/health and HEAD exempt)", NULL},
+    {"ctx-size", 'c', CLI_INT, "PENSIEVE_CTX_SIZE", "N",
+     "context tokens per slot; 0 = min(model's training context, 32768)", "0", 0, 1 << 24},
+    {"parallel", 0, CLI_INT, "PENSIEVE_PARALLEL", "N",
+     "requests generating at once (one context each); the rest queue", "1", 1, 64},
+    {"threads", 't', CLI_INT, "PENSIEVE_THREADS", "N", "compute threads; 0 = all cores", "0",
+     0, 1024},
+    {"alias", 'a', CLI_STRING, "PENSIEVE_ALIAS", "NAMES",
+     "model names to answer to (repeatable, or a comma list); when given, other names get 404 "
+     "(without it any model name is served by the loaded model)", NULL},
+    {"log-format", 0, CLI_STRING, "PENSIEVE_LOG_FORMAT", "FMT",
+     "text or json (one object per line)", "text"},
+    {"max-body-bytes", 0, CLI_INT, "PENSIEVE_MAX_BODY_BYTES", "N",
+     "largest request body; larger gets 413", "33554432", 1024, 1L << 31},
+    {"max-header-bytes", 0, CLI_INT, "PENSIEVE_MAX_HEADER_BYTES", "N",
+     "largest total of request headers; larger gets 431", "32768", 1024, 1 << 20},
+    {"queue", 0, CLI_INT, "PENSIEVE_QUEUE", "N",
+     "requests waiting for a slot; beyond it 529 overloaded_error (OpenAI: 503)", "16", 0,
+     100000},
+    {"timeout", 0, CLI_INT, "PENSIEVE_TIMEOUT", "SECONDS",
+     "close a connection idle this long (slow or stalled clients)", "600", 1, 86400},
+    {"grace", 0, CLI_INT, "PENSIEVE_GRACE", "SECONDS",
+     "on SIGINT/SIGTERM, time running requests get to finish", "30", 0, 3600},
+    {"max-tokens-limit", 0, CLI_INT, "PENSIEVE_MAX_TOKENS_LIMIT", "N",
+     "max_tokens above this is rejected (400); below it, max_tokens is capped to the "
+     "context left after the prompt", "1000000", 1, 1L << 30},
+    {"max-connections", 0, CLI_INT, "PENSIEVE_MAX_CONNECTIONS", "N",
+     "simultaneous connections (each has a thread)", "256", 1, 65536},
+    {"pid-file", 0, CLI_STRING, "PENSIEVE_PID_FILE", "PATH",
+     "where to write the pid for `pensieve stop`; default "
+     "$XDG_RUNTIME_DIR or /tmp: pensieve-PORT.pid", NULL},
+    {0},
+};
+
+static int serve_main(int argc, char **argv);
+
+const struct cli_command cli_cmd_serve = {
+    "serve",
+    "serve the Anthropic Messages and OpenAI APIs over HTTP",
+    "pensieve serve -m MODEL [options]",
+    "Endpoints: POST /v1/messages, /v1/messages/count_tokens, /v1/chat/completions,\n"
+    "/v1/completions; GET /v1/models, /v1/models/{id}, /health, /metrics; HEAD / and\n"
+    "/api/hello. Claude Code: ANTHROPIC_BASE_URL=http://127.0.0.1:PORT claude\n"
+    "(use --ctx-size 32768 or more: its first prompt is ~20K tokens).\n"
+    "SIGINT/SIGTERM (or `pensieve stop`) stop accepting, let running requests finish\n"
+    "within --grace seconds, and exit 0; a second signal stops at once.",
+    serve_main,
+};
+
+void cli_default_pid_file(int port, char *out, size_t cap);
+
+void cli_default_pid_file(int port, char *out, size_t cap)
+{
+    const char *dir = getenv("XDG_RUNTIME_DIR");
+    if (!dir || !*dir)
+        dir = "/tmp";
+    snprintf(out, cap, "%s/pensieve-%d.pid", dir, port);
+}
+
+static int serve_main(int argc, char **argv)
+{
+    struct server_params p;
+    struct pv_err err;
+    char model[4096], pid_file[4096];
+    static char alias_buf[4096];
+
+    cli_parse(&cli_cmd_serve, serve_opts, argc, argv, NULL, 0, NULL);
+    server_default_params(&p);
+    struct cli_opt *m = cli_get(serve_opts, "model");
+    if (!m->str)
+        cli_die("serve", 2, "no model given (-m MODEL; `pensieve models --default-path` "
+                            "names the default one)");
+    if (!cli_resolve_model(m->str, model, sizeof(model)))
+        cli_die("serve", 1, "model '%s' not found", m->str);
+    p.model_path = model;
+    p.host = cli_get(serve_opts, "host")->str;
+    p.port = (int)cli_get(serve_opts, "port")->i;
+    p.api_key = cli_get(serve_opts, "api-key")->str;
+    p.n_ctx = (int)cli_get(serve_opts, "ctx-size")->i;
+    p.n_parallel = (int)cli_get(serve_opts, "parallel")->i;
+    p.n_threads = (int)cli_get(serve_opts, "threads")->i;
+    p.max_body_bytes = (size_t)cli_get(serve_opts, "max-body-bytes")->i;
+    p.max_header_bytes = (size_t)cli_get(serve_opts, "max-header-bytes")->i;
+    p.queue_len = (int)cli_get(serve_opts, "queue")->i;
+    p.conn_timeout_s = (int)cli_get(serve_opts, "timeout")->i;
+    p.grace_s = (int)cli_get(serve_opts, "grace")->i;
+    p.max_tokens_limit = (int)cli_get(serve_opts, "max-tokens-limit")->i;
+    p.max_connections = (int)cli_get(serve_opts, "max-connections")->i;
+
+    const char *fmt = cli_get(serve_opts, "log-format")->str;
+    if (strcmp(fmt, "json") == 0)
+        p.log_json = true;
+    else if (strcmp(fmt, "text") != 0)
+        cli_die("serve", 2, "--log-format: expected text or json, got '%s'", fmt);
+
+    /* aliases: every --alias/-a given (repeatable), each a comma list; else the env */
+    size_t used = 0;
+    alias_buf[0] = '\0';
+    for (int a = 1; a < argc; a++) {
+        const char *v = NULL;
+        if ((strcmp(argv[a], "--alias") == 0 || strcmp(argv[a], "-a") == 0) && a + 1 < argc)
+            v = argv[++a];
+        else if (strncmp(argv[a], "--alias=", 8) == 0)
+            v = argv[a] + 8;
+        else if (strcmp(argv[a], "--") == 0)
+            break;
+        if (v) {
+            int n = snprintf(alias_buf + used, sizeof(alias_buf) - used, "%s%s",
+                             used ? "," : "", v);
+            if (n < 0 || (size_t)n >= sizeof(alias_buf) - used)
+                cli_die("serve", 2, "--alias: names too long");
+            used += (size_t)n;
+        }
+    }
+    const char *aliases = used ? alias_buf : cli_get(serve_opts, "alias")->str;
+    if (aliases) {
+        if (aliases != alias_buf)
+            snprintf(alias_buf, sizeof(alias_buf), "%s", aliases);
+        for (char *save = NULL, *tok = strtok_r(alias_buf, ",", &save); tok;
+             tok = strtok_r(NULL, ",", &save)) {
+            while (*tok == ' ')
+                tok++;
+            if (!*tok)
+                continue;
+            if (p.n_aliases == SERVER_MAX_ALIASES)
+                cli_die("serve", 2, "--alias: at most %d names", SERVER_MAX_ALIASES);
+            p.aliases[p.n_aliases++] = tok;
+        }
+    }
+    const char *pf = cli_get(serve_opts, "pid-file")->str;
+    if (pf)
+        snprintf(pid_file, sizeof(pid_file), "%s", pf);
+    else
+        cli_default_pid_file(p.port, pid_file, sizeof(pid_file));
+    p.pid_file = pid_file;
+
+    if (server_run(&p, &err) != PV_OK)
+        cli_die("serve", 1, "%s", err.msg);
+    return 0;
+}

@@ -1,0 +1,93 @@
+/*
+ * api_anthropic.c - POST /v1/messages and /v1/messages/count_tokens (Anthropic shapes).
+ *
+ * Supported request fields: model, max_tokens, messages, system, stream, temperature,
+ * top_p, top_k, stop_sequences, tools, tool_choice, thinking. Everything else
+ * (metadata, context_management, output_config, cache_control, service_tier, betas...)
+ * is accepted and ignored. max_tokens must be in [1, --max-tokens-limit]; it is capped
+ * to what the context has left after the prompt, and a prompt that does not fit is a
+ * 400 "prompt is too long: N tokens > M maximum".
+ */
+#include <string.h>
+
+#include "server/api.h"
+#include "server/validate.h"
+
+/* Shape checks of messages[] beyond "is a list": each entry an object with a string
+ * role and string-or-list content. Deeper conversion belongs to the chat layer. */
+static bool check_messages(struct http_req *r, json_t *msgs, bool allow_empty)
+{
+    size_t i;
+    json_t *m;
+    if (!allow_empty && json_array_size(msgs) == 0) {
+        http_reply_error(r, PV_ERR_INVALID, "messages", "messages: at least one message is required");
+        return false;
+    }
+    json_array_foreach(msgs, i, m) {
+        if (!json_is_object(m)) {
+            http_reply_errorf(r, PV_ERR_INVALID, "messages",
+                              "messages.%zu: Input should be a valid dictionary", i);
+            return false;
+        }
+        json_t *role = json_object_get(m, "role"), *content = json_object_get(m, "content");
+        if (!json_is_string(role)) {
+            http_reply_errorf(r, PV_ERR_INVALID, "messages", "messages.%zu.role: %s", i,
+                              role ? "Input should be a valid string" : "Field required");
+            return false;
+        }
+        if (content && !json_is_string(content) && !json_is_array(content) &&
+            !json_is_null(content)) {
+            http_reply_errorf(r, PV_ERR_INVALID, "messages",
+                              "messages.%zu.content: Input should be a valid string or list", i);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool check_common(struct http_req *r, struct api_request *q, bool allow_empty)
+{
+    json_t *msgs, *tools;
+    if (!v_model(r, true, &q->model))
+        return false;
+    if (!v_array(r, "messages", true, &msgs) || !check_messages(r, msgs, allow_empty))
+        return false;
+    json_t *system = json_object_get(r->json, "system");
+    if (system && !json_is_null(system) && !json_is_string(system) && !json_is_array(system)) {
+        http_reply_error(r, PV_ERR_INVALID, "system",
+                         "system: Input should be a valid string or list of text blocks");
+        return false;
+    }
+    if (!v_array(r, "tools", false, &tools))
+        return false;
+    return true;
+}
+
+void http_handle_messages(struct http_req *r)
+{
+    struct api_request q;
+    long max_tokens = 0, top_k = -1;
+    api_request_init(&q, API_MESSAGES);
+    if (!check_common(r, &q, false))
+        return;
+    if (!v_int(r, "max_tokens", true, 1, r->srv->p.max_tokens_limit, &max_tokens, NULL))
+        return;
+    q.max_tokens = (int)max_tokens;
+    if (!v_bool(r, "stream", &q.stream) ||
+        !v_number(r, "temperature", 0.0, 1.0, &q.temperature) ||
+        !v_number(r, "top_p", 0.0, 1.0, &q.top_p) ||
+        !v_int(r, "top_k", false, 0, 1000000, &top_k, NULL) ||
+        !v_stop_list(r, "stop_sequences", false, API_MAX_STOP, q.stop, &q.n_stop))
+        return;
+    q.top_k = (int)top_k;
+    api_generate(r, &q);
+}
+
+void http_handle_count_tokens(struct http_req *r)
+{
+    struct api_request q;
+    api_request_init(&q, API_COUNT_TOKENS);
+    if (!check_common(r, &q, true))
+        return;
+    api_count_tokens(r, &q);
+}

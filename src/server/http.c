@@ -1,0 +1,844 @@
+/*
+ * http.c - the libmicrohttpd glue: daemon, routing, auth, limits, replies, access log.
+ *
+ * One thread per connection, so a handler may block while its generation runs and a
+ * stream's producer may wait for tokens without spinning. Every request gets a
+ * `request-id`; errors carry the envelope of the API the path belongs to. Auth and the
+ * header limit are checked on the first callback, before any body byte is read; the body
+ * is counted as it arrives. server_run() owns the process lifecycle: signals, pid file,
+ * drain on SIGTERM.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server/gen.h"
+#include "server/http.h"
+
+/* Request state shared by the connection thread and a stream reply: freed at zero. */
+struct req_box {
+    struct http_req r;
+    atomic_int refs;
+};
+
+/* A streamed reply: bytes produced but not yet handed to MHD. */
+struct stream_ctx {
+    struct http_stream *s;
+    struct req_box *box;
+    struct pv_buf pending;
+    size_t off;
+    bool finished;
+};
+
+/* ---- ids ------------------------------------------------------------------------------ */
+
+void http_make_id(char *out, size_t cap, const char *prefix, int n_random)
+{
+    static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    unsigned char rnd[64];
+    size_t n = strlen(prefix);
+    PV_ASSERT(n_random > 0 && (size_t)n_random <= sizeof(rnd) && n + (size_t)n_random < cap);
+    if (getrandom(rnd, (size_t)n_random, 0) != n_random) {
+        /* getrandom on Linux does not fail for <= 256 bytes once seeded; fall back anyway */
+        uint64_t x = clock_now_ns() ^ (uint64_t)(uintptr_t)out;
+        for (int i = 0; i < n_random; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            rnd[i] = (unsigned char)(x >> 33);
+        }
+    }
+    memcpy(out, prefix, n);
+    for (int i = 0; i < n_random; i++)
+        out[n + (size_t)i] = b62[rnd[i] % 62];
+    out[n + (size_t)n_random] = '\0';
+}
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+const char *http_header(struct http_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+static bool name_eq(const char *a, const char *b)
+{
+    return a && b && strcmp(a, b) == 0;
+}
+
+bool http_model_allowed(const struct http_server *srv, const char *name)
+{
+    if (srv->p.n_aliases == 0)
+        return true;
+    if (name_eq(name, srv->model_name))
+        return true;
+    for (int i = 0; i < srv->p.n_aliases; i++)
+        if (name_eq(name, srv->p.aliases[i]))
+            return true;
+    return false;
+}
+
+/* Constant-time equality of a candidate with the key: the loop always runs over the
+ * whole key and never exits early, so timing does not reveal the matching prefix. */
+static bool key_equal(const char *key, const char *cand)
+{
+    size_t kn = strlen(key), cn = strlen(cand);
+    volatile unsigned char acc = (unsigned char)(kn != cn);
+    for (size_t i = 0; i < kn; i++) {
+        unsigned char c = cn ? (unsigned char)cand[i % cn] : 0;
+        acc |= (unsigned char)(c ^ (unsigned char)key[i]);
+    }
+    return acc == 0;
+}
+
+bool http_client_gone(struct http_req *r)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return false;
+    struct pollfd pfd = {.fd = ci->connect_fd, .events = POLLRDHUP};
+    if (poll(&pfd, 1, 0) <= 0)
+        return false;
+    return (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+/* ---- replies ---------------------------------------------------------------------------- */
+
+static void add_common_headers(struct http_req *r, struct MHD_Response *resp)
+{
+    MHD_add_response_header(resp, "request-id", r->id);
+    if (r->api == HTTP_API_OPENAI)
+        MHD_add_response_header(resp, "x-request-id", r->id);
+    if (atomic_load(&r->srv->draining))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+}
+
+static void queue(struct http_req *r, int status, struct MHD_Response *resp)
+{
+    if (!resp) {
+        log_error("request %s: cannot create a response", r->id);
+        return;
+    }
+    add_common_headers(r, resp);
+    if (MHD_queue_response(r->conn, (unsigned)status, resp) == MHD_YES) {
+        r->handled = true;
+        r->status = status;
+    } else {
+        log_error("request %s: cannot queue a %d response", r->id, status);
+    }
+    MHD_destroy_response(resp);
+}
+
+void http_reply_text(struct http_req *r, int status, const char *content_type, const char *text)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
+    if (resp && content_type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    queue(r, status, resp);
+}
+
+void http_reply_json(struct http_req *r, int status, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (body && !text) {
+        text = NULL;
+        status = 500;
+    }
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        text ? strlen(text) : 0, text ? text : (void *)"", text ? MHD_RESPMEM_MUST_FREE
+                                                                : MHD_RESPMEM_PERSISTENT);
+    if (resp)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    else
+        free(text);
+    queue(r, status, resp);
+}
+
+static void reply_error_status(struct http_req *r, int status, enum pv_status s,
+                               const char *param, const char *msg)
+{
+    json_t *o;
+    if (r->api == HTTP_API_OPENAI) {
+        const char *code = s == PV_ERR_CONTEXT ? "context_length_exceeded" : NULL;
+        o = json_pack("{s:{s:s, s:s, s:s?, s:s?}}", "error", "message", msg, "type",
+                      pv_status_openai_type(s), "param", param, "code", code);
+    } else {
+        o = json_pack("{s:s, s:{s:s, s:s}, s:s}", "type", "error", "error", "type",
+                      pv_status_anthropic_type(s), "message", msg, "request_id", r->id);
+    }
+    http_reply_json(r, status, o);
+}
+
+void http_reply_error(struct http_req *r, enum pv_status s, const char *param, const char *msg)
+{
+    int status = pv_status_http(s);
+    if (s == PV_ERR_OVERLOADED && r->api == HTTP_API_OPENAI)
+        status = 503;
+    reply_error_status(r, status, s, param, msg);
+}
+
+void http_reply_errorf(struct http_req *r, enum pv_status s, const char *param, const char *fmt,
+                       ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    http_reply_error(r, s, param, msg);
+}
+
+static void box_unref(struct req_box *box)
+{
+    if (atomic_fetch_sub(&box->refs, 1) != 1)
+        return;
+    json_decref(box->r.json);
+    buf_release(&box->r.body);
+    free(box);
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct stream_ctx *c = cls;
+    PV_UNUSED(pos);
+    while (c->off >= c->pending.len) {
+        if (c->finished)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        buf_reset(&c->pending);
+        c->off = 0;
+        if (!c->s->produce(c->s, &c->pending))
+            c->finished = true;
+        if (c->finished && c->pending.len == 0 && http_client_gone(&c->box->r))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    size_t n = PV_MIN(max, c->pending.len - c->off);
+    memcpy(out, c->pending.data + c->off, n);
+    c->off += n;
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls)
+{
+    struct stream_ctx *c = cls;
+    if (c->s->release)
+        c->s->release(c->s);
+    free(c->s);
+    buf_release(&c->pending);
+    box_unref(c->box);
+    free(c);
+}
+
+void http_reply_stream(struct http_req *r, struct http_stream *s)
+{
+    struct req_box *box = (struct req_box *)r; /* r is the first member of its box */
+    struct stream_ctx *c = xcalloc(1, sizeof(*c));
+    c->s = s;
+    c->box = box;
+    buf_init(&c->pending);
+    atomic_fetch_add(&box->refs, 1);
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, c, stream_free);
+    if (!resp) {
+        stream_free(c);
+        http_reply_error(r, PV_ERR_NOMEM, NULL, "cannot create a streaming response");
+        return;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    queue(r, 200, resp);
+}
+
+/* ---- access log --------------------------------------------------------------------------- */
+
+static void access_log(struct http_req *r)
+{
+    const double dur_ms = (double)(clock_now_ns() - r->t_start_ns) / 1e6;
+    double tps = 0;
+    if (r->n_output > 0 && r->ttft_ms >= 0 && dur_ms > r->ttft_ms)
+        tps = r->n_output > 1 ? (r->n_output - 1) / ((dur_ms - r->ttft_ms) / 1e3) : 0;
+    http_stats_request(r->endpoint, r->status, r->n_prompt, r->n_output, r->ttft_ms, dur_ms);
+    if (log_is_json()) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f}",
+                              "ts_level", "info", "event", "request", "id", r->id, "method",
+                              r->method, "endpoint", r->path, "model", r->model, "status",
+                              r->status, "prompt_tokens", r->n_prompt, "output_tokens",
+                              r->n_output, "ttft_ms", r->ttft_ms < 0 ? 0.0 : r->ttft_ms,
+                              "tokens_per_s", tps, "duration_ms", dur_ms);
+        char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        if (line)
+            log_raw_line(line);
+        free(line);
+        json_decref(o);
+    } else {
+        log_info("request %s %s %s model=%s status=%d prompt_tokens=%d output_tokens=%d "
+                 "ttft_ms=%.1f tok_s=%.1f duration_ms=%.1f",
+                 r->id, r->method, r->path, r->model[0] ? r->model : "-", r->status,
+                 r->n_prompt, r->n_output, r->ttft_ms < 0 ? 0.0 : r->ttft_ms, tps, dur_ms);
+    }
+}
+
+/* ---- routing ------------------------------------------------------------------------------ */
+
+enum route {
+    ROUTE_NONE,
+    ROUTE_ROOT,
+    ROUTE_HELLO,
+    ROUTE_HEALTH,
+    ROUTE_METRICS,
+    ROUTE_MODELS,
+    ROUTE_MODEL,
+    ROUTE_MESSAGES,
+    ROUTE_COUNT_TOKENS,
+    ROUTE_CHAT,
+    ROUTE_COMPLETIONS,
+};
+
+struct route_def {
+    const char *path;
+    enum route route;
+    const char *methods; /* allowed, besides HEAD and OPTIONS */
+    enum http_api api;
+};
+
+static const struct route_def routes[] = {
+    {"/", ROUTE_ROOT, "GET", HTTP_API_PLAIN},
+    {"/api/hello", ROUTE_HELLO, "GET", HTTP_API_PLAIN},
+    {"/health", ROUTE_HEALTH, "GET", HTTP_API_PLAIN},
+    {"/metrics", ROUTE_METRICS, "GET", HTTP_API_PLAIN},
+    {"/v1/models", ROUTE_MODELS, "GET", HTTP_API_OPENAI},
+    {"/v1/messages", ROUTE_MESSAGES, "POST", HTTP_API_ANTHROPIC},
+    {"/v1/messages/count_tokens", ROUTE_COUNT_TOKENS, "POST", HTTP_API_ANTHROPIC},
+    {"/v1/chat/completions", ROUTE_CHAT, "POST", HTTP_API_OPENAI},
+    {"/v1/completions", ROUTE_COMPLETIONS, "POST", HTTP_API_OPENAI},
+};
+
+/* Models answer in the Anthropic shape when the client looks like an Anthropic SDK. */
+static enum http_api models_api(struct http_req *r)
+{
+    return http_header(r, "anthropic-version") || http_header(r, "x-api-key")
+               ? HTTP_API_ANTHROPIC
+               : HTTP_API_OPENAI;
+}
+
+static const struct route_def *find_route(const char *path, const char **model_id)
+{
+    *model_id = NULL;
+    for (size_t i = 0; i < PV_ARRAY_LEN(routes); i++)
+        if (strcmp(path, routes[i].path) == 0)
+            return &routes[i];
+    if (strncmp(path, "/v1/models/", 11) == 0 && path[11] != '\0') {
+        static const struct route_def model = {"/v1/models/{id}", ROUTE_MODEL, "GET",
+                                               HTTP_API_OPENAI};
+        *model_id = path + 11;
+        return &model;
+    }
+    return NULL;
+}
+
+struct header_tally {
+    size_t bytes;
+    int n_content_length;
+    bool transfer_encoding;
+};
+
+static enum MHD_Result tally_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    struct header_tally *t = cls;
+    PV_UNUSED(kind);
+    t->bytes += strlen(key) + (value ? strlen(value) : 0) + 4;
+    if (strcasecmp(key, "content-length") == 0)
+        t->n_content_length++;
+    if (strcasecmp(key, "transfer-encoding") == 0)
+        t->transfer_encoding = true;
+    return MHD_YES;
+}
+
+static bool is_loopback_host(const char *host)
+{
+    return strcmp(host, "127.0.0.1") == 0 || strcmp(host, "localhost") == 0 ||
+           strcmp(host, "::1") == 0 || strncmp(host, "127.", 4) == 0;
+}
+
+/* Host header check against DNS rebinding when bound to loopback: accept only names that
+ * resolve to this machine. */
+static bool host_header_ok(struct http_req *r)
+{
+    const char *h = http_header(r, "host");
+    char name[256];
+    if (!h || !is_loopback_host(r->srv->p.host))
+        return true;
+    size_t n = strlen(h);
+    if (n >= sizeof(name))
+        return false;
+    memcpy(name, h, n + 1);
+    if (name[0] == '[') {
+        char *end = strchr(name, ']');
+        if (!end)
+            return false;
+        *end = '\0';
+        return strcmp(name + 1, "::1") == 0;
+    }
+    char *colon = strchr(name, ':');
+    if (colon)
+        *colon = '\0';
+    return is_loopback_host(name);
+}
+
+static bool authorized(struct http_req *r)
+{
+    const char *key = r->srv->p.api_key;
+    if (!key || !*key)
+        return true;
+    const char *x = http_header(r, "x-api-key");
+    const char *auth = http_header(r, "authorization");
+    bool ok = false;
+    if (x && key_equal(key, x))
+        ok = true;
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        const char *tok = auth + 7;
+        while (*tok == ' ')
+            tok++;
+        if (key_equal(key, tok))
+            ok = true;
+    }
+    return ok;
+}
+
+/* Checks made on the first callback, before the body: framing, size, auth, route. Queues
+ * an error and returns false when the request must not go further. */
+static bool precheck(struct http_req *r, const struct route_def *rt, unsigned long long clen,
+                     bool has_clen)
+{
+    struct header_tally t = {0};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, tally_header, &t);
+    if (t.bytes > r->srv->p.max_header_bytes) {
+        reply_error_status(r, 431, PV_ERR_TOO_LARGE, NULL, "request headers are too large");
+        return false;
+    }
+    if (t.n_content_length > 1 || (t.n_content_length && t.transfer_encoding)) {
+        http_reply_error(r, PV_ERR_INVALID, NULL,
+                         "ambiguous request framing: conflicting content-length");
+        return false;
+    }
+    if (!host_header_ok(r)) {
+        http_reply_error(r, PV_ERR_PERMISSION, NULL,
+                         "host header does not name this machine (server bound to loopback)");
+        return false;
+    }
+    const bool is_head = strcmp(r->method, "HEAD") == 0;
+    const bool exempt = is_head || (rt && rt->route == ROUTE_HEALTH) ||
+                        strcmp(r->method, "OPTIONS") == 0;
+    if (!exempt && !authorized(r)) {
+        const bool given = http_header(r, "x-api-key") || http_header(r, "authorization");
+        http_reply_error(r, PV_ERR_AUTH, NULL,
+                         given ? "invalid x-api-key" : "x-api-key header is required");
+        return false;
+    }
+    if (!rt) {
+        http_reply_errorf(r, PV_ERR_NOT_FOUND, NULL, "not found: %s %s", r->method, r->path);
+        return false;
+    }
+    if (strcmp(r->method, "OPTIONS") == 0) {
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        if (resp) {
+            char allow[64];
+            snprintf(allow, sizeof(allow), "%s, HEAD, OPTIONS", rt->methods);
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+        }
+        queue(r, 204, resp);
+        return false;
+    }
+    if (!is_head && strcmp(r->method, rt->methods) != 0) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "method %s is not allowed on %s (use %s)", r->method,
+                 rt->path, rt->methods);
+        reply_error_status(r, 405, PV_ERR_INVALID, NULL, msg);
+        return false;
+    }
+    if (has_clen && clen > r->srv->p.max_body_bytes) {
+        http_reply_errorf(r, PV_ERR_TOO_LARGE, NULL,
+                          "request body of %llu bytes exceeds the limit of %zu bytes", clen,
+                          r->srv->p.max_body_bytes);
+        return false;
+    }
+    if (atomic_load(&r->srv->draining)) {
+        http_reply_error(r, PV_ERR_OVERLOADED, NULL, "server is shutting down");
+        return false;
+    }
+    return true;
+}
+
+/* Parse the body as a JSON object into r->json; replies 400 and returns false if it is not. */
+static bool parse_body(struct http_req *r)
+{
+    json_error_t jerr;
+    if (r->body.len == 0) {
+        http_reply_error(r, PV_ERR_INVALID, NULL, "request body is empty: expected a JSON object");
+        return false;
+    }
+    r->json = json_loadb(r->body.data, r->body.len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!r->json && json_error_code(&jerr) == json_error_invalid_utf8) {
+        http_reply_errorf(r, PV_ERR_INVALID, NULL,
+                          "invalid request body: not valid UTF-8 (%s, line %d, column %d)",
+                          jerr.text, jerr.line, jerr.column);
+        return false;
+    }
+    if (!r->json) {
+        http_reply_errorf(r, PV_ERR_INVALID, NULL,
+                          "invalid request body: %s (line %d, column %d)", jerr.text, jerr.line,
+                          jerr.column);
+        return false;
+    }
+    if (!json_is_object(r->json)) {
+        http_reply_error(r, PV_ERR_INVALID, NULL, "request body must be a JSON object");
+        return false;
+    }
+    return true;
+}
+
+static void dispatch(struct http_req *r, const struct route_def *rt, const char *model_id)
+{
+    const bool is_head = strcmp(r->method, "HEAD") == 0;
+    if (is_head) {
+        /* connectivity probes: HEAD answers 200 with no body on every known route */
+        http_reply_text(r, 200, "text/plain", "");
+        return;
+    }
+    switch (rt->route) {
+    case ROUTE_ROOT:
+    case ROUTE_HELLO:
+        http_reply_text(r, 200, "text/plain", "pensieve is running\n");
+        return;
+    case ROUTE_HEALTH:
+        http_handle_health(r);
+        return;
+    case ROUTE_METRICS:
+        http_handle_metrics(r);
+        return;
+    case ROUTE_MODELS:
+        http_handle_models(r, NULL);
+        return;
+    case ROUTE_MODEL:
+        http_handle_models(r, model_id);
+        return;
+    default:
+        break;
+    }
+    if (r->body_too_large) {
+        http_reply_errorf(r, PV_ERR_TOO_LARGE, NULL, "request body exceeds the limit of %zu bytes",
+                          r->srv->p.max_body_bytes);
+        return;
+    }
+    if (!parse_body(r))
+        return;
+    switch (rt->route) {
+    case ROUTE_MESSAGES:
+        http_handle_messages(r);
+        return;
+    case ROUTE_COUNT_TOKENS:
+        http_handle_count_tokens(r);
+        return;
+    case ROUTE_CHAT:
+        http_handle_chat(r);
+        return;
+    case ROUTE_COMPLETIONS:
+        http_handle_completions(r);
+        return;
+    default:
+        http_reply_error(r, PV_ERR_INTERNAL, NULL, "unrouted request");
+        return;
+    }
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    struct http_server *srv = cls;
+    struct req_box *box = *con_cls;
+    const struct route_def *rt;
+    const char *model_id;
+    PV_UNUSED(version);
+
+    if (!box) {
+        box = xcalloc(1, sizeof(*box));
+        atomic_init(&box->refs, 1);
+        struct http_req *r = &box->r;
+        r->srv = srv;
+        r->conn = conn;
+        r->t_start_ns = clock_now_ns();
+        r->ttft_ms = -1;
+        buf_init(&r->body);
+        http_make_id(r->id, sizeof(r->id), "req_", 24);
+        snprintf(r->method, sizeof(r->method), "%s", method);
+        size_t plen = strcspn(url, "?");
+        if (plen >= sizeof(r->path))
+            plen = sizeof(r->path) - 1; /* truncated: matches no route */
+        memcpy(r->path, url, plen);
+        r->path[plen] = '\0';
+        *con_cls = box;
+        atomic_fetch_add(&srv->active, 1);
+
+        rt = find_route(r->path, &model_id);
+        snprintf(r->endpoint, sizeof(r->endpoint), "%s", rt ? rt->path : "other");
+        if (rt && rt->route != ROUTE_MODELS && rt->route != ROUTE_MODEL)
+            r->api = rt->api;
+        else if (rt)
+            r->api = models_api(r);
+        else
+            r->api = strncmp(r->path, "/v1/chat", 8) == 0 ||
+                             strncmp(r->path, "/v1/completions", 15) == 0 ||
+                             strncmp(r->path, "/v1/embeddings", 14) == 0
+                         ? HTTP_API_OPENAI
+                         : HTTP_API_ANTHROPIC;
+
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "content-length");
+        long long clen = 0;
+        bool has_clen = cl && parse_long(cl, 0, LONG_MAX, (long *)&clen);
+        if (!precheck(r, rt, (unsigned long long)clen, has_clen))
+            return r->handled ? MHD_YES : MHD_NO;
+        return MHD_YES;
+    }
+
+    struct http_req *r = &box->r;
+    if (r->handled) {
+        *upload_data_size = 0; /* an early error is queued: drop the rest of the body */
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!r->body_too_large) {
+            size_t total;
+            if (pv_add_overflow(r->body.len, *upload_data_size, &total) ||
+                total > srv->p.max_body_bytes)
+                r->body_too_large = true;
+            else if (!buf_append(&r->body, upload_data, *upload_data_size))
+                r->body_too_large = true;
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    rt = find_route(r->path, &model_id);
+    PV_ASSERT(rt);
+    dispatch(r, rt, model_id);
+    return r->handled ? MHD_YES : MHD_NO;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct http_server *srv = cls;
+    struct req_box *box = *con_cls;
+    PV_UNUSED(conn);
+    if (!box)
+        return;
+    struct http_req *r = &box->r;
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status == 200 &&
+        toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN)
+        r->status = 499; /* client went away before the reply was complete */
+    if (!r->handled && r->status == 0)
+        r->status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 499;
+    access_log(r);
+    atomic_fetch_sub(&srv->active, 1);
+    *con_cls = NULL;
+    box_unref(box);
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    PV_UNUSED(cls);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    log_debug("http: %s", msg);
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+void server_default_params(struct server_params *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->host = "127.0.0.1";
+    p->port = 8080;
+    p->n_ctx = 0;
+    p->n_parallel = 1;
+    p->n_threads = 0;
+    p->max_body_bytes = 32u << 20;
+    p->max_header_bytes = 32u << 10;
+    p->queue_len = 16;
+    p->conn_timeout_s = 600;
+    p->grace_s = 30;
+    p->max_tokens_limit = 1000000;
+    p->max_connections = 256;
+}
+
+static bool resolve_addr(const char *host, int port, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    const char *h = strcmp(host, "localhost") == 0 ? "127.0.0.1" : host;
+    if (inet_pton(AF_INET, h, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        return true;
+    }
+    char tmp[64];
+    size_t n = strlen(h);
+    if (n >= 2 && h[0] == '[' && h[n - 1] == ']' && n - 2 < sizeof(tmp)) {
+        memcpy(tmp, h + 1, n - 2);
+        tmp[n - 2] = '\0';
+        h = tmp;
+    }
+    if (inet_pton(AF_INET6, h, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        return true;
+    }
+    return false;
+}
+
+static void model_name_from_path(const char *path, char *out, size_t cap)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    if (n > 5 && strcmp(base + n - 5, ".gguf") == 0)
+        n -= 5;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, base, n);
+    out[n] = '\0';
+}
+
+static void write_pid_file(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        log_warn("cannot write pid file '%s': %s", path, strerror(errno));
+        return;
+    }
+    fprintf(f, "%ld\n", (long)getpid());
+    fclose(f);
+}
+
+enum pv_status server_run(const struct server_params *p, struct pv_err *err)
+{
+    struct http_server *srv = xcalloc(1, sizeof(*srv));
+    struct MHD_Daemon *d = NULL;
+    struct sockaddr_storage addr;
+    enum pv_status st = PV_OK;
+    sigset_t sigs;
+
+    srv->p = *p;
+    srv->t_start_ns = clock_now_ns();
+    srv->created_unix = clock_wall_s();
+    atomic_init(&srv->draining, false);
+    atomic_init(&srv->active, 0);
+    log_set_json(p->log_json);
+    http_stats_init();
+    model_name_from_path(p->model_path, srv->model_name, sizeof(srv->model_name));
+
+    if (!resolve_addr(p->host, p->port, &addr)) {
+        st = pv_err_set(err, PV_ERR_INVALID, "cannot parse host '%s' (give an IP address)",
+                        p->host);
+        goto out_free;
+    }
+    const bool loopback =
+        addr.ss_family == AF_INET
+            ? (ntohl(((struct sockaddr_in *)&addr)->sin_addr.s_addr) >> 24) == 127
+            : IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&addr)->sin6_addr);
+    if (!loopback && (!p->api_key || !*p->api_key))
+        log_warn("!!! listening on %s WITHOUT an API key: anyone who can reach this address "
+                 "can use the model. Set --api-key or PENSIEVE_API_KEY. !!!",
+                 p->host);
+
+    /* Signals are taken synchronously by this thread; every thread started from here on
+     * inherits the mask. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    st = gen_engine_new(srv, &srv->engine, err);
+    if (st != PV_OK)
+        goto out_free;
+
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_POLL;
+    if (addr.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    d = MHD_start_daemon(
+        flags, (uint16_t)p->port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)p->conn_timeout_s,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->max_connections,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(p->max_header_bytes + 64 * 1024),
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        MHD_OPTION_END);
+    if (!d) {
+        st = pv_err_set(err, PV_ERR_IO, "cannot listen on %s:%d (address in use?)", p->host,
+                        p->port);
+        goto out_engine;
+    }
+    if (p->pid_file && *p->pid_file)
+        write_pid_file(p->pid_file);
+    log_info("listening on http://%s%s%s:%d model=%s slots=%d ctx=%d auth=%s", 
+             addr.ss_family == AF_INET6 ? "[" : "", p->host,
+             addr.ss_family == AF_INET6 ? "]" : "", p->port, srv->model_name,
+             p->n_parallel, gen_engine_n_ctx(srv->engine), p->api_key && *p->api_key ? "on" : "off");
+
+    /* wait for SIGINT/SIGTERM */
+    int sig = 0;
+    while (sigwait(&sigs, &sig) != 0)
+        ;
+    log_info("received %s: no new requests; %d running get up to %d s", strsignal(sig),
+             atomic_load(&srv->active), p->grace_s);
+    atomic_store(&srv->draining, true);
+    MHD_socket lfd = MHD_quiesce_daemon(d);
+    if (lfd != MHD_INVALID_SOCKET)
+        close(lfd);
+
+    /* drain: wait for running requests, a second signal cuts the wait short */
+    const uint64_t deadline = clock_now_ns() + (uint64_t)p->grace_s * 1000000000ull;
+    while (atomic_load(&srv->active) > 0 && clock_now_ns() < deadline) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        siginfo_t si;
+        if (sigtimedwait(&sigs, &si, &ts) > 0) {
+            log_warn("second signal: stopping now");
+            break;
+        }
+    }
+    if (atomic_load(&srv->active) > 0)
+        log_warn("grace period over: cancelling %d running requests", atomic_load(&srv->active));
+    gen_engine_shutdown(srv->engine); /* running generations end with an error event */
+    MHD_stop_daemon(d);
+    log_info("stopped");
+
+out_engine:
+    gen_engine_free(srv->engine);
+    if (p->pid_file && *p->pid_file && d)
+        unlink(p->pid_file);
+out_free:
+    free(srv);
+    return st;
+}

@@ -1,0 +1,53 @@
+/*
+ * server.h - the HTTP API server: what `pensieve serve` runs.
+ *
+ * libmicrohttpd (one thread per connection) receives requests; server/ checks auth and
+ * limits, validates the JSON body (jansson), hands generation to one engine thread per
+ * model through a bounded queue, and writes Anthropic Messages / OpenAI Chat Completions
+ * responses (JSON or SSE). This header is the module's face to cli/; everything else in
+ * server/ is internal (http.h).
+ */
+#ifndef PV_SERVER_H
+#define PV_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "pensieve.h"
+
+#define SERVER_MAX_ALIASES 16
+
+struct server_params {
+    const char *model_path;     /* GGUF file to serve */
+    const char *host;           /* address to bind, "127.0.0.1" by default */
+    int port;
+    const char *api_key;        /* NULL or "": no auth */
+    int n_ctx;                  /* tokens of context per slot; 0 = the model's, capped */
+    int n_parallel;             /* generation slots */
+    int n_threads;              /* compute threads; 0 = all cores */
+    const char *aliases[SERVER_MAX_ALIASES]; /* extra model names; with any set, only these
+                                                and the model's own name are answered */
+    int n_aliases;
+    bool log_json;              /* access log and messages as JSON lines */
+    size_t max_body_bytes;      /* request body limit -> 413 */
+    size_t max_header_bytes;    /* total request header bytes -> 431 */
+    int queue_len;              /* requests waiting for a slot before 529/503 */
+    int conn_timeout_s;         /* idle seconds before a connection is closed */
+    int grace_s;                /* seconds running requests get after SIGTERM */
+    int max_tokens_limit;       /* max_tokens above this is rejected as absurd (400) */
+    int max_connections;        /* simultaneous connections */
+    const char *pid_file;       /* written at start, removed at exit; NULL = none */
+};
+
+/* Defaults for every field (host 127.0.0.1, port 8080, 1 slot, limits as --help shows). */
+void server_default_params(struct server_params *p);
+
+/*
+ * Load the model, listen, and serve until SIGINT or SIGTERM (then stop accepting, let
+ * running requests finish within grace_s, and return PV_OK). Signals are handled here:
+ * call from the main thread before any other thread exists. Returns an error (bind
+ * failure, model load failure) with `err` filled.
+ */
+enum pv_status server_run(const struct server_params *p, struct pv_err *err);
+
+#endif /* PV_SERVER_H */
