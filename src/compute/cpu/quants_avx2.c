@@ -316,6 +316,82 @@ static void vec_dot_q6_K(int n, float *s, const void *vw, const void *va)
     *s = hsum_ps(acc);
 }
 
+/* 2-bit q in 16-groups with 4-bit scales and mins: d sum_g sc_g (q . a)_g - dmin sum_g m_g bsum_g */
+static void vec_dot_q2_K(int n, float *s, const void *vw, const void *va)
+{
+    const struct pv_block_q2_K *w = vw;
+    const struct pv_block_q8_K *a = va;
+    const int nb = n / PV_QK_K;
+    const __m256i m3 = _mm256_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps();
+    float acc_m = 0.0f;
+    for (int i = 0; i < nb; i++) {
+        const float d = a[i].d * H2F(w[i].d), dmin = a[i].d * H2F(w[i].dmin);
+        __m128i sc8 = _mm_loadu_si128((const __m128i *)w[i].scales);
+        __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), _mm_set1_epi8(0x0F)));
+        __m256i pm = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)a[i].bsums));
+        acc_m += dmin * (float)hsum_epi32_128(_mm_add_epi32(_mm256_castsi256_si128(pm),
+                                                             _mm256_extracti128_si256(pm, 1)));
+        const uint8_t *sc = w[i].scales;
+        const int8_t *q8 = a[i].qs;
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            __m256i qb = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * h));
+            for (int j = 0; j < 4; j++, q8 += 32, sc += 2) {
+                __m256i q = _mm256_and_si256(qb, m3);
+                qb = _mm256_srli_epi16(qb, 2);
+                __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)q8));
+                p = _mm256_madd_epi16(p, scale_pair((int8_t)(sc[0] & 0xF), (int8_t)(sc[1] & 0xF)));
+                sumi = _mm256_add_epi32(sumi, p);
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum_ps(acc) - acc_m;
+}
+
+/* 3-bit q - 4 in 16-groups, signed 6-bit scales; q is used unsigned (0..7) and the -4
+ * comes back through bsums: d (sum_g sc_g (q . a)_g - 4 sum_g sc_g bsum_g) */
+static void vec_dot_q3_K(int n, float *s, const void *vw, const void *va)
+{
+    const struct pv_block_q3_K *w = vw;
+    const struct pv_block_q8_K *a = va;
+    const int nb = n / PV_QK_K;
+    const __m256i m3 = _mm256_set1_epi8(3), m1 = _mm256_set1_epi8(1);
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        const float d = a[i].d * H2F(w[i].d);
+        int8_t sc[16];
+        const uint8_t *s12 = w[i].scales;
+        for (int g = 0; g < 16; g++) {
+            int lo = g < 8 ? s12[g] & 0xF : s12[g - 8] >> 4;
+            int hi = (s12[8 + (g & 3)] >> (2 * (g >> 2))) & 3;
+            sc[g] = (int8_t)((lo | hi << 4) - 32);
+        }
+        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)a[i].bsums));
+        const int8_t *q8 = a[i].qs;
+        const int8_t *scp = sc;
+        __m256i hm = _mm256_loadu_si256((const __m256i *)w[i].hmask);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            __m256i qb = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * h));
+            for (int j = 0; j < 4; j++, q8 += 32, scp += 2) {
+                __m256i q = _mm256_or_si256(_mm256_and_si256(qb, m3),
+                                            _mm256_slli_epi16(_mm256_and_si256(hm, m1), 2));
+                qb = _mm256_srli_epi16(qb, 2);
+                hm = _mm256_srli_epi16(hm, 1);
+                __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)q8));
+                p = _mm256_madd_epi16(p, scale_pair(scp[0], scp[1]));
+                sumi = _mm256_add_epi32(sumi, p);
+            }
+        }
+        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 2));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum_ps(acc);
+}
+
 /* ---- float types ------------------------------------------------------------------- */
 
 static void vec_dot_f32(int n, float *s, const void *vw, const void *va)
@@ -544,6 +620,8 @@ void cpu_avx2_fill(struct cpu_kernels *k)
     k->vec_dot[PV_TYPE_Q5_0] = vec_dot_q5_0;
     k->vec_dot[PV_TYPE_Q5_1] = vec_dot_q5_1;
     k->vec_dot[PV_TYPE_Q8_0] = vec_dot_q8_0;
+    k->vec_dot[PV_TYPE_Q2_K] = vec_dot_q2_K;
+    k->vec_dot[PV_TYPE_Q3_K] = vec_dot_q3_K;
     k->vec_dot[PV_TYPE_Q4_K] = vec_dot_q4_K;
     k->vec_dot[PV_TYPE_Q5_K] = vec_dot_q5_K;
     k->vec_dot[PV_TYPE_Q6_K] = vec_dot_q6_K;
