@@ -25,14 +25,17 @@ CLI:
 API:
     from gen_model import write_model, ARCHS, WTYPES
     write_model(path, arch="llama", wtype="f32", seed=0, n_layer=None, std=0.02,
-                embd_std=0.1, n_ctx=2048) -> pathlib.Path
+                embd_std=0.1, n_ctx=2048, arch_name=None, tensor_hook=None,
+                extra_tensors=()) -> pathlib.Path
     SHAPES holds the fixed hyper-parameters (n_embd, n_head, n_head_kv, head_dim, n_ff,
     n_vocab) and VOCAB the token strings.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
+import io
 import os
 import pathlib
 import sys
@@ -142,9 +145,10 @@ def _tensors(arch: str, n_layer: int, rng: np.random.Generator, std: float, embd
 
 
 def _write_gguf(path: pathlib.Path, arch: str, wtype: str, n_layer: int, seed: int,
-                std: float, embd_std: float, n_ctx: int, name: str) -> None:
+                std: float, embd_std: float, n_ctx: int, name: str, arch_name=None,
+                tensor_hook=None, extra_tensors=()) -> None:
     rng = np.random.default_rng(seed)
-    w = gguf.GGUFWriter(str(path), arch)
+    w = gguf.GGUFWriter(str(path), arch_name or arch)
     w.add_name(name)
     w.add_context_length(n_ctx)
     w.add_embedding_length(SHAPES["n_embd"])
@@ -171,7 +175,11 @@ def _write_gguf(path: pathlib.Path, arch: str, wtype: str, n_layer: int, seed: i
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
     qtype = _PY_TYPES.get(wtype, QT.F32)
-    for name, arr in _tensors(arch, n_layer, rng, std, embd_std):
+    tensors = _tensors(arch, n_layer, rng, std, embd_std)
+    if tensor_hook:
+        tensors = [(n, a) for n, a in ((n, tensor_hook(n, a)) for n, a in tensors) if a is not None]
+    tensors += list(extra_tensors)
+    for name, arr in tensors:
         if arr.ndim == 1 or qtype == QT.F32:
             w.add_tensor(name, arr)
         elif qtype == QT.F16:
@@ -192,27 +200,36 @@ def _llama_quantize(src: pathlib.Path, dst: pathlib.Path, ftype: int) -> None:
     params.ftype = ftype
     params.pure = True
     # llama.cpp logs every tensor to stderr: keep that in a file, shown only on failure.
-    with tempfile.TemporaryFile() as log:
+    # (native code writes to fd 2, llama-cpp-python's log callback to sys.stderr).
+    with tempfile.TemporaryFile() as log, io.StringIO() as pylog:
         sys.stderr.flush()
         saved = os.dup(2)
         os.dup2(log.fileno(), 2)
         try:
-            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
-                                                ctypes.byref(params))
+            with contextlib.redirect_stderr(pylog):
+                rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
+                                                    ctypes.byref(params))
         finally:
             os.dup2(saved, 2)
             os.close(saved)
         if rc != 0:
             log.seek(0)
-            tail = log.read()[-4000:].decode(errors="replace")
+            tail = (log.read().decode(errors="replace") + pylog.getvalue())[-4000:]
             raise RuntimeError(f"llama_model_quantize({src} -> {dst}, ftype {ftype}) failed: "
                                f"{rc}\n{tail}")
 
 
 def write_model(path, arch: str = "llama", wtype: str = "f32", seed: int = 0,
                 n_layer: int | None = None, std: float = 0.02, embd_std: float = 0.1,
-                n_ctx: int = 2048) -> pathlib.Path:
-    """Write a synthetic model to `path` and return it as a Path. Same arguments, same bytes."""
+                n_ctx: int = 2048, arch_name: str | None = None,
+                tensor_hook=None, extra_tensors=()) -> pathlib.Path:
+    """Write a synthetic model to `path` and return it as a Path. Same arguments, same bytes.
+
+    For malformed-file tests: arch_name writes another general.architecture (and key
+    prefix) over `arch`'s tensors; tensor_hook(name, array) returns the array to write
+    (changed or not) or None to drop the tensor; extra_tensors, a list of (name, array),
+    are appended. Only with gguf-py weight types.
+    """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; one of {', '.join(ARCHS)}")
     if wtype not in WTYPES:
@@ -221,8 +238,11 @@ def write_model(path, arch: str = "llama", wtype: str = "f32", seed: int = 0,
     n_layer = n_layer or DEFAULT_LAYERS.get(arch, 3)
     name = f"synthetic {arch} {wtype}"
     if wtype in _PY_TYPES:
-        _write_gguf(path, arch, wtype, n_layer, seed, std, embd_std, n_ctx, name)
+        _write_gguf(path, arch, wtype, n_layer, seed, std, embd_std, n_ctx, name, arch_name,
+                    tensor_hook, extra_tensors)
         return path
+    if arch_name or tensor_hook or extra_tensors:
+        raise ValueError("arch_name and tensor_hook need a gguf-py weight type")
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         f32 = pathlib.Path(tmp) / "f32.gguf"
         _write_gguf(f32, arch, "f32", n_layer, seed, std, embd_std, n_ctx, name)
