@@ -26,8 +26,8 @@ const struct cli_command cli_cmd_info = {
     "describe a model file",
     "pensieve info MODEL [options]",
     "MODEL is a path or a name in the model directory. Prints the architecture,\n"
-    "hyper-parameters, tokenizer, tensor types and the memory needed (weights + an F16\n"
-    "KV cache) at --ctx-size positions.",
+    "hyper-parameters, tokenizer, tensor types and the memory a context of --ctx-size\n"
+    "positions needs (weights + F16 KV cache + compute scratch).",
     info_main,
 };
 
@@ -124,14 +124,27 @@ static int info_main(int argc, char **argv)
     else
         printf("%-16s absent\n", "chat template:");
     print_type_mix(f);
-    uint64_t kv = pv_model_kv_bytes(m, n_ctx, 2.0);
-    format_bytes(pv_model_memory_bytes(m, n_ctx, 2.0), b1, sizeof b1);
-    format_bytes(pv_model_weight_bytes(m), b2, sizeof b2);
-    format_bytes(kv, b3, sizeof b3);
-    printf("%-16s %s at context %u (weights %s + f16 kv cache %s)\n", "memory:", b1, n_ctx, b2,
-           b3);
-    printf("%-16s %llu\n", "memory bytes:",
-           (unsigned long long)pv_model_memory_bytes(m, n_ctx, 2.0));
+    /* What a context of n_ctx positions allocates, then the least a windowed cache needs. */
+    struct pv_context_params cp = pv_context_default_params();
+    struct pv_memory_estimate est;
+    cp.n_ctx = n_ctx;
+    cp.n_threads = 1;
+    if (pv_context_estimate(m, &cp, &est, &err) != PV_OK) {
+        pv_model_free(m);
+        cli_die("info", 1, "%s", err.msg);
+    }
+    char b4[32];
+    format_bytes(est.total_bytes, b1, sizeof b1);
+    format_bytes(est.weights_bytes, b2, sizeof b2);
+    format_bytes(est.kv_bytes, b3, sizeof b3);
+    format_bytes(est.compute_bytes, b4, sizeof b4);
+    printf("%-16s %s at context %u (weights %s + f16 kv cache %s + compute %s)\n", "memory:", b1,
+           n_ctx, b2, b3, b4);
+    printf("%-16s %llu\n", "memory bytes:", (unsigned long long)est.total_bytes);
+    /* The least any cache needs: sliding layers keeping only their window. */
+    printf("%-16s %llu%s\n", "weights + kv:",
+           (unsigned long long)pv_model_memory_bytes(m, n_ctx, 2.0),
+           n_swa_layers ? " (sliding layers holding only their window)" : "");
     pv_model_free(m);
     return 0;
 }
