@@ -148,6 +148,11 @@ static void *bench_weights(uint32_t type, int64_t ne0, int64_t ne1)
     return p;
 }
 
+/* tokens of the prefill column: its GB/s counts the weight bytes once per token */
+#define BENCH_BATCH 32
+#define PV_STR_(x) #x
+#define PV_STR(x) PV_STR_(x)
+
 struct bench_case {
     uint32_t type;
     int64_t ne0, ne1;
@@ -155,15 +160,15 @@ struct bench_case {
 };
 
 static double bench_one(struct pv_pool *pool, const struct pv_tensor *W, const float *x, float *y,
-                        double seconds)
+                        int n_tokens, double seconds)
 {
-    cpu_matmul(pool, W, x, y, 1); /* warm up */
+    cpu_matmul(pool, W, x, y, n_tokens); /* warm up */
     double best = 1e30;
     uint64_t start = clock_now_ns();
     int runs = 0;
     while (runs < 3 || (double)(clock_now_ns() - start) * 1e-9 < seconds) {
         uint64_t t0 = clock_now_ns();
-        cpu_matmul(pool, W, x, y, 1);
+        cpu_matmul(pool, W, x, y, n_tokens);
         double dt = (double)(clock_now_ns() - t0) * 1e-9;
         best = dt < best ? dt : best;
         runs++;
@@ -192,17 +197,19 @@ static int cmd_bench(double seconds)
     names[PV_TYPE_Q6_K] = "q6_K";
     const bool simd = strcmp(cpu_kernels_best()->name, "scalar") != 0;
     struct pv_pool *pools[2] = {pool_new(1), pool_new(2)};
-    printf("GEMV, one token, GB/s of weight bytes (best of runs over %.2fs); simd = %s\n", seconds,
-           cpu_kernels_best()->name);
-    printf("%-6s %-14s %8s %9s %9s %9s %9s\n", "type", "shape", "MB", "scalar/1", "scalar/2",
-           "simd/1", "simd/2");
+    printf("GEMV, one token, GB/s of weight bytes (best of runs over %.2fs); simd = %s;\n"
+           "last column: a batch of %d tokens, weight bytes x tokens per second\n",
+           seconds, cpu_kernels_best()->name, BENCH_BATCH);
+    printf("%-6s %-14s %8s %9s %9s %9s %9s %10s\n", "type", "shape", "MB", "scalar/1", "scalar/2",
+           "simd/1", "simd/2", "simd/2x" PV_STR(BENCH_BATCH));
     for (size_t c = 0; c < PV_ARRAY_LEN(cases); c++) {
         const struct bench_case *bc = &cases[c];
         size_t row_bytes = cpu_row_bytes(bc->type, bc->ne0);
         size_t bytes = row_bytes * (size_t)bc->ne1;
         void *w = bench_weights(bc->type, bc->ne0, bc->ne1);
-        float *x = xmalloc(sizeof(float) * (size_t)bc->ne0), *y = xmalloc(sizeof(float) * (size_t)bc->ne1);
-        for (int64_t i = 0; i < bc->ne0; i++)
+        float *x = xmalloc(sizeof(float) * (size_t)bc->ne0 * BENCH_BATCH);
+        float *y = xmalloc(sizeof(float) * (size_t)bc->ne1 * BENCH_BATCH);
+        for (int64_t i = 0; i < bc->ne0 * BENCH_BATCH; i++)
             x[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
         struct pv_tensor W = {.name = "w", .type = bc->type, .n_dims = 2, .ne = {bc->ne0, bc->ne1, 1, 1},
                               .row_bytes = row_bytes, .n_bytes = bytes, .data = w};
@@ -214,12 +221,19 @@ static int cmd_bench(double seconds)
                 continue;
             }
             cpu_kernels_select(!use_simd);
-            gbs[mode] = (double)bytes / bench_one(pools[mode & 1], &W, x, y, seconds) * 1e-9;
+            gbs[mode] = (double)bytes / bench_one(pools[mode & 1], &W, x, y, 1, seconds) * 1e-9;
+        }
+        /* a prefill batch: weight bytes times tokens per second */
+        double batch = 0.0;
+        if (simd) {
+            cpu_kernels_select(false);
+            batch = (double)bytes * BENCH_BATCH /
+                    bench_one(pools[1], &W, x, y, BENCH_BATCH, seconds) * 1e-9;
         }
         char shape[32];
         snprintf(shape, sizeof(shape), "%lldx%lld", (long long)bc->ne1, (long long)bc->ne0);
-        printf("%-6s %-14s %8.1f %9.1f %9.1f %9.1f %9.1f   %s\n", names[bc->type], shape,
-               (double)bytes / 1e6, gbs[0], gbs[1], gbs[2], gbs[3], bc->what);
+        printf("%-6s %-14s %8.1f %9.1f %9.1f %9.1f %9.1f %10.1f   %s\n", names[bc->type], shape,
+               (double)bytes / 1e6, gbs[0], gbs[1], gbs[2], gbs[3], batch, bc->what);
         fflush(stdout);
         free(w);
         free(x);

@@ -297,6 +297,52 @@ static void test_vec_dot_all_types(void)
     free(a);
 }
 
+/* Each multi-token SIMD dot equals the scalar dot of every token to 1e-5 of sum|w*a|. */
+static void test_vec_dot_multi(void)
+{
+    const struct cpu_kernels *ref = cpu_kernels_ref(), *best = cpu_kernels_best();
+    enum { N = 512 };
+    float x[N];
+    void *w = xmalloc(N * 4);
+    uint8_t *a = xmalloc(CPU_MULTI_MAX * (N * 4 + 64));
+    int checked = 0;
+    for (size_t t = 0; t < PV_ARRAY_LEN(weight_types); t++) {
+        uint32_t type = weight_types[t], dt = cpu_dot_type(type);
+        if (!best->vec_dot_multi[type])
+            continue;
+        size_t a_row = cpu_row_bytes(dt, N);
+        random_weights(type, w, N);
+        for (int r = 0; r < CPU_MULTI_MAX; r++) {
+            fill_f32(x, N, 1.0f + (float)r);
+            ref->quantize[dt](x, a + (size_t)r * a_row, N);
+        }
+        float wf[N], af[N];
+        cpu_dequantize_row(type, w, wf, N);
+        for (int nt = 1; nt <= CPU_MULTI_MAX; nt++) {
+            float s[2 * CPU_MULTI_MAX];
+            for (int i = 0; i < 2 * CPU_MULTI_MAX; i++)
+                s[i] = -1.0f;
+            best->vec_dot_multi[type](N, s, 2, w, a, a_row, nt);
+            for (int r = 0; r < nt; r++) {
+                float s_ref;
+                ref->vec_dot[type](N, &s_ref, w, a + (size_t)r * a_row);
+                cpu_dequantize_row(dt, a + (size_t)r * a_row, af, N);
+                double mag = 0.0;
+                for (int i = 0; i < N; i++)
+                    mag += fabs((double)wf[i] * af[i]);
+                CHECK_NEAR(s[2 * r], s_ref, 1e-5 * mag);
+                CHECK(s[2 * r + 1] == -1.0f); /* the stride is honoured */
+                checked++;
+            }
+            CHECK(nt == CPU_MULTI_MAX || s[2 * nt] == -1.0f); /* no token past nt */
+        }
+    }
+    if (strcmp(best->name, "scalar") != 0)
+        CHECK(checked > 0);
+    free(w);
+    free(a);
+}
+
 static void test_f16_helpers(void)
 {
     const struct cpu_kernels *ref = cpu_kernels_ref(), *best = cpu_kernels_best();
@@ -339,7 +385,7 @@ static void test_matmul(void)
     const struct cpu_kernels *k = cpu_kernels_get();
     struct pv_pool *pools[2] = {pool_new(1), pool_new(3)};
     const int ne1 = 37;
-    const int token_counts[] = {1, 3, 8};
+    const int token_counts[] = {1, 3, 6, 9};
     for (size_t t = 0; t < PV_ARRAY_LEN(weight_types); t++) {
         uint32_t type = weight_types[t], dt = cpu_dot_type(type);
         int ne0 = cpu_type_blck(type) == PV_QK_K || cpu_type_blck(dt) == PV_QK_K ? 512 : 96;
@@ -505,5 +551,5 @@ static void test_dispatch(void)
 
 TESTS(TEST_ENTRY(test_fp16_values), TEST_ENTRY(test_bf16),
       TEST_ENTRY(test_quantizers_match_reference), TEST_ENTRY(test_vec_dot_all_types),
-      TEST_ENTRY(test_f16_helpers), TEST_ENTRY(test_matmul), TEST_ENTRY(test_rmsnorm),
+      TEST_ENTRY(test_vec_dot_multi), TEST_ENTRY(test_f16_helpers), TEST_ENTRY(test_matmul), TEST_ENTRY(test_rmsnorm),
       TEST_ENTRY(test_rope), TEST_ENTRY(test_activations_softmax), TEST_ENTRY(test_dispatch))

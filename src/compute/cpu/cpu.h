@@ -15,6 +15,11 @@
 /* *s = sum_k w[k] * a[k] over n elements: w a weight row, a the activation row already
  * quantized to the weight type's dot type (see cpu_dot_type). */
 typedef void (*cpu_vec_dot_fn)(int n, float *s, const void *w, const void *a);
+/* s[t * s_stride] = dot(w, a + t * a_stride) for t < nt (1..CPU_MULTI_MAX): one weight
+ * row against several activation rows, unpacking the weights once (prefill batches). */
+#define CPU_MULTI_MAX 4
+typedef void (*cpu_vec_dot_multi_fn)(int n, float *s, size_t s_stride, const void *w,
+                                     const void *a, size_t a_stride, int nt);
 /* Quantize n f32 values (a multiple of the block size) into blocks at y. */
 typedef void (*cpu_quantize_fn)(const float *x, void *y, int64_t n);
 /* Expand n elements of blocks at x into f32. */
@@ -23,6 +28,7 @@ typedef void (*cpu_dequant_fn)(const void *x, float *y, int64_t n);
 struct cpu_kernels {
     const char *name;                           /* "scalar", "avx2" */
     cpu_vec_dot_fn vec_dot[PV_TYPE_COUNT];      /* by weight type; NULL = unsupported */
+    cpu_vec_dot_multi_fn vec_dot_multi[PV_TYPE_COUNT]; /* NULL: vec_dot per row instead */
     cpu_quantize_fn quantize[PV_TYPE_COUNT];    /* by dot type: F16, BF16, Q8_0, Q8_1, Q8_K */
     float (*dot_f32_f16)(const float *x, const uint16_t *h, int n);
     void (*axpy_f16)(float *y, float a, const uint16_t *h, int n);

@@ -48,6 +48,7 @@ void cpu_scratch_release(void)
 
 struct mm_job {
     cpu_vec_dot_fn dot;
+    cpu_vec_dot_multi_fn dot_multi; /* NULL when the type has none */
     cpu_quantize_fn quantize;    /* NULL when the activations are used as f32 */
     const float *x;              /* [n_tokens][ne0] */
     const uint8_t *w;            /* [n_rows] rows of w_row_bytes */
@@ -82,7 +83,18 @@ static void mm_rows(void *p, int ith, int nth)
             break;
         int64_t r0 = (int64_t)c * job->chunk_rows;
         int64_t r1 = PV_MIN(r0 + job->chunk_rows, job->n_rows);
-        for (int t = 0; t < job->n_tokens; t++) {
+        int t = 0;
+        if (job->dot_multi && job->n_tokens > 1) {
+            for (; t < job->n_tokens; t += CPU_MULTI_MAX) {
+                int nt = PV_MIN(CPU_MULTI_MAX, job->n_tokens - t);
+                const uint8_t *a = job->a + (size_t)t * job->a_row_bytes;
+                float *y = job->y + (size_t)t * (size_t)job->n_rows;
+                for (int64_t r = r0; r < r1; r++)
+                    job->dot_multi((int)job->ne0, &y[r], (size_t)job->n_rows,
+                                   job->w + (size_t)r * job->w_row_bytes, a, job->a_row_bytes, nt);
+            }
+        }
+        for (; t < job->n_tokens; t++) {
             const uint8_t *a = job->a + (size_t)t * job->a_row_bytes;
             float *y = job->y + (size_t)t * (size_t)job->n_rows;
             for (int64_t r = r0; r < r1; r++)
@@ -103,6 +115,7 @@ void cpu_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x,
 
     struct mm_job job = {
         .dot = k->vec_dot[W->type],
+        .dot_multi = k->vec_dot_multi[W->type],
         .x = x,
         .w = W->data,
         .w_row_bytes = cpu_row_bytes(W->type, W->ne[0]),

@@ -392,6 +392,164 @@ static void vec_dot_q3_K(int n, float *s, const void *vw, const void *va)
     *s = hsum_ps(acc);
 }
 
+/* ---- one weight row against several tokens (prefill) -------------------------------- */
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* activation row t of a batch */
+#define ACT_ROW(type, a, stride, t) ((const type *)((const uint8_t *)(a) + (size_t)(t) * (stride)))
+
+/* Q4_0 / Q5_0 / Q8_0 against Q8_0: the weight block is unpacked to s8 once per block */
+static ALWAYS_INLINE void legacy_multi(uint32_t type, int n, float *s, size_t ss, const void *vw,
+                                       const void *va, size_t as, const int nt)
+{
+    const int nb = n / PV_QK8_0;
+    __m256 acc[CPU_MULTI_MAX];
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        __m256i qw;
+        float dw;
+        if (type == PV_TYPE_Q4_0) {
+            const struct pv_block_q4_0 *w = (const struct pv_block_q4_0 *)vw + i;
+            qw = _mm256_sub_epi8(nibbles_32(w->qs), _mm256_set1_epi8(8));
+            dw = H2F(w->d);
+        } else if (type == PV_TYPE_Q5_0) {
+            const struct pv_block_q5_0 *w = (const struct pv_block_q5_0 *)vw + i;
+            qw = q5_0_bytes(w);
+            dw = H2F(w->d);
+        } else {
+            const struct pv_block_q8_0 *w = (const struct pv_block_q8_0 *)vw + i;
+            qw = _mm256_loadu_si256((const __m256i *)w->qs);
+            dw = H2F(w->d);
+        }
+        __m256i uw = _mm256_sign_epi8(qw, qw);
+        for (int t = 0; t < nt; t++) {
+            const struct pv_block_q8_0 *a = ACT_ROW(struct pv_block_q8_0, va, as, t) + i;
+            __m256i sa = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)a->qs), qw);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * H2F(a->d)), dot_u8s8_ps(uw, sa), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        s[(size_t)t * ss] = hsum_ps(acc[t]);
+}
+
+static ALWAYS_INLINE void q4_K_multi(int n, float *s, size_t ss, const void *vw, const void *va,
+                                     size_t as, const int nt)
+{
+    const struct pv_block_q4_K *w = vw;
+    const int nb = n / PV_QK_K;
+    const __m256i lo4 = _mm256_set1_epi8(0x0F);
+    __m256 acc[CPU_MULTI_MAX];
+    float acc_m[CPU_MULTI_MAX];
+    for (int t = 0; t < nt; t++) {
+        acc[t] = _mm256_setzero_ps();
+        acc_m[t] = 0.0f;
+    }
+    for (int i = 0; i < nb; i++) {
+        uint8_t sm[16];
+        k4_scales_mins(w[i].scales, sm);
+        const float dw = H2F(w[i].d), dminw = H2F(w[i].dmin);
+        __m256i sumi[CPU_MULTI_MAX];
+        for (int t = 0; t < nt; t++) {
+            const struct pv_block_q8_K *a = ACT_ROW(struct pv_block_q8_K, va, as, t) + i;
+            acc_m[t] += a->d * dminw * (float)k4_min_sum(sm + 8, a->bsums);
+            sumi[t] = _mm256_setzero_si256();
+        }
+        for (int c = 0; c < 4; c++) {
+            __m256i bits = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * c));
+            __m256i ql = _mm256_and_si256(bits, lo4);
+            __m256i qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), lo4);
+            __m256i s1 = _mm256_set1_epi16(sm[2 * c]), s2 = _mm256_set1_epi16(sm[2 * c + 1]);
+            for (int t = 0; t < nt; t++) {
+                const int8_t *q8 = ACT_ROW(struct pv_block_q8_K, va, as, t)[i].qs + 64 * c;
+                __m256i pl = _mm256_maddubs_epi16(ql, _mm256_loadu_si256((const __m256i *)q8));
+                __m256i ph = _mm256_maddubs_epi16(qh, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(pl, s1),
+                                                                     _mm256_madd_epi16(ph, s2)));
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            float da = ACT_ROW(struct pv_block_q8_K, va, as, t)[i].d;
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(da * dw), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        s[(size_t)t * ss] = hsum_ps(acc[t]) - acc_m[t];
+}
+
+static ALWAYS_INLINE void q6_K_multi(int n, float *s, size_t ss, const void *vw, const void *va,
+                                     size_t as, const int nt)
+{
+    const struct pv_block_q6_K *w = vw;
+    const int nb = n / PV_QK_K;
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
+    __m256 acc[CPU_MULTI_MAX];
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        const int8_t *sc = w[i].scales;
+        __m256i sc_w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        __m256i sumi[CPU_MULTI_MAX];
+        for (int t = 0; t < nt; t++) {
+            const struct pv_block_q8_K *a = ACT_ROW(struct pv_block_q8_K, va, as, t) + i;
+            __m256i corr = _mm256_madd_epi16(sc_w, _mm256_loadu_si256((const __m256i *)a->bsums));
+            sumi[t] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
+        }
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = w[i].ql + 64 * h, *qh = w[i].qh + 32 * h;
+            const int8_t *sch = sc + 8 * h;
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l0, lo4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2));
+            q[1] = _mm256_or_si256(_mm256_and_si256(l1, lo4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4), _mm256_and_si256(hb, m2));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
+                                   _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
+            for (int k = 0; k < 4; k++) {
+                __m256i scv = scale_pair(sch[2 * k], sch[2 * k + 1]);
+                for (int t = 0; t < nt; t++) {
+                    const int8_t *q8 = ACT_ROW(struct pv_block_q8_K, va, as, t)[i].qs + 128 * h + 32 * k;
+                    __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)q8));
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, scv));
+                }
+            }
+        }
+        const float dw = H2F(w[i].d);
+        for (int t = 0; t < nt; t++) {
+            float da = ACT_ROW(struct pv_block_q8_K, va, as, t)[i].d;
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(da * dw), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        s[(size_t)t * ss] = hsum_ps(acc[t]);
+}
+
+/* one instance per constant nt, so the accumulators live in registers */
+#define MULTI_ENTRY(name, call)                                                            \
+    static void name(int n, float *s, size_t ss, const void *w, const void *a, size_t as,  \
+                     int nt)                                                               \
+    {                                                                                      \
+        switch (nt) {                                                                      \
+        case 1: call(1); break;                                                            \
+        case 2: call(2); break;                                                            \
+        case 3: call(3); break;                                                            \
+        default: call(4); break;                                                           \
+        }                                                                                  \
+    }
+#define CALL_Q4_0(k) legacy_multi(PV_TYPE_Q4_0, n, s, ss, w, a, as, k)
+#define CALL_Q5_0(k) legacy_multi(PV_TYPE_Q5_0, n, s, ss, w, a, as, k)
+#define CALL_Q8_0(k) legacy_multi(PV_TYPE_Q8_0, n, s, ss, w, a, as, k)
+#define CALL_Q4_K(k) q4_K_multi(n, s, ss, w, a, as, k)
+#define CALL_Q6_K(k) q6_K_multi(n, s, ss, w, a, as, k)
+MULTI_ENTRY(vec_dot_multi_q4_0, CALL_Q4_0)
+MULTI_ENTRY(vec_dot_multi_q5_0, CALL_Q5_0)
+MULTI_ENTRY(vec_dot_multi_q8_0, CALL_Q8_0)
+MULTI_ENTRY(vec_dot_multi_q4_K, CALL_Q4_K)
+MULTI_ENTRY(vec_dot_multi_q6_K, CALL_Q6_K)
+
 /* ---- float types ------------------------------------------------------------------- */
 
 static void vec_dot_f32(int n, float *s, const void *vw, const void *va)
@@ -625,6 +783,11 @@ void cpu_avx2_fill(struct cpu_kernels *k)
     k->vec_dot[PV_TYPE_Q4_K] = vec_dot_q4_K;
     k->vec_dot[PV_TYPE_Q5_K] = vec_dot_q5_K;
     k->vec_dot[PV_TYPE_Q6_K] = vec_dot_q6_K;
+    k->vec_dot_multi[PV_TYPE_Q4_0] = vec_dot_multi_q4_0;
+    k->vec_dot_multi[PV_TYPE_Q5_0] = vec_dot_multi_q5_0;
+    k->vec_dot_multi[PV_TYPE_Q8_0] = vec_dot_multi_q8_0;
+    k->vec_dot_multi[PV_TYPE_Q4_K] = vec_dot_multi_q4_K;
+    k->vec_dot_multi[PV_TYPE_Q6_K] = vec_dot_multi_q6_K;
     k->quantize[PV_TYPE_F16] = quantize_f16;
     k->quantize[PV_TYPE_Q8_0] = quantize_q8_0;
     k->quantize[PV_TYPE_Q8_1] = quantize_q8_1;
