@@ -320,6 +320,149 @@ PV_API void pv_sampler_accept(struct pv_sampler *s, int32_t token);
 /* Clear the penalty history and reseed (same seed: the same draws again). */
 PV_API void pv_sampler_reset(struct pv_sampler *s);
 
+/* ---------------------------------------------------------------------------------------
+ * Tokens
+ *
+ * A vocabulary (struct pv_vocab) turns text into token ids and back exactly as llama.cpp
+ * does for the same GGUF file: SentencePiece-style BPE (tokenizer.ggml.model "llama":
+ * Gemma 3, Llama 2, Phi-3, Mistral) and GPT-2 byte-level BPE ("gpt2": Llama 3, Qwen2/3,
+ * DeepSeek-R1-Distill; pre-tokenizers llama-bpe/llama3, qwen2, deepseek-r1-qwen, gpt-2
+ * and default - any other tokenizer.ggml.pre is refused at load with PV_ERR_UNSUPPORTED).
+ * A vocabulary is immutable once loaded: every function here may be called from any
+ * number of threads at once on the same vocabulary.
+ *
+ * Special tokens. Control tokens (<start_of_turn>, <|im_start|>, <|eot_id|>, <bos>...)
+ * are recognised in text only where the caller says the text is trusted:
+ *   - text the server builds itself (chat templates) is tokenized with parse_special,
+ *     so "<start_of_turn>" written there becomes the control token;
+ *   - text that came from a request (message content, tool results, system prompts) is
+ *     tokenized without it: "<start_of_turn>" written by a user stays plain text and
+ *     can never become a control token. pv_tokenize_segments lets the chat layer give
+ *     both kinds of text in one call.
+ * User-defined tokens of the vocabulary (Gemma's whitespace runs, for example) are not
+ * control tokens and are always recognised, as llama.cpp does.
+ *
+ * Invalid UTF-8 in input. SPM vocabularies keep every byte: a byte that is not part of
+ * a well-formed character becomes its byte token <0xNN>, as in llama.cpp. Byte-level BPE
+ * vocabularies replace each byte that does not begin a well-formed UTF-8 sequence with
+ * U+FFFD before pre-tokenizing, as llama.cpp does; where llama.cpp accepts overlong
+ * forms, surrogates and code points above U+10FFFF, Pensieve replaces those too.
+ * Nothing is rejected. Output of the detokenizer is always valid UTF-8 (below).
+ * -------------------------------------------------------------------------------------*/
+
+struct pv_vocab; /* opaque */
+
+/*
+ * Load only the vocabulary of the GGUF file at `path` (fast: no weights are read).
+ * On success *out is owned by the caller (pv_vocab_free); on failure *out is NULL and
+ * err says why (PV_ERR_IO, PV_ERR_FORMAT, PV_ERR_UNSUPPORTED...). A model loaded with
+ * its weights owns its own vocabulary.
+ */
+PV_API enum pv_status pv_vocab_load_file(const char *path, struct pv_vocab **out,
+                                         struct pv_err *err);
+/* Free a vocabulary from pv_vocab_load_file; NULL is a no-op. */
+PV_API void pv_vocab_free(struct pv_vocab *vocab);
+
+/* Number of tokens; valid ids are [0, n). */
+PV_API size_t pv_vocab_n_tokens(const struct pv_vocab *vocab);
+/* Special ids, or -1 when the vocabulary has none: beginning and end of sequence, and
+   end of turn (<end_of_turn>, <|im_end|>, <|eot_id|>...). */
+PV_API int32_t pv_vocab_bos(const struct pv_vocab *vocab);
+PV_API int32_t pv_vocab_eos(const struct pv_vocab *vocab);
+PV_API int32_t pv_vocab_eot(const struct pv_vocab *vocab);
+/* Whether PV_TOKENIZE_ADD_SPECIAL puts BOS in front / EOS at the end (file flags). */
+PV_API bool pv_vocab_adds_bos(const struct pv_vocab *vocab);
+PV_API bool pv_vocab_adds_eos(const struct pv_vocab *vocab);
+/* True when generating `id` ends generation: EOS, EOT, EOM and the tokens llama.cpp
+   treats so (<end_of_turn>, <|im_end|>, <|eot_id|>, <|endoftext|>, </s>...). False for
+   ids out of range. */
+PV_API bool pv_token_is_eog(const struct pv_vocab *vocab, int32_t id);
+/* True for control and unknown tokens: those that plain text never produces without
+   parse_special and that PV_DETOK_SKIP_SPECIAL leaves out. False out of range. */
+PV_API bool pv_token_is_control(const struct pv_vocab *vocab, int32_t id);
+
+/* Flags of pv_tokenize and pv_tokenize_segments. */
+#define PV_TOKENIZE_ADD_SPECIAL 0x1u   /* BOS (and EOS) as the vocabulary's flags say */
+#define PV_TOKENIZE_PARSE_SPECIAL 0x2u /* control-token text becomes control tokens:
+                                          only for text the server wrote itself */
+
+/*
+ * Tokenize text[0..len) (any bytes; see invalid UTF-8 above) into ids[0..cap).
+ * *n_ids gets the number of tokens. When they do not fit in cap, returns
+ * PV_ERR_TOO_LARGE with *n_ids set to the number needed and ids unspecified; call again
+ * with a larger buffer. Texts above 1 GiB are refused (PV_ERR_TOO_LARGE).
+ */
+PV_API enum pv_status pv_tokenize(const struct pv_vocab *vocab, const char *text, size_t len,
+                                  unsigned flags, int32_t *ids, size_t cap, size_t *n_ids,
+                                  struct pv_err *err);
+
+/* One piece of a prompt: its bytes and whether control-token text in it is trusted. */
+struct pv_text_segment {
+    const char *text;
+    size_t len;
+    bool parse_special; /* true only for text the server wrote (template markup) */
+};
+
+/*
+ * Tokenize the concatenation of segs[0..n_segs) as one text, so that token boundaries
+ * are exactly those of pv_tokenize on the joined text, except that a control token is
+ * recognised only when its whole text lies inside one segment with parse_special.
+ * flags: PV_TOKENIZE_ADD_SPECIAL (PARSE_SPECIAL is ignored: it is per segment).
+ * On success *ids is a malloc'd array of *n_ids tokens that the caller frees with free();
+ * on failure *ids is NULL.
+ */
+PV_API enum pv_status pv_tokenize_segments(const struct pv_vocab *vocab,
+                                           const struct pv_text_segment *segs, size_t n_segs,
+                                           unsigned flags, int32_t **ids, size_t *n_ids,
+                                           struct pv_err *err);
+
+/*
+ * The bytes token `id` stands for, borrowed from the vocabulary (valid while it lives),
+ * *len bytes, not NUL-terminated; may be a part of a UTF-8 character (byte tokens).
+ * Control and unknown tokens give their text when render_special, else "" (length 0).
+ * NULL when id is out of range.
+ */
+PV_API const char *pv_token_to_piece(const struct pv_vocab *vocab, int32_t id,
+                                     bool render_special, size_t *len);
+
+/* Flags of the detokenizer. */
+#define PV_DETOK_SKIP_SPECIAL 0x1u /* control and unknown tokens give no text */
+#define PV_DETOK_STRIP_SPACE 0x2u  /* undo the space prefix of SPM vocabularies with
+                                      add_space_prefix: drop one leading space of the
+                                      first piece after BOS (for tokenize/detokenize
+                                      round trips; leave it off for generated text) */
+
+/*
+ * Streaming detokenizer: push generated tokens one at a time and get back the text that
+ * is complete. Never hands out part of a UTF-8 character: bytes of an unfinished one
+ * wait for the next token. Bytes that cannot form well-formed UTF-8 come out as U+FFFD,
+ * one per byte, so output is always valid UTF-8. Owned by one thread at a time.
+ */
+struct pv_detok;
+
+/* A detokenizer over `vocab` (which must outlive it); NULL only on OOM. */
+PV_API struct pv_detok *pv_detok_new(const struct pv_vocab *vocab, unsigned flags);
+/* Free; NULL is a no-op. */
+PV_API void pv_detok_free(struct pv_detok *dt);
+/*
+ * Add token `id`; *text and *len get the bytes now ready (possibly none), borrowed until
+ * the next call on dt. PV_ERR_INVALID when id is out of range (nothing changes).
+ */
+PV_API enum pv_status pv_detok_push(struct pv_detok *dt, int32_t id, const char **text,
+                                    size_t *len, struct pv_err *err);
+/* End of stream: hand out what waits (an unfinished character becomes U+FFFD, one per
+   byte) and start over, as if new. */
+PV_API void pv_detok_flush(struct pv_detok *dt, const char **text, size_t *len);
+
+/*
+ * Detokenize ids[0..n_ids) in one go (a pv_detok pushed every id, then flushed).
+ * *text is malloc'd, NUL-terminated, *len bytes, freed by the caller with free();
+ * on failure *text is NULL.
+ */
+PV_API enum pv_status pv_detokenize(const struct pv_vocab *vocab, const int32_t *ids,
+                                    size_t n_ids, unsigned flags, char **text, size_t *len,
+                                    struct pv_err *err);
+
 #ifdef __cplusplus
 }
 #endif

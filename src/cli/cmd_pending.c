@@ -25,7 +25,3 @@ PENDING(chat, "chat with a model in the terminal", "pensieve chat -m MODEL [opti
         "the conversation layer has not landed")
 PENDING(bench, "measure prefill and decode speed", "pensieve bench -m MODEL [options]",
         "the inference engine has not landed")
-PENDING(tokenize, "text to token ids", "pensieve tokenize -m MODEL TEXT [options]",
-        "the tokenizer has not landed")
-PENDING(detokenize, "token ids to text", "pensieve detokenize -m MODEL ID... [options]",
-        "the tokenizer has not landed")

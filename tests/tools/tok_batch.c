@@ -1,0 +1,89 @@
+/*
+ * tok_batch.c - the tokenizer over many texts in one process, for the differential tests.
+ *
+ *   tok_batch MODEL info   one line each: "n_tokens bos eos eot add_bos add_eos", then
+ *                          "eog ID...", "control ID..."
+ *   tok_batch MODEL        reads records from stdin: "FLAGS NSEG\n" then NSEG times
+ *                          "PARSE_SPECIAL LEN\n" + LEN bytes; FLAGS bit 0 = add special.
+ *                          Writes two lines per record: the ids (or "error: ..."), and
+ *                          the hex of pv_detokenize(ids, SKIP_SPECIAL | STRIP_SPACE).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pensieve.h"
+
+static void die(const char *msg)
+{
+    fprintf(stderr, "tok_batch: %s\n", msg);
+    exit(1);
+}
+
+int main(int argc, char **argv)
+{
+    struct pv_vocab *v;
+    struct pv_err err;
+
+    if (argc < 2)
+        die("usage: tok_batch MODEL [info]");
+    if (pv_vocab_load_file(argv[1], &v, &err) != PV_OK)
+        die(err.msg);
+    if (argc > 2 && strcmp(argv[2], "info") == 0) {
+        size_t n = pv_vocab_n_tokens(v);
+        printf("%zu %d %d %d %d %d\n", n, pv_vocab_bos(v), pv_vocab_eos(v), pv_vocab_eot(v),
+               pv_vocab_adds_bos(v), pv_vocab_adds_eos(v));
+        printf("eog");
+        for (size_t i = 0; i < n; i++)
+            if (pv_token_is_eog(v, (int32_t)i))
+                printf(" %zu", i);
+        printf("\ncontrol");
+        for (size_t i = 0; i < n; i++)
+            if (pv_token_is_control(v, (int32_t)i))
+                printf(" %zu", i);
+        printf("\n");
+        pv_vocab_free(v);
+        return 0;
+    }
+    unsigned flags;
+    size_t n_seg;
+    while (scanf("%u %zu", &flags, &n_seg) == 2) {
+        struct pv_text_segment *segs = calloc(n_seg ? n_seg : 1, sizeof(*segs));
+        for (size_t i = 0; i < n_seg; i++) {
+            unsigned ps;
+            size_t len;
+            if (scanf("%u %zu", &ps, &len) != 2 || getchar() != '\n')
+                die("bad segment header");
+            char *t = malloc(len ? len : 1);
+            if (len && fread(t, 1, len, stdin) != len)
+                die("short segment");
+            segs[i] = (struct pv_text_segment){t, len, ps != 0};
+        }
+        int32_t *ids;
+        size_t n_ids;
+        if (pv_tokenize_segments(v, segs, n_seg, flags & 1 ? PV_TOKENIZE_ADD_SPECIAL : 0, &ids,
+                                 &n_ids, &err) != PV_OK) {
+            printf("error: %s\n\n", err.msg);
+        } else {
+            for (size_t i = 0; i < n_ids; i++)
+                printf(i ? " %d" : "%d", ids[i]);
+            printf("\n");
+            char *text;
+            size_t len;
+            if (pv_detokenize(v, ids, n_ids, PV_DETOK_SKIP_SPECIAL | PV_DETOK_STRIP_SPACE, &text,
+                              &len, &err) != PV_OK)
+                die(err.msg);
+            for (size_t i = 0; i < len; i++)
+                printf("%02x", (unsigned char)text[i]);
+            printf("\n");
+            free(text);
+            free(ids);
+        }
+        for (size_t i = 0; i < n_seg; i++)
+            free((void *)segs[i].text);
+        free(segs);
+        fflush(stdout);
+    }
+    pv_vocab_free(v);
+    return 0;
+}
