@@ -538,6 +538,48 @@ static void test_activations_softmax(void)
     CHECK_NEAR(total, 1.0, 1e-5);
 }
 
+/* SIMD activations and softmax against the scalar ones, over a wide range of inputs
+ * (tolerance 1e-5 relative, plus 1e-6 |x g| for the cancellation in 1 + tanh(z) that
+ * the scalar GELU suffers near z = -1). */
+static void test_simd_activations(void)
+{
+    const struct cpu_kernels *ref = cpu_kernels_ref(), *best = cpu_kernels_best();
+    enum { N = 1003 };
+    static float x[N], g[N], a[N], b[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = -60.0f + 120.0f * (float)i / N;
+        g[i] = rng_f() * 2.0f;
+    }
+    x[7] = 0.0f;
+    x[8] = -0.0f;
+    x[9] = 1e-30f;
+    for (int op = 0; op < 2; op++) {
+        memcpy(a, x, sizeof(x));
+        memcpy(b, x, sizeof(x));
+        if (op == 0) {
+            ref->gelu_mul(a, g, N);
+            best->gelu_mul(b, g, N);
+        } else {
+            ref->silu_mul(a, g, N);
+            best->silu_mul(b, g, N);
+        }
+        int bad = 0;
+        for (int i = 0; i < N; i++)
+            bad += !(fabsf(a[i] - b[i]) <= 1e-5f * fabsf(a[i]) + 1e-6f * fabsf(x[i] * g[i]) + 1e-30f);
+        if (bad)
+            fprintf(stderr, "  activation %d: %d values off\n", op, bad);
+        CHECK_EQ_INT(bad, 0);
+    }
+    for (int n = 1; n <= N; n = n * 3 + 1) {
+        for (int i = 0; i < n; i++)
+            a[i] = b[i] = rng_f() * 40.0f;
+        ref->softmax(a, n);
+        best->softmax(b, n);
+        for (int i = 0; i < n; i++)
+            CHECK_NEAR(b[i], a[i], 2e-6 * a[i] + 1e-12);
+    }
+}
+
 static void test_dispatch(void)
 {
     CHECK_EQ_STR(cpu_kernels_ref()->name, "scalar");
@@ -552,4 +594,5 @@ static void test_dispatch(void)
 TESTS(TEST_ENTRY(test_fp16_values), TEST_ENTRY(test_bf16),
       TEST_ENTRY(test_quantizers_match_reference), TEST_ENTRY(test_vec_dot_all_types),
       TEST_ENTRY(test_vec_dot_multi), TEST_ENTRY(test_f16_helpers), TEST_ENTRY(test_matmul), TEST_ENTRY(test_rmsnorm),
-      TEST_ENTRY(test_rope), TEST_ENTRY(test_activations_softmax), TEST_ENTRY(test_dispatch))
+      TEST_ENTRY(test_rope), TEST_ENTRY(test_activations_softmax), TEST_ENTRY(test_simd_activations),
+      TEST_ENTRY(test_dispatch))

@@ -33,6 +33,9 @@ struct cpu_kernels {
     float (*dot_f32_f16)(const float *x, const uint16_t *h, int n);
     void (*axpy_f16)(float *y, float a, const uint16_t *h, int n);
     void (*f16_to_f32)(const uint16_t *h, float *y, int n);
+    void (*gelu_mul)(float *x, const float *g, int n);
+    void (*silu_mul)(float *x, const float *g, int n);
+    void (*softmax)(float *x, int n);
 };
 
 /* The table in use: AVX2 when the CPU has AVX2+FMA+F16C and PENSIEVE_NO_SIMD is not 1. */
@@ -49,6 +52,12 @@ void cpu_kernels_select(bool scalar);
 /* Fill the scalar table (ref.c) and overlay the AVX2 kernels on one (quants_avx2.c). */
 void cpu_ref_fill(struct cpu_kernels *k);
 void cpu_avx2_fill(struct cpu_kernels *k);
+void cpu_avx2_ops_fill(struct cpu_kernels *k);
+
+/* Scalar activations and softmax (ops.c), the references of the SIMD ones. */
+void cpu_gelu_mul_ref(float *x, const float *g, int n);
+void cpu_silu_mul_ref(float *x, const float *g, int n);
+void cpu_softmax_ref(float *x, int n);
 
 /* Dot type of a weight type: the type its activations are quantized to (F32 for F32). */
 uint32_t cpu_dot_type(uint32_t type);

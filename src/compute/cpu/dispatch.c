@@ -32,8 +32,10 @@ static void kernels_init(void)
 {
     cpu_ref_fill(&k_ref);
     k_best = k_ref;
-    if (cpu_has_avx2())
+    if (cpu_has_avx2()) {
         cpu_avx2_fill(&k_best);
+        cpu_avx2_ops_fill(&k_best);
+    }
     const char *env = getenv("PENSIEVE_NO_SIMD");
     k_used = env && strcmp(env, "1") == 0 ? &k_ref : &k_best;
 }

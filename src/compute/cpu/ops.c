@@ -52,7 +52,7 @@ void cpu_rope(float *x, int n_heads, int head_dim, int n_rot, int32_t pos, float
 }
 
 /* x = 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))) * g */
-void cpu_gelu_mul(float *x, const float *g, int n)
+void cpu_gelu_mul_ref(float *x, const float *g, int n)
 {
     for (int i = 0; i < n; i++) {
         float v = x[i];
@@ -62,14 +62,14 @@ void cpu_gelu_mul(float *x, const float *g, int n)
 }
 
 /* x = x / (1 + exp(-x)) * g */
-void cpu_silu_mul(float *x, const float *g, int n)
+void cpu_silu_mul_ref(float *x, const float *g, int n)
 {
     for (int i = 0; i < n; i++)
         x[i] = x[i] / (1.0f + expf(-x[i])) * g[i];
 }
 
 /* x = exp(x - max) / sum */
-void cpu_softmax(float *x, int n)
+void cpu_softmax_ref(float *x, int n)
 {
     if (n <= 0)
         return;
@@ -84,6 +84,22 @@ void cpu_softmax(float *x, int n)
     float inv = (float)(1.0 / sum);
     for (int i = 0; i < n; i++)
         x[i] *= inv;
+}
+
+void cpu_gelu_mul(float *x, const float *g, int n)
+{
+    cpu_kernels_get()->gelu_mul(x, g, n);
+}
+
+void cpu_silu_mul(float *x, const float *g, int n)
+{
+    cpu_kernels_get()->silu_mul(x, g, n);
+}
+
+void cpu_softmax(float *x, int n)
+{
+    if (n > 0)
+        cpu_kernels_get()->softmax(x, n);
 }
 
 float cpu_dot_f32_f16(const float *x, const uint16_t *h, int n)

@@ -695,4 +695,7 @@ void cpu_ref_fill(struct cpu_kernels *k)
     k->dot_f32_f16 = dot_f32_f16;
     k->axpy_f16 = axpy_f16;
     k->f16_to_f32 = f16_to_f32;
+    k->gelu_mul = cpu_gelu_mul_ref;
+    k->silu_mul = cpu_silu_mul_ref;
+    k->softmax = cpu_softmax_ref;
 }
