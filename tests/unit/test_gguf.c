@@ -148,7 +148,8 @@ static char tmp_path[64];
 
 static const char *write_tmp(const uint8_t *p, size_t n)
 {
-    snprintf(tmp_path, sizeof tmp_path, "/tmp/pv_test_gguf_%d.gguf", (int)getpid());
+    snprintf(tmp_path, sizeof tmp_path, "%s/pv_test_gguf_%d.gguf",
+             access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp", (int)getpid());
     FILE *f = fopen(tmp_path, "wb");
     PV_ASSERT(f);
     if (n)
@@ -541,6 +542,84 @@ static void test_type_table(void)
     CHECK(gguf_type_name(4) == NULL && gguf_type_name(99) == NULL);
 }
 
+/* Touch every accessor of an opened file, as a consumer would. */
+static void walk(const struct gguf_file *f)
+{
+    for (int64_t i = 0; i < gguf_n_kv(f); i++) {
+        struct gguf_str k = gguf_key_name(f, i), s;
+        char key[256];
+        enum gguf_vtype et;
+        uint64_t n, u64;
+        double dv;
+        float f32;
+        bool b;
+        snprintf(key, sizeof key, "%.*s", (int)PV_MIN(k.n, 255), k.p);
+        (void)gguf_get_u64(f, key, &u64);
+        (void)gguf_get_f32(f, key, &f32);
+        (void)gguf_get_bool(f, key, &b);
+        if (gguf_get_str(f, key, &s) && s.n)
+            (void)((volatile const char *)s.p)[s.n - 1];
+        if (gguf_get_arr_info(f, key, &et, &n))
+            for (uint64_t j = 0; j < n; j++) {
+                if (!gguf_get_arr_str(f, key, j, &s))
+                    (void)gguf_get_arr_num(f, key, j, &dv);
+                else if (s.n)
+                    (void)((volatile const char *)s.p)[s.n - 1];
+            }
+    }
+    for (int64_t i = 0; i < gguf_n_tensors(f); i++) {
+        const struct pv_tensor *t = gguf_tensor(f, i);
+        if (t->n_bytes)
+            (void)((volatile const uint8_t *)t->data)[t->n_bytes - 1];
+        CHECK_EQ_INT(gguf_find_tensor(f, t->name), i);
+    }
+}
+
+/* Random byte, u32 and u64 patches anywhere before the data: fail cleanly or open fine. */
+static void test_random_mutations(void)
+{
+    struct img m, v;
+    uint64_t rng = 0x9E3779B97F4A7C15ull;
+    int opened = 0, failed = 0, bad = 0;
+    build(&v, 32);
+    for (int iter = 0; iter < 2000; iter++) {
+        m = v;
+        int n_patch = 1 + iter % 3;
+        for (int k = 0; k < n_patch; k++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            size_t at = (size_t)(rng >> 33) % v.data_at;
+            uint64_t val = rng ^ (rng >> 29);
+            static const uint64_t specials[] = {0, 1, 3, 4, 8, 12, 13, 64, 0xFFFFFFFFull,
+                                                UINT64_MAX, (uint64_t)1 << 31, (uint64_t)1 << 62};
+            if ((rng >> 20) % 2)
+                val = specials[(rng >> 40) % PV_ARRAY_LEN(specials)];
+            size_t w = (rng >> 8) % 3 == 0 ? 1 : (rng >> 8) % 3 == 1 ? 4 : 8;
+            if (at + w > m.n)
+                w = 1;
+            memcpy(m.b + at, &val, w);
+        }
+        struct gguf_file *f;
+        struct pv_err err;
+        pv_err_clear(&err);
+        enum pv_status st = gguf_open(write_tmp(m.b, m.n), &f, &err);
+        if (st == PV_OK) {
+            opened++;
+            walk(f);
+            gguf_close(f);
+        } else {
+            failed++;
+            if ((st != PV_ERR_FORMAT && st != PV_ERR_UNSUPPORTED && st != PV_ERR_NOMEM) ||
+                !strstr(err.msg, tmp_path)) {
+                if (bad++ < 5)
+                    fprintf(stderr, "  mutation %d: %s: %s\n", iter, pv_status_name(st), err.msg);
+            }
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(failed > 500);  /* the corpus does reach the checks */
+    CHECK(opened > 0);    /* and some patches (values, not structure) stay valid */
+}
+
 static void cleanup(void)
 {
     if (tmp_path[0])
@@ -553,4 +632,5 @@ TESTS(TEST_ENTRY(test_valid_file), TEST_ENTRY(test_custom_alignment),
       TEST_ENTRY(test_every_prefix_fails), TEST_ENTRY(test_header_errors),
       TEST_ENTRY(test_metadata_errors), TEST_ENTRY(test_tensor_errors),
       TEST_ENTRY(test_tensor_name_length), TEST_ENTRY(test_missing_file_and_empty),
-      TEST_ENTRY(test_type_table), TEST_ENTRY(test_cleanup))
+      TEST_ENTRY(test_type_table), TEST_ENTRY(test_random_mutations),
+      TEST_ENTRY(test_cleanup))
