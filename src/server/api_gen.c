@@ -1,13 +1,37 @@
 /*
  * api_gen.c - serves a validated generation request (see api.h).
  *
- * Generation has not landed in this build yet: requests that pass validation are
- * answered with an api_error saying so, never with made-up output.
+ * The request becomes prompt tokens (prompt.c), is checked against the context and
+ * queued on the engine (gen.h). The connection thread then turns the job's tokens into
+ * text (streaming detokenizer), holds back text that may be the start of a stop
+ * sequence, runs the output parser (thinking, tool calls) and writes each event in the
+ * endpoint's shape (emit.c): Anthropic SSE or JSON, OpenAI chunks or JSON. Waiting is
+ * done in slices of GEN_POLL_MS so that a client that hangs up cancels its generation
+ * within one engine step, and a stream gets `ping` events while a long prompt is read.
  */
 #include <string.h>
 
 #include "server/api.h"
+#include "server/emit.h"
 #include "server/gen.h"
+#include "server/prompt.h"
+
+#define GEN_POLL_MS 50
+#define PING_EVERY_NS (10ull * 1000000000ull)
+#define TOKS_PER_WAKE 64
+
+struct gen_run {
+    struct http_req *r;
+    struct api_request q;
+    struct gen_job *job;
+    struct prompt_out *po;       /* decoder + parser of the output, owned */
+    struct emitter em;
+    size_t n_seen;               /* tokens taken from the job */
+    struct pv_buf hold;          /* text not yet released (could start a stop sequence) */
+    size_t max_stop_len;
+    bool started, finished;
+    uint64_t t_last_write_ns;
+};
 
 void api_request_init(struct api_request *q, enum api_kind kind)
 {
@@ -19,14 +43,238 @@ void api_request_init(struct api_request *q, enum api_kind kind)
     q->seed = UINT64_MAX; /* random */
 }
 
+static void run_free(struct gen_run *g)
+{
+    if (!g)
+        return;
+    gen_release(g->job);
+    prompt_out_free(g->po);
+    emit_release(&g->em);
+    buf_release(&g->hold);
+    free(g);
+}
+
+/* Release held text up to `upto` bytes into the parser -> emitter. */
+static void release_text(struct gen_run *g, size_t upto, struct pv_buf *out)
+{
+    if (upto == 0)
+        return;
+    prompt_out_text(g->po, g->hold.data, upto, &g->em, out);
+    memmove(g->hold.data, g->hold.data + upto, g->hold.len - upto);
+    g->hold.len -= upto;
+    g->hold.data[g->hold.len] = '\0';
+}
+
+/* Look for a stop sequence in the held text; releases what is safe. True when one hit. */
+static bool scan_stops(struct gen_run *g, struct pv_buf *out)
+{
+    const char *best = NULL;
+    size_t best_at = SIZE_MAX;
+    for (int i = 0; i < g->q.n_stop; i++) {
+        const char *hit = memmem(g->hold.data, g->hold.len, g->q.stop[i], strlen(g->q.stop[i]));
+        if (hit && (size_t)(hit - g->hold.data) < best_at) {
+            best_at = (size_t)(hit - g->hold.data);
+            best = g->q.stop[i];
+        }
+    }
+    if (best) {
+        release_text(g, best_at, out);
+        buf_reset(&g->hold);
+        g->em.stop_sequence = best;
+        return true;
+    }
+    /* keep the longest tail that is a prefix of some stop sequence */
+    size_t keep = 0;
+    for (int i = 0; i < g->q.n_stop; i++) {
+        size_t sl = strlen(g->q.stop[i]);
+        for (size_t k = PV_MIN(sl - 1, g->hold.len); k > keep; k--)
+            if (memcmp(g->hold.data + g->hold.len - k, g->q.stop[i], k) == 0) {
+                keep = k;
+                break;
+            }
+    }
+    release_text(g, g->hold.len - keep, out);
+    return false;
+}
+
+/* Take new tokens into text and events. Returns true when the run is complete. */
+static bool run_pump(struct gen_run *g, struct pv_buf *out, int timeout_ms)
+{
+    int32_t toks[TOKS_PER_WAKE];
+    size_t n = 0;
+    struct gen_progress prog;
+    gen_wait(g->job, g->n_seen, timeout_ms, toks, TOKS_PER_WAKE, &n, &prog);
+    if (n) {
+        g->n_seen += n;
+        g->em.n_output = (int)g->n_seen;
+        if (g->r->ttft_ms < 0)
+            g->r->ttft_ms = (double)(prog.t_first_ns - g->r->t_start_ns) / 1e6;
+        prompt_out_tokens(g->po, toks, n, &g->hold);
+        if (g->q.n_stop ? scan_stops(g, out) : (release_text(g, g->hold.len, out), false)) {
+            gen_cancel(g->job);
+            g->em.stop_reason = EMIT_STOP_SEQUENCE;
+            return true;
+        }
+    }
+    if (!prog.done)
+        return false;
+    if (prog.status != PV_OK) {
+        g->em.failed = prog.status;
+        snprintf(g->em.fail_msg, sizeof(g->em.fail_msg), "%s", prog.msg);
+        return true;
+    }
+    prompt_out_flush(g->po, &g->hold);
+    release_text(g, g->hold.len, out);
+    g->em.stop_reason = prog.length ? EMIT_STOP_LENGTH : EMIT_STOP_END;
+    return true;
+}
+
+static void run_finish(struct gen_run *g, struct pv_buf *out)
+{
+    prompt_out_finish(g->po, &g->em, out);
+    g->r->n_output = (int)g->n_seen;
+    emit_end(&g->em, out);
+}
+
+/* Stream producer: called by the connection thread each time the previous bytes are out. */
+static bool stream_produce(struct http_stream *s, struct pv_buf *out)
+{
+    struct gen_run *g = s->state;
+    if (g->finished)
+        return false;
+    if (!g->started) {
+        g->started = true;
+        emit_begin(&g->em, out);
+        g->t_last_write_ns = clock_now_ns();
+        return true;
+    }
+    for (;;) {
+        const bool done = run_pump(g, out, GEN_POLL_MS);
+        if (done) {
+            run_finish(g, out);
+            g->finished = true;
+            return false;
+        }
+        if (out->len) {
+            g->t_last_write_ns = clock_now_ns();
+            return true;
+        }
+        if (http_client_gone(g->r)) {
+            gen_cancel(g->job);
+            g->r->n_output = (int)g->n_seen;
+            g->finished = true;
+            return false;
+        }
+        if (clock_now_ns() - g->t_last_write_ns >= PING_EVERY_NS) {
+            emit_ping(&g->em, out);
+            g->t_last_write_ns = clock_now_ns();
+            return true;
+        }
+    }
+}
+
+static void stream_release(struct http_stream *s)
+{
+    run_free(s->state);
+}
+
+static bool too_long(struct http_req *r, const struct api_request *q, size_t n_prompt, int n_ctx)
+{
+    if (n_prompt < (size_t)n_ctx)
+        return false;
+    if (q->kind == API_CHAT || q->kind == API_COMPLETIONS)
+        http_reply_errorf(r, PV_ERR_CONTEXT, "messages",
+                          "This model's maximum context length is %d tokens. However, your "
+                          "messages resulted in %zu tokens. Please reduce the length of the "
+                          "messages.",
+                          n_ctx, n_prompt);
+    else
+        http_reply_errorf(r, PV_ERR_CONTEXT, NULL, "prompt is too long: %zu tokens > %d maximum",
+                          n_prompt, n_ctx - 1);
+    return true;
+}
+
 void api_generate(struct http_req *r, struct api_request *q)
 {
-    PV_UNUSED(q);
-    http_reply_error(r, PV_ERR_INTERNAL, NULL, "generation is not available in this build yet");
+    struct pv_err err = {0};
+    struct prompt_in pin = {0};
+    struct gen_run *g = xcalloc(1, sizeof(*g));
+    g->r = r;
+    g->q = *q;
+    buf_init(&g->hold);
+
+    if (prompt_build(r, q, &pin, &err) != PV_OK) {
+        http_reply_error(r, err.status, NULL, err.msg);
+        goto out;
+    }
+    r->n_prompt = (int)pin.n_tokens;
+    const int n_ctx = gen_engine_n_ctx(r->srv->engine);
+    if (too_long(r, q, pin.n_tokens, n_ctx))
+        goto out;
+    /* max_tokens is capped to what the context leaves after the prompt */
+    const int room = n_ctx - (int)pin.n_tokens;
+    const int max_tokens = q->max_tokens > 0 ? PV_MIN(q->max_tokens, room) : room;
+    struct gen_params gp = {
+        .prompt = pin.tokens,
+        .n_prompt = pin.n_tokens,
+        .max_tokens = max_tokens,
+        .temperature = (float)q->temperature,
+        .top_p = (float)q->top_p,
+        .top_k = q->top_k,
+        .seed = q->seed,
+    };
+    if (gen_submit(r->srv->engine, &gp, &g->job, &err) != PV_OK) {
+        http_reply_error(r, err.status, NULL, err.msg);
+        goto out;
+    }
+    g->po = pin.out;
+    pin.out = NULL;
+    emit_init(&g->em, r, q, (int)pin.n_tokens);
+    for (int i = 0; i < q->n_stop; i++)
+        g->max_stop_len = PV_MAX(g->max_stop_len, strlen(q->stop[i]));
+
+    if (q->stream) {
+        struct http_stream *s = xcalloc(1, sizeof(*s));
+        s->req = r;
+        s->produce = stream_produce;
+        s->release = stream_release;
+        s->state = g;
+        prompt_in_release(&pin);
+        http_reply_stream(r, s);
+        return;
+    }
+    /* not streamed: wait here (this is the connection's own thread) */
+    struct pv_buf sink = PV_BUF_INIT;
+    for (;;) {
+        if (run_pump(g, &sink, GEN_POLL_MS))
+            break;
+        if (http_client_gone(r)) {
+            gen_cancel(g->job);
+            r->n_output = (int)g->n_seen;
+            buf_release(&sink);
+            goto out;
+        }
+    }
+    run_finish(g, &sink);
+    buf_release(&sink);
+    if (g->em.failed != PV_OK)
+        http_reply_error(r, g->em.failed, NULL, g->em.fail_msg);
+    else
+        http_reply_json(r, 200, emit_take_json(&g->em));
+out:
+    prompt_in_release(&pin);
+    run_free(g);
 }
 
 void api_count_tokens(struct http_req *r, struct api_request *q)
 {
-    PV_UNUSED(q);
-    http_reply_error(r, PV_ERR_INTERNAL, NULL, "token counting is not available in this build yet");
+    struct pv_err err = {0};
+    struct prompt_in pin = {0};
+    if (prompt_build(r, q, &pin, &err) != PV_OK) {
+        http_reply_error(r, err.status, NULL, err.msg);
+        return;
+    }
+    r->n_prompt = (int)pin.n_tokens;
+    http_reply_json(r, 200, json_pack("{s:I}", "input_tokens", (json_int_t)pin.n_tokens));
+    prompt_in_release(&pin);
 }

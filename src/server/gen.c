@@ -1,63 +1,573 @@
 /*
  * gen.c - the engine thread and the per-request token channel (see gen.h).
  *
- * Generation has not landed in this build: the engine checks that the model file is
- * readable and reports its context size, and gen_submit answers that generation is not
- * available. The HTTP layer (routing, auth, limits, validation, health, metrics) is
- * complete on top of this interface.
+ * One thread owns the model's contexts, one per --parallel slot, and loops over the busy
+ * slots: each round gives every slot one step - a prompt chunk of at most GEN_CHUNK
+ * tokens, or one decode token - so a long prefill neither starves other slots nor delays
+ * a cancel by more than one step. Slots are independent contexts evaluated in turn (not
+ * one batched forward). A slot remembers which tokens its KV cache holds; a new job goes
+ * to the free slot sharing the longest prefix with its prompt, and only the rest of the
+ * prompt is evaluated (a Claude Code second turn reuses the first turn's ~20K tokens).
  */
+#include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include <time.h>
 
 #include "server/gen.h"
 #include "server/http.h"
 
-struct http_engine {
-    int n_ctx;
+#define GEN_CHUNK 256
+
+struct gen_job {
+    /* input, read-only after submit */
+    int32_t *prompt;             /* [n_prompt], owned */
+    size_t n_prompt;
+    struct gen_params p;
+    uint64_t t_submit_ns;
+    /* channel, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int32_t *tokens;             /* [n_tokens] generated, owned */
+    size_t n_tokens, cap_tokens;
+    struct gen_progress prog;
+    int refs;                    /* engine + requester */
+    atomic_bool cancel;
+    /* engine-thread state */
+    struct gen_job *next;        /* queue link */
+    uint64_t t_last_ns;
 };
 
-enum pv_status gen_engine_new(struct http_server *srv, struct http_engine **out,
-                              struct pv_err *err)
+struct slot {
+    struct pv_context *ctx;
+    struct pv_sampler *sampler;
+    struct gen_job *job;         /* NULL when free */
+    int32_t *kv;                 /* [n_ctx] tokens the KV cache holds, in order */
+    size_t n_kv;
+    size_t n_fed;                /* prompt tokens of the job that are in the KV cache */
+    int32_t last;                /* last sampled token, not yet evaluated; -1 none */
+};
+
+struct http_engine {
+    struct http_server *srv;
+    struct pv_model *model;
+    struct pv_vocab *vocab;      /* loaded from the same file, for the connection threads */
+    int n_ctx;
+    int n_slots;
+    struct slot *slots;
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;          /* guards queue, n_queued, stopping, slot job pointers */
+    pthread_cond_t cv;
+    struct gen_job *queue_head, *queue_tail;
+    int n_queued;
+    bool stopping;
+    atomic_int busy;
+    atomic_ullong kv_used;
+};
+
+/* ---- job channel ------------------------------------------------------------------------ */
+
+static void job_unref(struct gen_job *j)
 {
-    *out = NULL;
-    if (access(srv->p.model_path, R_OK) != 0)
-        return pv_err_set(err, PV_ERR_IO, "cannot read model '%s'", srv->p.model_path);
-    struct http_engine *e = xcalloc(1, sizeof(*e));
-    e->n_ctx = srv->p.n_ctx > 0 ? srv->p.n_ctx : 4096;
-    *out = e;
-    return PV_OK;
+    pthread_mutex_lock(&j->mu);
+    const int refs = --j->refs;
+    pthread_mutex_unlock(&j->mu);
+    if (refs > 0)
+        return;
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    free(j->prompt);
+    free(j->tokens);
+    free(j);
 }
 
-void gen_engine_shutdown(struct http_engine *e) { PV_UNUSED(e); }
-void gen_engine_free(struct http_engine *e) { free(e); }
-int gen_engine_n_ctx(const struct http_engine *e) { return e ? e->n_ctx : 0; }
-struct pv_model *gen_engine_model(const struct http_engine *e) { PV_UNUSED(e); return NULL; }
-
-void gen_engine_usage(const struct http_engine *e, struct gen_usage *out)
+/* Mark a job finished (engine side); wakes the requester. */
+static void job_finish(struct gen_job *j, enum pv_status st, const char *msg, bool eog,
+                       bool length)
 {
-    memset(out, 0, sizeof(*out));
-    if (e)
-        out->kv_capacity = (uint64_t)e->n_ctx;
+    pthread_mutex_lock(&j->mu);
+    if (!j->prog.done) {
+        j->prog.done = true;
+        j->prog.status = st;
+        j->prog.eog = eog;
+        j->prog.length = length;
+        snprintf(j->prog.msg, sizeof(j->prog.msg), "%s", msg ? msg : "");
+    }
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
 }
 
-enum pv_status gen_submit(struct http_engine *e, const struct gen_params *gp,
-                          struct gen_job **out, struct pv_err *err)
+/* Append a generated token; false on OOM. */
+static bool job_push(struct gen_job *j, int32_t tok)
 {
-    PV_UNUSED(e);
-    PV_UNUSED(gp);
-    *out = NULL;
-    return pv_err_set(err, PV_ERR_UNSUPPORTED, "generation is not available in this build yet");
+    const uint64_t now = clock_now_ns();
+    pthread_mutex_lock(&j->mu);
+    if (j->n_tokens == j->cap_tokens) {
+        size_t cap = j->cap_tokens ? j->cap_tokens * 2 : 64;
+        int32_t *t = try_realloc(j->tokens, cap * sizeof(*t));
+        if (!t) {
+            pthread_mutex_unlock(&j->mu);
+            return false;
+        }
+        j->tokens = t;
+        j->cap_tokens = cap;
+    }
+    j->tokens[j->n_tokens++] = tok;
+    j->prog.n_tokens = j->n_tokens;
+    if (!j->prog.t_first_ns)
+        j->prog.t_first_ns = now;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    if (j->t_last_ns)
+        http_stats_itl((double)(now - j->t_last_ns) / 1e6);
+    j->t_last_ns = now;
+    return true;
+}
+
+static void job_set_prefilled(struct gen_job *j, size_t n)
+{
+    pthread_mutex_lock(&j->mu);
+    j->prog.n_prefilled = n;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
 }
 
 void gen_wait(struct gen_job *j, size_t from, int timeout_ms, int32_t *out, size_t cap,
               size_t *n_out, struct gen_progress *prog)
 {
-    PV_UNUSED(j); PV_UNUSED(from); PV_UNUSED(timeout_ms); PV_UNUSED(out); PV_UNUSED(cap);
-    *n_out = 0;
-    memset(prog, 0, sizeof(*prog));
-    prog->done = true;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&j->mu);
+    while (j->n_tokens <= from && !j->prog.done) {
+        if (pthread_cond_timedwait(&j->cv, &j->mu, &deadline) == ETIMEDOUT)
+            break;
+    }
+    size_t n = 0;
+    if (j->n_tokens > from) {
+        n = PV_MIN(cap, j->n_tokens - from);
+        memcpy(out, j->tokens + from, n * sizeof(*out));
+    }
+    *n_out = n;
+    *prog = j->prog;
+    /* not done from the reader's view while tokens remain to be copied */
+    if (from + n < j->n_tokens)
+        prog->done = false;
+    pthread_mutex_unlock(&j->mu);
 }
 
-void gen_cancel(struct gen_job *j) { PV_UNUSED(j); }
-void gen_release(struct gen_job *j) { PV_UNUSED(j); }
+void gen_cancel(struct gen_job *j)
+{
+    if (j)
+        atomic_store(&j->cancel, true);
+}
+
+void gen_release(struct gen_job *j)
+{
+    if (!j)
+        return;
+    gen_cancel(j);
+    job_unref(j);
+}
+
+/* ---- engine thread --------------------------------------------------------------------- */
+
+static size_t common_prefix(const int32_t *a, size_t na, const int32_t *b, size_t nb)
+{
+    size_t n = PV_MIN(na, nb), i = 0;
+    while (i < n && a[i] == b[i])
+        i++;
+    return i;
+}
+
+static void update_kv_used(struct http_engine *e)
+{
+    unsigned long long used = 0;
+    for (int i = 0; i < e->n_slots; i++)
+        used += pv_context_n_past(e->slots[i].ctx);
+    atomic_store(&e->kv_used, used);
+}
+
+/* Put a job into a slot: reuse the cached prefix, make its sampler. Engine thread. */
+static void slot_start(struct http_engine *e, struct slot *s, struct gen_job *j)
+{
+    struct pv_err err;
+    struct pv_sampler_params sp = pv_sampler_default_params();
+    if (j->p.temperature >= 0)
+        sp.temperature = j->p.temperature;
+    if (j->p.top_p >= 0)
+        sp.top_p = j->p.top_p;
+    if (j->p.top_k >= 0)
+        sp.top_k = j->p.top_k;
+    sp.seed = j->p.seed;
+    s->job = j;
+    s->last = -1;
+    pv_sampler_free(s->sampler);
+    s->sampler = NULL;
+    if (pv_sampler_new(&sp, pv_context_n_vocab(s->ctx), &s->sampler, &err) != PV_OK) {
+        job_finish(j, err.status, err.msg, false, false);
+        return;
+    }
+    /* keep the longest cached prefix, but re-evaluate at least the last prompt token so
+     * its logits exist */
+    size_t keep = common_prefix(s->kv, s->n_kv, j->prompt, j->n_prompt);
+    if (keep >= j->n_prompt)
+        keep = j->n_prompt - 1;
+    if (pv_context_truncate(s->ctx, (uint32_t)keep, &err) != PV_OK) {
+        pv_context_truncate(s->ctx, 0, NULL);
+        keep = 0;
+    }
+    s->n_kv = keep;
+    s->n_fed = keep;
+    if (keep)
+        log_debug("slot %d: %zu of %zu prompt tokens reused from the cache",
+                  (int)(s - e->slots), keep, j->n_prompt);
+    job_set_prefilled(j, keep);
+}
+
+/* Evaluate tokens and mirror them in s->kv; false (job failed) on error. */
+static bool slot_eval(struct slot *s, const int32_t *toks, size_t n)
+{
+    struct pv_err err;
+    if (pv_context_eval(s->ctx, toks, n, false, &err) != PV_OK) {
+        job_finish(s->job, err.status, err.msg, false, false);
+        pv_context_truncate(s->ctx, 0, NULL);
+        s->n_kv = 0;
+        return false;
+    }
+    memcpy(s->kv + s->n_kv, toks, n * sizeof(*toks));
+    s->n_kv += n;
+    return true;
+}
+
+/* Sample the next token from the context's last logits and hand it to the job. */
+static void slot_sample(struct slot *s)
+{
+    struct gen_job *j = s->job;
+    const float *logits = pv_context_logits(s->ctx, -1);
+    if (!logits) {
+        job_finish(j, PV_ERR_INTERNAL, "no logits after evaluation", false, false);
+        return;
+    }
+    int32_t tok = pv_sampler_sample(s->sampler, logits);
+    pv_sampler_accept(s->sampler, tok);
+    if (pv_context_is_eog(s->ctx, tok)) {
+        job_finish(j, PV_OK, NULL, true, false);
+        return;
+    }
+    if (!job_push(j, tok)) {
+        job_finish(j, PV_ERR_NOMEM, "out of memory for generated tokens", false, false);
+        return;
+    }
+    if (j->n_tokens >= (size_t)j->p.max_tokens) {
+        job_finish(j, PV_OK, NULL, false, true);
+        return;
+    }
+    s->last = tok;
+}
+
+/* One step of a busy slot: a prompt chunk or one decode token. */
+static void slot_step(struct slot *s)
+{
+    struct gen_job *j = s->job;
+    if (atomic_load(&j->cancel)) {
+        job_finish(j, PV_ERR_CANCELLED, "cancelled", false, false);
+        return;
+    }
+    if (s->n_fed < j->n_prompt) {
+        size_t n = PV_MIN((size_t)GEN_CHUNK, j->n_prompt - s->n_fed);
+        if (!slot_eval(s, j->prompt + s->n_fed, n))
+            return;
+        s->n_fed += n;
+        job_set_prefilled(j, s->n_fed);
+        if (s->n_fed == j->n_prompt)
+            slot_sample(s);
+        return;
+    }
+    if (s->last < 0) {
+        job_finish(j, PV_ERR_INTERNAL, "slot has no token to continue from", false, false);
+        return;
+    }
+    const int32_t t = s->last;
+    s->last = -1;
+    if (s->n_kv >= (size_t)pv_context_n_ctx(s->ctx)) {
+        job_finish(j, PV_OK, NULL, false, true);
+        return;
+    }
+    if (slot_eval(s, &t, 1))
+        slot_sample(s);
+}
+
+static bool job_is_done(struct gen_job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    bool d = j->prog.done;
+    pthread_mutex_unlock(&j->mu);
+    return d;
+}
+
+/* Free slot whose cache shares the most with the prompt of j, or NULL. Under e->mu. */
+static struct slot *pick_slot(struct http_engine *e, const struct gen_job *j)
+{
+    struct slot *best = NULL;
+    size_t best_n = 0;
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *s = &e->slots[i];
+        if (s->job)
+            continue;
+        size_t n = common_prefix(s->kv, s->n_kv, j->prompt, j->n_prompt);
+        if (!best || n > best_n) {
+            best = s;
+            best_n = n;
+        }
+    }
+    return best;
+}
+
+static void *engine_main(void *arg)
+{
+    struct http_engine *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        /* admit queued jobs to free slots */
+        while (e->queue_head && !e->stopping) {
+            struct slot *s = pick_slot(e, e->queue_head);
+            if (!s)
+                break;
+            struct gen_job *j = e->queue_head;
+            e->queue_head = j->next;
+            if (!e->queue_head)
+                e->queue_tail = NULL;
+            e->n_queued--;
+            s->job = j;
+            pthread_mutex_unlock(&e->mu);
+            slot_start(e, s, j);
+            pthread_mutex_lock(&e->mu);
+        }
+        http_stats_queue(e->n_queued);
+        int busy = 0;
+        for (int i = 0; i < e->n_slots; i++)
+            busy += e->slots[i].job != NULL;
+        atomic_store(&e->busy, busy);
+        if (e->stopping && busy == 0 && !e->queue_head) {
+            pthread_mutex_unlock(&e->mu);
+            break;
+        }
+        if (busy == 0) {
+            pthread_cond_wait(&e->cv, &e->mu);
+            pthread_mutex_unlock(&e->mu);
+            continue;
+        }
+        const bool stopping = e->stopping;
+        pthread_mutex_unlock(&e->mu);
+
+        for (int i = 0; i < e->n_slots; i++) {
+            struct slot *s = &e->slots[i];
+            if (!s->job)
+                continue;
+            if (stopping)
+                job_finish(s->job, PV_ERR_OVERLOADED, "server is shutting down", false, false);
+            else if (!job_is_done(s->job))
+                slot_step(s);
+            if (job_is_done(s->job)) {
+                struct gen_job *j = s->job;
+                pthread_mutex_lock(&e->mu);
+                s->job = NULL;
+                pthread_mutex_unlock(&e->mu);
+                job_unref(j);
+            }
+        }
+        update_kv_used(e);
+    }
+    return NULL;
+}
+
+/* ---- engine lifecycle ------------------------------------------------------------------- */
+
+enum pv_status gen_engine_new(struct http_server *srv, struct http_engine **out,
+                              struct pv_err *err)
+{
+    struct http_engine *e = xcalloc(1, sizeof(*e));
+    enum pv_status st;
+    *out = NULL;
+    e->srv = srv;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+
+    const uint64_t t0 = clock_now_ns();
+    st = pv_model_load(srv->p.model_path, NULL, &e->model, err);
+    if (st != PV_OK)
+        goto fail;
+    st = pv_vocab_load_file(srv->p.model_path, &e->vocab, err);
+    if (st != PV_OK)
+        goto fail;
+    uint32_t n_ctx = (uint32_t)srv->p.n_ctx;
+    if (n_ctx == 0)
+        n_ctx = PV_MIN(pv_model_n_ctx_train(e->model), 32768u);
+    e->n_ctx = (int)n_ctx;
+    e->n_slots = srv->p.n_parallel;
+    e->slots = xcalloc((size_t)e->n_slots, sizeof(*e->slots));
+    for (int i = 0; i < e->n_slots; i++) {
+        struct pv_context_params cp = pv_context_default_params();
+        cp.n_ctx = n_ctx;
+        cp.n_threads = srv->p.n_threads;
+        st = pv_context_new(e->model, &cp, &e->slots[i].ctx, err);
+        if (st != PV_OK)
+            goto fail;
+        e->slots[i].kv = try_calloc(n_ctx, sizeof(int32_t));
+        if (!e->slots[i].kv) {
+            st = pv_err_set(err, PV_ERR_NOMEM, "cannot allocate the token list of a slot");
+            goto fail;
+        }
+        e->slots[i].last = -1;
+    }
+    if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
+        st = pv_err_set(err, PV_ERR_INTERNAL, "cannot start the engine thread");
+        goto fail;
+    }
+    e->thread_started = true;
+    log_info("model %s (%s) loaded in %.0f ms: %d slot(s) of %u tokens, %d threads",
+             pv_model_name(e->model), pv_model_arch(e->model),
+             (double)(clock_now_ns() - t0) / 1e6, e->n_slots, n_ctx,
+             pv_context_n_threads(e->slots[0].ctx));
+    *out = e;
+    return PV_OK;
+
+fail:
+    gen_engine_free(e);
+    return st;
+}
+
+void gen_engine_shutdown(struct http_engine *e)
+{
+    if (!e)
+        return;
+    pthread_mutex_lock(&e->mu);
+    e->stopping = true;
+    /* queued jobs end now; running ones end at their next step */
+    while (e->queue_head) {
+        struct gen_job *j = e->queue_head;
+        e->queue_head = j->next;
+        e->n_queued--;
+        job_finish(j, PV_ERR_OVERLOADED, "server is shutting down", false, false);
+        job_unref(j);
+    }
+    e->queue_tail = NULL;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    if (e->thread_started) {
+        pthread_join(e->thread, NULL);
+        e->thread_started = false;
+    }
+}
+
+void gen_engine_free(struct http_engine *e)
+{
+    if (!e)
+        return;
+    gen_engine_shutdown(e);
+    for (int i = 0; e->slots && i < e->n_slots; i++) {
+        pv_context_free(e->slots[i].ctx);
+        pv_sampler_free(e->slots[i].sampler);
+        free(e->slots[i].kv);
+    }
+    free(e->slots);
+    pv_vocab_free(e->vocab);
+    pv_model_free(e->model);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+    free(e);
+}
+
+int gen_engine_n_ctx(const struct http_engine *e)
+{
+    return e ? e->n_ctx : 0;
+}
+
+struct pv_model *gen_engine_model(const struct http_engine *e)
+{
+    return e ? e->model : NULL;
+}
+
+const struct pv_vocab *gen_engine_vocab(const struct http_engine *e)
+{
+    return e ? e->vocab : NULL;
+}
+
+void gen_engine_usage(const struct http_engine *e, struct gen_usage *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!e)
+        return;
+    out->kv_used = atomic_load(&((struct http_engine *)e)->kv_used);
+    out->kv_capacity = (uint64_t)e->n_ctx * (uint64_t)e->n_slots;
+    out->slots_busy = atomic_load(&((struct http_engine *)e)->busy);
+    pthread_mutex_lock(&((struct http_engine *)e)->mu);
+    out->queued = e->n_queued;
+    pthread_mutex_unlock(&((struct http_engine *)e)->mu);
+}
+
+enum pv_status gen_submit(struct http_engine *e, const struct gen_params *gp,
+                          struct gen_job **out, struct pv_err *err)
+{
+    *out = NULL;
+    if (gp->n_prompt == 0)
+        return pv_err_set(err, PV_ERR_INVALID, "the prompt is empty");
+    if (gp->max_tokens < 1 || gp->n_prompt + (size_t)gp->max_tokens > (size_t)e->n_ctx)
+        return pv_err_set(err, PV_ERR_CONTEXT, "prompt is too long: %zu tokens > %d maximum",
+                          gp->n_prompt, e->n_ctx - 1);
+    struct gen_job *j = try_calloc(1, sizeof(*j));
+    int32_t *prompt = try_malloc(gp->n_prompt * sizeof(int32_t));
+    if (!j || !prompt) {
+        free(j);
+        free(prompt);
+        return pv_err_set(err, PV_ERR_NOMEM, "out of memory for a prompt of %zu tokens",
+                          gp->n_prompt);
+    }
+    memcpy(prompt, gp->prompt, gp->n_prompt * sizeof(int32_t));
+    j->prompt = prompt;
+    j->n_prompt = gp->n_prompt;
+    j->p = *gp;
+    j->p.prompt = prompt;
+    j->t_submit_ns = clock_now_ns();
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    atomic_init(&j->cancel, false);
+    j->refs = 2;
+
+    pthread_mutex_lock(&e->mu);
+    int free_slots = 0;
+    for (int i = 0; i < e->n_slots; i++)
+        free_slots += e->slots[i].job == NULL;
+    enum pv_status st = PV_OK;
+    if (e->stopping)
+        st = pv_err_set(err, PV_ERR_OVERLOADED, "server is shutting down");
+    else if (e->n_queued - free_slots >= e->srv->p.queue_len)
+        st = pv_err_set(err, PV_ERR_OVERLOADED, "Overloaded: %d requests are waiting",
+                        e->n_queued);
+    if (st == PV_OK) {
+        if (e->queue_tail)
+            e->queue_tail->next = j;
+        else
+            e->queue_head = j;
+        e->queue_tail = j;
+        e->n_queued++;
+        http_stats_queue(e->n_queued);
+        pthread_cond_broadcast(&e->cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (st != PV_OK) {
+        j->refs = 1;
+        job_unref(j);
+        return st;
+    }
+    *out = j;
+    return PV_OK;
+}

@@ -40,7 +40,7 @@ struct gen_progress {
     bool eog;                    /* ended on an end-of-generation token (not counted) */
     bool length;                 /* ended because max_tokens was reached */
     enum pv_status status;       /* PV_OK, or why it failed */
-    char msg[256];
+    char msg[PV_ERR_MSG_MAX];
     uint64_t t_first_ns;         /* monotonic time of the first token, 0 before */
 };
 
@@ -59,6 +59,8 @@ void gen_engine_free(struct http_engine *e);
 int gen_engine_n_ctx(const struct http_engine *e);
 /* The loaded model (valid for the engine's lifetime; read-only use by any thread). */
 struct pv_model *gen_engine_model(const struct http_engine *e);
+/* The model's vocabulary (immutable; any thread). */
+const struct pv_vocab *gen_engine_vocab(const struct http_engine *e);
 void gen_engine_usage(const struct http_engine *e, struct gen_usage *out);
 
 /*
