@@ -124,6 +124,7 @@ PV_API enum pv_status pv_models_dir(char *out, size_t cap);
  * -------------------------------------------------------------------------------------*/
 
 struct pv_model; /* opaque */
+struct pv_vocab; /* a tokenizer vocabulary (see "Tokens") */
 
 struct pv_model_params {
     bool prefetch; /* ask the kernel to read the weights ahead (madvise WILLNEED); default false */
@@ -158,6 +159,8 @@ PV_API uint32_t pv_model_n_embd(const struct pv_model *model);
 PV_API uint32_t pv_model_n_layer(const struct pv_model *model);
 /* tokenizer.chat_template (Jinja source), owned by the model, or NULL when absent. */
 PV_API const char *pv_model_chat_template(const struct pv_model *model);
+/* The model's vocabulary (see "Tokens"), owned by the model: valid until pv_model_free. */
+PV_API const struct pv_vocab *pv_model_vocab(const struct pv_model *model);
 /* Size of the model file, and the bytes of its tensor data. */
 PV_API uint64_t pv_model_file_bytes(const struct pv_model *model);
 PV_API uint64_t pv_model_weight_bytes(const struct pv_model *model);

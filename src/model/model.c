@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 
 #include "model/model.h"
+#include "tok/tok.h"
 #include "util/util.h"
 
 #define MODEL_MAX_LAYERS 512
@@ -484,7 +485,13 @@ enum pv_status pv_model_load(const char *path, const struct pv_model_params *par
             goto fail;
         }
     }
-    /* The vocabulary (m->vocab) is loaded by the tokenizer module (tok/) once it lands. */
+    /* The tokenizer's own messages do not name the file: prefix it. */
+    struct pv_err tok_err = {0};
+    st = tok_vocab_load(f, &m->vocab, &tok_err);
+    if (st != PV_OK) {
+        st = pv_err_set(err, st, "%s: tokenizer: %s", path, tok_err.msg);
+        goto fail;
+    }
     free(L.used);
     *out = m;
     return PV_OK;
@@ -498,6 +505,7 @@ void pv_model_free(struct pv_model *m)
 {
     if (!m)
         return;
+    tok_vocab_free(m->vocab);
     gguf_close(m->gguf);
     free(m->layers);
     free(m->chat_template);
@@ -514,6 +522,7 @@ uint32_t pv_model_n_vocab(const struct pv_model *m) { return m->hp.n_vocab; }
 uint32_t pv_model_n_embd(const struct pv_model *m) { return m->hp.n_embd; }
 uint32_t pv_model_n_layer(const struct pv_model *m) { return m->hp.n_layer; }
 const char *pv_model_chat_template(const struct pv_model *m) { return m->chat_template; }
+const struct pv_vocab *pv_model_vocab(const struct pv_model *m) { return m->vocab; }
 uint64_t pv_model_file_bytes(const struct pv_model *m) { return gguf_file_bytes(m->gguf); }
 uint64_t pv_model_weight_bytes(const struct pv_model *m) { return m->weight_bytes; }
 

@@ -4,8 +4,9 @@
  * model_load opens the GGUF file (gguf.h), reads the hyper-parameters of its
  * architecture, binds every tensor the architecture needs by name and checks its exact
  * shape, so the engine can index weights without further checks. Weights stay in the
- * read-only mmap; nothing is copied. Supported architectures: gemma3, llama, qwen2,
- * qwen3, phi3. struct pv_model is the opaque handle of pensieve.h.
+ * read-only mmap; nothing is copied. The vocabulary comes from tok_vocab_load (tok/).
+ * Supported architectures: gemma3, llama, qwen2, qwen3, phi3. struct pv_model is the
+ * opaque handle of pensieve.h.
  */
 #ifndef PV_MODEL_H
 #define PV_MODEL_H

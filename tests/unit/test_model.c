@@ -47,6 +47,7 @@ struct spec {
     int n_kv;
     struct t_spec t[128];
     int n_t;
+    bool no_vocab;            /* leave out the tokenizer keys write_spec adds */
 };
 
 static struct kv_spec *kv_slot(struct spec *s, const char *key)
@@ -215,7 +216,34 @@ static const char *write_spec(const struct spec *s)
     fwrite("GGUF", 1, 4, f);
     w_u32(f, 3);
     w_u64(f, (uint64_t)s->n_t);
-    w_u64(f, (uint64_t)s->n_kv);
+    w_u64(f, (uint64_t)s->n_kv + (s->no_vocab ? 0 : 4));
+    if (!s->no_vocab) {
+        /* an SPM vocabulary of NV tokens: <unk> <s> </s> and five letters */
+        static const char *const toks[NV] = {"<unk>", "<s>", "</s>", "a", "b", "c", "d", "e"};
+        static const int32_t types[NV] = {2, 3, 3, 1, 1, 1, 1, 1};
+        w_str(f, "tokenizer.ggml.model");
+        w_u32(f, GGUF_STRING);
+        w_str(f, "llama");
+        w_str(f, "tokenizer.ggml.tokens");
+        w_u32(f, GGUF_ARRAY);
+        w_u32(f, GGUF_STRING);
+        w_u64(f, NV);
+        for (int i = 0; i < NV; i++)
+            w_str(f, toks[i]);
+        w_str(f, "tokenizer.ggml.scores");
+        w_u32(f, GGUF_ARRAY);
+        w_u32(f, GGUF_F32);
+        w_u64(f, NV);
+        for (int i = 0; i < NV; i++) {
+            float sc = -(float)i;
+            fwrite(&sc, 4, 1, f);
+        }
+        w_str(f, "tokenizer.ggml.token_type");
+        w_u32(f, GGUF_ARRAY);
+        w_u32(f, GGUF_I32);
+        w_u64(f, NV);
+        fwrite(types, 4, NV, f);
+    }
     for (int i = 0; i < s->n_kv; i++) {
         const struct kv_spec *k = &s->kv[i];
         w_str(f, k->key);
@@ -325,7 +353,11 @@ static void test_each_arch_loads(void)
         CHECK(m->tok_embd && m->output_norm && m->output);
         CHECK((m->output == m->tok_embd) == gemma);
         CHECK(m->rope_freqs == NULL);
-        CHECK(m->vocab == NULL);
+        CHECK(m->vocab != NULL && pv_model_vocab(m) == m->vocab);
+        if (m->vocab) {
+            CHECK_EQ_INT(pv_vocab_n_tokens(pv_model_vocab(m)), NV);
+            CHECK_EQ_INT(pv_vocab_bos(pv_model_vocab(m)), 1);
+        }
         for (uint32_t il = 0; il < hp->n_layer; il++) {
             const struct model_layer *L = &m->layers[il];
             CHECK(L->attn_norm && L->wo && L->ffn_norm && L->ffn_down);
@@ -566,6 +598,16 @@ static void test_metadata_errors(void)
     spec_init(&s, "qwen2", 1);
     set_u32(&s, ".rope.dimension_count", 8);
     expect_error(&s, PV_ERR_FORMAT, "rope dimension count 8", "qwen2 partial rope");
+
+    spec_init(&s, "llama", 1);
+    s.no_vocab = true;
+    expect_error(&s, PV_ERR_FORMAT, "tokenizer: 'tokenizer.ggml.model' is missing", "no vocab");
+
+    spec_init(&s, "llama", 1);
+    set_str(&s, "tokenizer.ggml.model", "t5");
+    s.no_vocab = true;
+    expect_error(&s, PV_ERR_UNSUPPORTED, "tokenizer: tokenizer 't5' is not supported",
+                 "t5 vocab");
 
     spec_init(&s, "phi3", 1);
     set_u32(&s, ".attention.key_length", 32);
