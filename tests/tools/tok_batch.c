@@ -7,10 +7,14 @@
  *                          "PARSE_SPECIAL LEN\n" + LEN bytes; FLAGS bit 0 = add special.
  *                          Writes two lines per record: the ids (or "error: ..."), and
  *                          the hex of pv_detokenize(ids, SKIP_SPECIAL | STRIP_SPACE).
+ *   tok_batch MODEL bench FILE REPS [special]
+ *                          tokenizes FILE (with BOS) REPS times; prints "n_tokens
+ *                          best_seconds" (bench/tokenize.py)
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pensieve.h"
 
@@ -42,6 +46,34 @@ int main(int argc, char **argv)
             if (pv_token_is_control(v, (int32_t)i))
                 printf(" %zu", i);
         printf("\n");
+        pv_vocab_free(v);
+        return 0;
+    }
+    if (argc > 4 && strcmp(argv[2], "bench") == 0) {
+        FILE *f = fopen(argv[3], "rb");
+        if (!f)
+            die("cannot open the bench text");
+        static char text[1 << 24];
+        size_t len = fread(text, 1, sizeof(text), f);
+        fclose(f);
+        unsigned flags = PV_TOKENIZE_ADD_SPECIAL;
+        if (argc > 5 && strcmp(argv[5], "special") == 0)
+            flags |= PV_TOKENIZE_PARSE_SPECIAL;
+        size_t cap = len + 16, n_ids = 0;
+        int32_t *ids = malloc(cap * sizeof(int32_t));
+        double best = 1e30;
+        for (int r = 0; r < atoi(argv[4]); r++) {
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            if (pv_tokenize(v, text, len, flags, ids, cap, &n_ids, &err) != PV_OK)
+                die(err.msg);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+            if (s < best)
+                best = s;
+        }
+        printf("%zu %.6f\n", n_ids, best);
+        free(ids);
         pv_vocab_free(v);
         return 0;
     }
