@@ -48,6 +48,9 @@ static struct cli_opt serve_opts[] = {
      "context left after the prompt", "1000000", 1, 1L << 30},
     {"max-connections", 0, CLI_INT, "PENSIEVE_MAX_CONNECTIONS", "N",
      "simultaneous connections (each has a thread)", "256", 1, 65536},
+    {"ping-interval", 0, CLI_INT, "PENSIEVE_PING_INTERVAL", "SECONDS",
+     "streams get a keep-alive ping after this long without events (long prompts)", "10", 1,
+     3600},
     {"pid-file", 0, CLI_STRING, "PENSIEVE_PID_FILE", "PATH",
      "where to write the pid for `pensieve stop`; default "
      "$XDG_RUNTIME_DIR or /tmp: pensieve-PORT.pid", NULL},
@@ -108,6 +111,7 @@ static int serve_main(int argc, char **argv)
     p.grace_s = (int)cli_get(serve_opts, "grace")->i;
     p.max_tokens_limit = (int)cli_get(serve_opts, "max-tokens-limit")->i;
     p.max_connections = (int)cli_get(serve_opts, "max-connections")->i;
+    p.ping_interval_s = (int)cli_get(serve_opts, "ping-interval")->i;
 
     const char *fmt = cli_get(serve_opts, "log-format")->str;
     if (strcmp(fmt, "json") == 0)

@@ -45,6 +45,33 @@ static bool check_messages(struct http_req *r, json_t *msgs, bool allow_empty)
     return true;
 }
 
+/* Bytes of text in a system value (string or text blocks). */
+static long text_bytes(const json_t *v)
+{
+    if (json_is_string(v))
+        return (long)json_string_length(v);
+    long n = 0;
+    size_t i;
+    json_t *b;
+    if (json_is_array(v))
+        json_array_foreach(v, i, b) n += text_bytes(json_object_get(b, "text"));
+    return n;
+}
+
+/* What the access log says about a request's prompt: tools and system prompt size. */
+static void note_prompt_shape(struct http_req *r)
+{
+    json_t *msgs = json_object_get(r->json, "messages"), *m;
+    size_t i;
+    r->n_tools = (int)json_array_size(json_object_get(r->json, "tools"));
+    r->system_bytes = text_bytes(json_object_get(r->json, "system"));
+    json_array_foreach(msgs, i, m) {
+        if (json_is_string(json_object_get(m, "role")) &&
+            strcmp(json_string_value(json_object_get(m, "role")), "system") == 0)
+            r->system_bytes += text_bytes(json_object_get(m, "content"));
+    }
+}
+
 static bool check_common(struct http_req *r, struct api_request *q, bool allow_empty)
 {
     json_t *msgs, *tools;
@@ -60,6 +87,7 @@ static bool check_common(struct http_req *r, struct api_request *q, bool allow_e
     }
     if (!v_array(r, "tools", false, &tools))
         return false;
+    note_prompt_shape(r);
     return true;
 }
 

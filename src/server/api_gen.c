@@ -17,7 +17,6 @@
 #include "server/prompt.h"
 
 #define GEN_POLL_MS 50
-#define PING_EVERY_NS (10ull * 1000000000ull)
 #define TOKS_PER_WAKE 64
 
 struct gen_run {
@@ -165,7 +164,8 @@ static bool stream_produce(struct http_stream *s, struct pv_buf *out)
             g->finished = true;
             return false;
         }
-        if (clock_now_ns() - g->t_last_write_ns >= PING_EVERY_NS) {
+        if (clock_now_ns() - g->t_last_write_ns >=
+            (uint64_t)g->r->srv->p.ping_interval_s * 1000000000ull) {
             emit_ping(&g->em, out);
             g->t_last_write_ns = clock_now_ns();
             return true;

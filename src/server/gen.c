@@ -47,12 +47,13 @@ struct slot {
     size_t n_kv;
     size_t n_fed;                /* prompt tokens of the job that are in the KV cache */
     int32_t last;                /* last sampled token, not yet evaluated; -1 none */
+    float *masked;               /* [n_vocab] logits copy for constrained jobs, owned */
 };
 
 struct http_engine {
     struct http_server *srv;
     struct pv_model *model;
-    struct pv_vocab *vocab;      /* loaded from the same file, for the connection threads */
+    const struct pv_vocab *vocab; /* the model's, for the connection threads */
     int n_ctx;
     int n_slots;
     struct slot *slots;
@@ -78,6 +79,8 @@ static void job_unref(struct gen_job *j)
         return;
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
+    if (j->p.constraint.release)
+        j->p.constraint.release(j->p.constraint.state);
     free(j->prompt);
     free(j->tokens);
     free(j);
@@ -256,8 +259,21 @@ static void slot_sample(struct slot *s)
         job_finish(j, PV_ERR_INTERNAL, "no logits after evaluation", false, false);
         return;
     }
+    const struct gen_constraint *c = &j->p.constraint;
+    if (c->mask) {
+        const size_t n_vocab = pv_context_n_vocab(s->ctx);
+        if (!s->masked && !(s->masked = try_malloc(n_vocab * sizeof(float)))) {
+            job_finish(j, PV_ERR_NOMEM, "out of memory for constrained decoding", false, false);
+            return;
+        }
+        memcpy(s->masked, logits, n_vocab * sizeof(float));
+        c->mask(c->state, s->masked, n_vocab);
+        logits = s->masked;
+    }
     int32_t tok = pv_sampler_sample(s->sampler, logits);
     pv_sampler_accept(s->sampler, tok);
+    if (c->accept)
+        c->accept(c->state, tok);
     if (pv_context_is_eog(s->ctx, tok)) {
         job_finish(j, PV_OK, NULL, true, false);
         return;
@@ -405,9 +421,7 @@ enum pv_status gen_engine_new(struct http_server *srv, struct http_engine **out,
     st = pv_model_load(srv->p.model_path, NULL, &e->model, err);
     if (st != PV_OK)
         goto fail;
-    st = pv_vocab_load_file(srv->p.model_path, &e->vocab, err);
-    if (st != PV_OK)
-        goto fail;
+    e->vocab = pv_model_vocab(e->model);
     uint32_t n_ctx = (uint32_t)srv->p.n_ctx;
     if (n_ctx == 0)
         n_ctx = PV_MIN(pv_model_n_ctx_train(e->model), 32768u);
@@ -477,9 +491,9 @@ void gen_engine_free(struct http_engine *e)
         pv_context_free(e->slots[i].ctx);
         pv_sampler_free(e->slots[i].sampler);
         free(e->slots[i].kv);
+        free(e->slots[i].masked);
     }
     free(e->slots);
-    pv_vocab_free(e->vocab);
     pv_model_free(e->model);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
@@ -517,19 +531,25 @@ void gen_engine_usage(const struct http_engine *e, struct gen_usage *out)
 enum pv_status gen_submit(struct http_engine *e, const struct gen_params *gp,
                           struct gen_job **out, struct pv_err *err)
 {
+    enum pv_status st = PV_OK;
+    struct gen_job *j = NULL;
+    int32_t *prompt = NULL;
     *out = NULL;
     if (gp->n_prompt == 0)
-        return pv_err_set(err, PV_ERR_INVALID, "the prompt is empty");
-    if (gp->max_tokens < 1 || gp->n_prompt + (size_t)gp->max_tokens > (size_t)e->n_ctx)
-        return pv_err_set(err, PV_ERR_CONTEXT, "prompt is too long: %zu tokens > %d maximum",
-                          gp->n_prompt, e->n_ctx - 1);
-    struct gen_job *j = try_calloc(1, sizeof(*j));
-    int32_t *prompt = try_malloc(gp->n_prompt * sizeof(int32_t));
-    if (!j || !prompt) {
+        st = pv_err_set(err, PV_ERR_INVALID, "the prompt is empty");
+    else if (gp->max_tokens < 1 || gp->n_prompt + (size_t)gp->max_tokens > (size_t)e->n_ctx)
+        st = pv_err_set(err, PV_ERR_CONTEXT, "prompt is too long: %zu tokens > %d maximum",
+                        gp->n_prompt, e->n_ctx - 1);
+    else if (!(j = try_calloc(1, sizeof(*j))) ||
+             !(prompt = try_malloc(gp->n_prompt * sizeof(int32_t))))
+        st = pv_err_set(err, PV_ERR_NOMEM, "out of memory for a prompt of %zu tokens",
+                        gp->n_prompt);
+    if (st != PV_OK) {
         free(j);
         free(prompt);
-        return pv_err_set(err, PV_ERR_NOMEM, "out of memory for a prompt of %zu tokens",
-                          gp->n_prompt);
+        if (gp->constraint.release)
+            gp->constraint.release(gp->constraint.state);
+        return st;
     }
     memcpy(prompt, gp->prompt, gp->n_prompt * sizeof(int32_t));
     j->prompt = prompt;
@@ -546,7 +566,6 @@ enum pv_status gen_submit(struct http_engine *e, const struct gen_params *gp,
     int free_slots = 0;
     for (int i = 0; i < e->n_slots; i++)
         free_slots += e->slots[i].job == NULL;
-    enum pv_status st = PV_OK;
     if (e->stopping)
         st = pv_err_set(err, PV_ERR_OVERLOADED, "server is shutting down");
     else if (e->n_queued - free_slots >= e->srv->p.queue_len)

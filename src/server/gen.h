@@ -22,6 +22,18 @@ struct http_engine;
 struct gen_job;
 struct pv_model;
 
+/*
+ * Constrained decoding (a grammar from the chat layer): before each sample the engine
+ * thread calls mask() on a copy of the logits (set disallowed ids to -INFINITY), and
+ * accept() with the chosen token. Owned by the job once submitted (release() frees).
+ */
+struct gen_constraint {
+    void *state;
+    void (*mask)(void *state, float *logits, size_t n_vocab);
+    void (*accept)(void *state, int32_t token);
+    void (*release)(void *state);
+};
+
 struct gen_params {
     const int32_t *prompt;       /* copied by gen_submit */
     size_t n_prompt;
@@ -30,6 +42,7 @@ struct gen_params {
     float top_p;                 /* < 0: default */
     int top_k;                   /* < 0: default */
     uint64_t seed;               /* PV_SEED_RANDOM for random */
+    struct gen_constraint constraint; /* mask NULL: none */
 };
 
 /* What the engine tells a waiting request. */
@@ -65,6 +78,7 @@ void gen_engine_usage(const struct http_engine *e, struct gen_usage *out);
 
 /*
  * Queue a job. *out is shared by the engine and the caller, who must gen_release it.
+ * The constraint of gp is taken over in every case (released on failure too).
  * PV_ERR_OVERLOADED when the queue is full, PV_ERR_CONTEXT when prompt + max_tokens
  * does not fit a slot, PV_ERR_INVALID when the engine is stopping.
  */

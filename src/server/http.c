@@ -272,12 +272,14 @@ static void access_log(struct http_req *r)
         tps = r->n_output > 1 ? (r->n_output - 1) / ((dur_ms - r->ttft_ms) / 1e3) : 0;
     http_stats_request(r->endpoint, r->status, r->n_prompt, r->n_output, r->ttft_ms, dur_ms);
     if (log_is_json()) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f}",
-                              "ts_level", "info", "event", "request", "id", r->id, "method",
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, "
+                              "s:i, s:I}",
+                              "level", "info", "event", "request", "id", r->id, "method",
                               r->method, "endpoint", r->path, "model", r->model, "status",
                               r->status, "prompt_tokens", r->n_prompt, "output_tokens",
                               r->n_output, "ttft_ms", r->ttft_ms < 0 ? 0.0 : r->ttft_ms,
-                              "tokens_per_s", tps, "duration_ms", dur_ms);
+                              "tokens_per_s", tps, "duration_ms", dur_ms, "tools", r->n_tools,
+                              "system_bytes", (json_int_t)r->system_bytes);
         char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
         if (line)
             log_raw_line(line);
@@ -285,9 +287,10 @@ static void access_log(struct http_req *r)
         json_decref(o);
     } else {
         log_info("request %s %s %s model=%s status=%d prompt_tokens=%d output_tokens=%d "
-                 "ttft_ms=%.1f tok_s=%.1f duration_ms=%.1f",
+                 "ttft_ms=%.1f tok_s=%.1f duration_ms=%.1f tools=%d system_bytes=%ld",
                  r->id, r->method, r->path, r->model[0] ? r->model : "-", r->status,
-                 r->n_prompt, r->n_output, r->ttft_ms < 0 ? 0.0 : r->ttft_ms, tps, dur_ms);
+                 r->n_prompt, r->n_output, r->ttft_ms < 0 ? 0.0 : r->ttft_ms, tps, dur_ms,
+                 r->n_tools, r->system_bytes);
     }
 }
 
@@ -688,6 +691,7 @@ void server_default_params(struct server_params *p)
     p->grace_s = 30;
     p->max_tokens_limit = 1000000;
     p->max_connections = 256;
+    p->ping_interval_s = 10;
 }
 
 static bool resolve_addr(const char *host, int port, struct sockaddr_storage *ss)
@@ -831,6 +835,11 @@ enum pv_status server_run(const struct server_params *p, struct pv_err *err)
     if (atomic_load(&srv->active) > 0)
         log_warn("grace period over: cancelling %d running requests", atomic_load(&srv->active));
     gen_engine_shutdown(srv->engine); /* running generations end with an error event */
+    /* give the streams a moment to write that event before the sockets close */
+    for (int i = 0; i < 40 && atomic_load(&srv->active) > 0; i++) {
+        struct timespec ts = {0, 25 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
     MHD_stop_daemon(d);
     log_info("stopped");
 

@@ -50,6 +50,8 @@ struct http_req {
     char model[128];
     int n_prompt, n_output;
     double ttft_ms;              /* < 0: not applicable */
+    int n_tools;                 /* tool definitions the request carried */
+    long system_bytes;           /* bytes of system prompt text (system + system messages) */
     json_t *json;                /* parsed body, owned */
 };
 

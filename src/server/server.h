@@ -36,6 +36,7 @@ struct server_params {
     int grace_s;                /* seconds running requests get after SIGTERM */
     int max_tokens_limit;       /* max_tokens above this is rejected as absurd (400) */
     int max_connections;        /* simultaneous connections */
+    int ping_interval_s;        /* SSE keep-alive while no tokens flow (long prefill) */
     const char *pid_file;       /* written at start, removed at exit; NULL = none */
 };
 
