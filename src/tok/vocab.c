@@ -435,12 +435,22 @@ static void derive_specials(struct pv_vocab *v, const struct gguf_file *f)
         "<|end_of_text|>", "<EOT>", "_<EOT>", "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81"
         "sentence\xef\xbd\x9c>", "<end_of_utterance>", NULL};
     static const char *const eom_names[] = {"<|eom_id|>", NULL};
-    static const char *const fim_pad[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", NULL};
+    static const char *const fim_pre[] = {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>",
+                                          "<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>",
+                                          "<PRE>", "\xe2\x96\x81<PRE>", "<|code_prefix|>", NULL};
+    static const char *const fim_suf[] = {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>",
+                                          "<\xef\xbd\x9c" "fim\xe2\x96\x81" "hole\xef\xbd\x9c>",
+                                          "<SUF>", "\xe2\x96\x81<SUF>", "<|code_suffix|>", NULL};
+    static const char *const fim_mid[] = {"<|fim_middle|>", "<fim-middle>", "<fim_middle>",
+                                          "<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>",
+                                          "<MID>", "\xe2\x96\x81<MID>", "<|code_middle|>", NULL};
+    static const char *const fim_pad[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", NULL};
     static const char *const fim_rep[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
                                           "<REPO>", "<reponame>", NULL};
-    static const char *const fim_sep[] = {"<|file_sep|>", "<file_sep>", NULL};
+    static const char *const fim_sep[] = {"<|file_sep|>", NULL};
     static const char *const eog_names[] = {
-        "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>",
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>",
+        "<|calls|>", "<end_of_turn>",
         "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>",
         "<end_of_utterance>", "</s>",
         "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", NULL};
@@ -449,6 +459,11 @@ static void derive_specials(struct pv_vocab *v, const struct gguf_file *f)
         force_control(v, v->eot = find_first(v, eot_names));
     if (v->eom < 0)
         force_control(v, v->eom = find_first(v, eom_names));
+    /* fill-in-the-middle markers are control tokens; pad, repo and file separator also
+       end generation */
+    force_control(v, find_first(v, fim_pre));
+    force_control(v, find_first(v, fim_suf));
+    force_control(v, find_first(v, fim_mid));
     for (const char *const *n = eog_names; *n; n++)
         mark_eog(v, tok_lookup(v, *n, strlen(*n)), true);
     mark_eog(v, find_first(v, fim_pad), true);
