@@ -310,11 +310,18 @@ static void test_vec_dot_multi(void)
         uint32_t type = weight_types[t], dt = cpu_dot_type(type);
         if (!best->vec_dot_multi[type])
             continue;
+        /* the reference sees plain dot-type rows, the multi dot widened Q8_0 rows */
         size_t a_row = cpu_row_bytes(dt, N);
+        size_t m_row = dt == PV_TYPE_Q8_0 ? N / 32 * sizeof(struct cpu_block_q8_0x) : a_row;
+        uint8_t *m = xmalloc(CPU_MULTI_MAX * m_row);
         random_weights(type, w, N);
         for (int r = 0; r < CPU_MULTI_MAX; r++) {
             fill_f32(x, N, 1.0f + (float)r);
             ref->quantize[dt](x, a + (size_t)r * a_row, N);
+            if (dt == PV_TYPE_Q8_0)
+                cpu_q8_0_widen(a + (size_t)r * a_row, m + (size_t)r * m_row, N);
+            else
+                memcpy(m + (size_t)r * m_row, a + (size_t)r * a_row, a_row);
         }
         float wf[N], af[N];
         cpu_dequantize_row(type, w, wf, N);
@@ -322,7 +329,7 @@ static void test_vec_dot_multi(void)
             float s[2 * CPU_MULTI_MAX];
             for (int i = 0; i < 2 * CPU_MULTI_MAX; i++)
                 s[i] = -1.0f;
-            best->vec_dot_multi[type](N, s, 2, w, a, a_row, nt);
+            best->vec_dot_multi[type](N, s, 2, w, m, m_row, nt);
             for (int r = 0; r < nt; r++) {
                 float s_ref;
                 ref->vec_dot[type](N, &s_ref, w, a + (size_t)r * a_row);
@@ -336,6 +343,7 @@ static void test_vec_dot_multi(void)
             }
             CHECK(nt == CPU_MULTI_MAX || s[2 * nt] == -1.0f); /* no token past nt */
         }
+        free(m);
     }
     if (strcmp(best->name, "scalar") != 0)
         CHECK(checked > 0);

@@ -16,10 +16,25 @@
  * quantized to the weight type's dot type (see cpu_dot_type). */
 typedef void (*cpu_vec_dot_fn)(int n, float *s, const void *w, const void *a);
 /* s[t * s_stride] = dot(w, a + t * a_stride) for t < nt (1..CPU_MULTI_MAX): one weight
- * row against several activation rows, unpacking the weights once (prefill batches). */
+ * row against several activation rows, unpacking the weights once (prefill batches).
+ * Activation rows are of the dot type, except that Q8_0 rows come widened (below). */
 #define CPU_MULTI_MAX 4
 typedef void (*cpu_vec_dot_multi_fn)(int n, float *s, size_t s_stride, const void *w,
                                      const void *a, size_t a_stride, int nt);
+/*
+ * A Q8_0 activation block widened for the multi-token dots: d is the block's fp16 d as
+ * f32 and s = d * sum(qs), so Q4_0 / Q5_0 weights can be used unsigned (q + 8, q + 16)
+ * with the offset taken back through s, and no fp16 conversion happens per token.
+ */
+struct cpu_block_q8_0x {
+    float d;
+    float s;
+    int8_t qs[PV_QK8_0];
+};
+/* Widen n elements of Q8_0 blocks at src into dst. dst may overlap src when src starts
+ * 6 bytes per block after dst (the blocks are read before their slot is written). */
+void cpu_q8_0_widen(const void *src, void *dst, int64_t n);
+
 /* Quantize n f32 values (a multiple of the block size) into blocks at y. */
 typedef void (*cpu_quantize_fn)(const float *x, void *y, int64_t n);
 /* Expand n elements of blocks at x into f32. */

@@ -54,6 +54,7 @@ struct mm_job {
     const uint8_t *w;            /* [n_rows] rows of w_row_bytes */
     size_t w_row_bytes;
     uint8_t *a;                  /* [n_tokens] activation rows of a_row_bytes */
+    bool widen;                  /* Q8_0 rows widened to cpu_block_q8_0x for dot_multi */
     size_t a_row_bytes;
     float *y;                    /* [n_tokens][n_rows] */
     int64_t ne0, n_rows;
@@ -69,8 +70,17 @@ static void mm_quantize(void *p, int ith, int nth)
     struct mm_job *job = p;
     size_t begin, end;
     pool_split((size_t)job->n_tokens, ith, nth, &begin, &end);
-    for (size_t t = begin; t < end; t++)
-        job->quantize(job->x + t * (size_t)job->ne0, job->a + t * job->a_row_bytes, job->ne0);
+    for (size_t t = begin; t < end; t++) {
+        uint8_t *row = job->a + t * job->a_row_bytes;
+        if (job->widen) { /* quantize into the row's tail, then widen in place */
+            size_t tail = (size_t)(job->ne0 / PV_QK8_0) *
+                          (sizeof(struct cpu_block_q8_0x) - sizeof(struct pv_block_q8_0));
+            job->quantize(job->x + t * (size_t)job->ne0, row + tail, job->ne0);
+            cpu_q8_0_widen(row + tail, row, job->ne0);
+        } else {
+            job->quantize(job->x + t * (size_t)job->ne0, row, job->ne0);
+        }
+    }
 }
 
 /* y[t][r] for every token and the rows of the chunks this thread takes */
@@ -133,6 +143,10 @@ void cpu_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x,
     } else {
         job.quantize = k->quantize[dot_type];
         job.a_row_bytes = cpu_row_bytes(dot_type, W->ne[0]);
+        if (job.dot_multi && n_tokens > 1 && dot_type == PV_TYPE_Q8_0) {
+            job.widen = true;
+            job.a_row_bytes = (size_t)(W->ne[0] / PV_QK8_0) * sizeof(struct cpu_block_q8_0x);
+        }
         job.a = scratch_get(job.a_row_bytes * (size_t)n_tokens);
         if (pool && n_tokens >= nth && n_tokens > 1)
             pool_run(pool, mm_quantize, &job);

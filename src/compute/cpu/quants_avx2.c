@@ -399,39 +399,50 @@ static void vec_dot_q3_K(int n, float *s, const void *vw, const void *va)
 /* activation row t of a batch */
 #define ACT_ROW(type, a, stride, t) ((const type *)((const uint8_t *)(a) + (size_t)(t) * (stride)))
 
-/* Q4_0 / Q5_0 / Q8_0 against Q8_0: the weight block is unpacked to s8 once per block */
+/* Q4_0 / Q5_0 / Q8_0 against widened Q8_0 rows. Q4_0 and Q5_0 weights stay unsigned
+ * (q + 8, q + 16) and the offset comes back through the activations' s:
+ * sum = d_w (d_a sum(q_u a) - off s_a); Q8_0 uses the sign trick with |w| unpacked once. */
 static ALWAYS_INLINE void legacy_multi(uint32_t type, int n, float *s, size_t ss, const void *vw,
                                        const void *va, size_t as, const int nt)
 {
     const int nb = n / PV_QK8_0;
     __m256 acc[CPU_MULTI_MAX];
-    for (int t = 0; t < nt; t++)
+    float corr[CPU_MULTI_MAX];
+    for (int t = 0; t < nt; t++) {
         acc[t] = _mm256_setzero_ps();
+        corr[t] = 0.0f;
+    }
     for (int i = 0; i < nb; i++) {
         __m256i qw;
         float dw;
         if (type == PV_TYPE_Q4_0) {
             const struct pv_block_q4_0 *w = (const struct pv_block_q4_0 *)vw + i;
-            qw = _mm256_sub_epi8(nibbles_32(w->qs), _mm256_set1_epi8(8));
+            qw = nibbles_32(w->qs);
             dw = H2F(w->d);
         } else if (type == PV_TYPE_Q5_0) {
             const struct pv_block_q5_0 *w = (const struct pv_block_q5_0 *)vw + i;
-            qw = q5_0_bytes(w);
+            qw = _mm256_or_si256(nibbles_32(w->qs),
+                                 _mm256_and_si256(bits_32(w->qh), _mm256_set1_epi8(0x10)));
             dw = H2F(w->d);
         } else {
             const struct pv_block_q8_0 *w = (const struct pv_block_q8_0 *)vw + i;
             qw = _mm256_loadu_si256((const __m256i *)w->qs);
             dw = H2F(w->d);
         }
-        __m256i uw = _mm256_sign_epi8(qw, qw);
+        __m256i uw = type == PV_TYPE_Q8_0 ? _mm256_sign_epi8(qw, qw) : qw;
         for (int t = 0; t < nt; t++) {
-            const struct pv_block_q8_0 *a = ACT_ROW(struct pv_block_q8_0, va, as, t) + i;
-            __m256i sa = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)a->qs), qw);
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * H2F(a->d)), dot_u8s8_ps(uw, sa), acc[t]);
+            const struct cpu_block_q8_0x *a = ACT_ROW(struct cpu_block_q8_0x, va, as, t) + i;
+            __m256i qa = _mm256_loadu_si256((const __m256i *)a->qs);
+            if (type == PV_TYPE_Q8_0)
+                qa = _mm256_sign_epi8(qa, qw);
+            else
+                corr[t] += dw * a->s;
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a->d), dot_u8s8_ps(uw, qa), acc[t]);
         }
     }
+    const float off = type == PV_TYPE_Q4_0 ? 8.0f : type == PV_TYPE_Q5_0 ? 16.0f : 0.0f;
     for (int t = 0; t < nt; t++)
-        s[(size_t)t * ss] = hsum_ps(acc[t]);
+        s[(size_t)t * ss] = hsum_ps(acc[t]) - off * corr[t];
 }
 
 static ALWAYS_INLINE void q4_K_multi(int n, float *s, size_t ss, const void *vw, const void *va,
