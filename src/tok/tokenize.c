@@ -148,31 +148,52 @@ static bool frag_push(struct partition *pt, uint32_t start, uint32_t len, int32_
     return true;
 }
 
-/*
- * Walk the trie at every position and find the allowed occurrences of special tokens.
- * With by_len, count them per length; with occ, store each (position << 32 | token)
- * at occ[len_next[length]++]. Returns the number of occurrences.
- */
-static size_t scan_specials(const struct pv_vocab *v, const unsigned char *t, size_t n,
-                            const struct seg_range *segs, size_t n_segs, size_t *by_len,
-                            uint64_t *occ, size_t *len_next)
+/* A position where allowed special tokens start: bit d-1 of mask for length d <= 64. */
+struct cand {
+    uint32_t pos;
+    uint64_t mask;
+};
+
+struct scan {
+    struct cand *cands;   /* in text order */
+    size_t n_cands, cap_cands;
+    uint64_t *longs;      /* occurrences longer than 64 bytes: pos << 32 | token */
+    size_t n_longs, cap_longs;
+    uint64_t any;         /* OR of every mask */
+};
+
+/* Whether token tok may be matched at [p, p+d): user-defined tokens anywhere, control
+   and unknown tokens inside one parse_special segment. */
+static inline bool allowed(const struct pv_vocab *v, int32_t tok, const struct seg_range *seg,
+                           size_t p, size_t d)
 {
-    size_t count = 0, si = 0;
+    return (v->tokens[tok].attr & TOK_ATTR_USER_DEFINED) ||
+           (seg->parse_special && p + d <= seg->end);
+}
+
+/* Walk the trie at every position and record where allowed special tokens start. */
+static bool scan_specials(const struct pv_vocab *v, const unsigned char *t, size_t n,
+                          const struct seg_range *segs, size_t n_segs, struct scan *sc)
+{
+    size_t si = 0;
     for (size_t p = 0; p < n; p++) {
         int32_t c = v->trie_root[t[p]];
         if (c < 0)
             continue;
         while (si + 1 < n_segs && p >= segs[si].end)
             si++;
+        uint64_t mask = 0;
         for (size_t d = 1;; d++) {
             int32_t tok = v->trie[c].token;
-            if (tok >= 0 && ((v->tokens[tok].attr & TOK_ATTR_USER_DEFINED) ||
-                             (segs[si].parse_special && p + d <= segs[si].end))) {
-                if (by_len)
-                    by_len[d]++;
-                if (occ)
-                    occ[len_next[d]++] = (uint64_t)p << 32 | (uint32_t)tok;
-                count++;
+            if (tok >= 0 && allowed(v, tok, &segs[si], p, d)) {
+                if (d <= 64) {
+                    mask |= 1ull << (d - 1);
+                } else {
+                    if (!grow((void **)&sc->longs, &sc->cap_longs, sc->n_longs + 1,
+                              sizeof(uint64_t)))
+                        return false;
+                    sc->longs[sc->n_longs++] = (uint64_t)p << 32 | (uint32_t)tok;
+                }
             }
             if (p + d >= n)
                 break;
@@ -183,8 +204,26 @@ static size_t scan_specials(const struct pv_vocab *v, const unsigned char *t, si
             if (c < 0)
                 break;
         }
+        if (mask) {
+            if (!grow((void **)&sc->cands, &sc->cap_cands, sc->n_cands + 1, sizeof(struct cand)))
+                return false;
+            sc->cands[sc->n_cands++] = (struct cand){(uint32_t)p, mask};
+            sc->any |= mask;
+        }
     }
-    return count;
+    return true;
+}
+
+/* The special token whose text is t[p..p+d) (the scan found one). */
+static int32_t token_at(const struct pv_vocab *v, const unsigned char *t, size_t p, size_t d)
+{
+    int32_t c = v->trie_root[t[p]];
+    for (size_t i = 1; i < d && c >= 0; i++) {
+        c = v->trie[c].child;
+        while (c >= 0 && v->trie[c].byte != t[p + i])
+            c = v->trie[c].sibling;
+    }
+    return c >= 0 ? v->trie[c].token : -1;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -198,80 +237,92 @@ static bool is_space(unsigned char c)
     return c == ' ' || (c >= '\t' && c <= '\r');
 }
 
+struct take {
+    const struct pv_vocab *v;
+    const unsigned char *t;
+    size_t n;
+    unsigned char *covered; /* 1 taken by a token, 2 whitespace a token stripped */
+    uint64_t *taken;        /* pos << 32 | token */
+    size_t n_taken, cap_taken;
+};
+
+/* Take the occurrence [p, p+d) unless it overlaps one taken before. Every earlier one
+   is at least as long, so an overlap always covers one of its ends. tok < 0: look it up. */
+static bool take(struct take *tk, size_t p, size_t d, int32_t tok)
+{
+    if (tk->covered[p] || tk->covered[p + d - 1])
+        return true;
+    if (tok < 0)
+        tok = token_at(tk->v, tk->t, p, d);
+    if (!grow((void **)&tk->taken, &tk->cap_taken, tk->n_taken + 1, sizeof(uint64_t)))
+        return false;
+    tk->taken[tk->n_taken++] = (uint64_t)p << 32 | (uint32_t)tok;
+    memset(tk->covered + p, 1, d);
+    uint32_t attr = tk->v->tokens[tok].attr;
+    if (attr & TOK_ATTR_LSTRIP)
+        for (size_t q = p; q > 0 && !tk->covered[q - 1] && is_space(tk->t[q - 1]); q--)
+            tk->covered[q - 1] = 2;
+    if (attr & TOK_ATTR_RSTRIP)
+        for (size_t q = p + d; q < tk->n && !tk->covered[q] && is_space(tk->t[q]); q++)
+            tk->covered[q] = 2;
+    return true;
+}
+
 static enum pv_status partition(const struct pv_vocab *v, const char *text, size_t n,
                                 const struct seg_range *segs, size_t n_segs,
                                 struct partition *pt, struct pv_err *err)
 {
     const unsigned char *t = (const unsigned char *)text;
+    struct scan sc = {0};
+    struct take tk = {v, t, n, NULL, NULL, 0, 0};
     enum pv_status st = PV_ERR_NOMEM;
-    size_t *counts = NULL, *next = NULL, n_occ, n_taken = 0;
-    uint64_t *occ = NULL, *taken = NULL;
-    unsigned char *covered = NULL;
-    uint32_t maxl = v->max_special_len;
 
     pt->n = 0;
-    counts = try_calloc((size_t)maxl + 2, sizeof(size_t));
-    next = try_calloc((size_t)maxl + 2, sizeof(size_t));
-    if (!counts || !next)
+    if (v->trie_n && !scan_specials(v, t, n, segs, n_segs, &sc))
         goto nomem;
-    n_occ = v->trie_n ? scan_specials(v, t, n, segs, n_segs, counts, NULL, NULL) : 0;
-    if (n_occ == 0) {
+    if (sc.n_cands == 0 && sc.n_longs == 0) {
         if (n && !frag_push(pt, 0, (uint32_t)n, -1))
             goto nomem;
         st = PV_OK;
         goto done;
     }
-
-    /* bucket the occurrences by length, longest first, each bucket in text order */
-    occ = try_calloc(n_occ, sizeof(uint64_t));
-    taken = try_calloc(n_occ, sizeof(uint64_t));
-    covered = try_calloc(n, 1);
-    if (!occ || !taken || !covered)
+    tk.covered = try_calloc(n, 1);
+    if (!tk.covered)
         goto nomem;
-    size_t off = 0;
-    for (uint32_t d = maxl; d >= 1; d--) {
-        next[d] = off;
-        off += counts[d];
-    }
-    scan_specials(v, t, n, segs, n_segs, NULL, occ, next);
 
-    /* take occurrences longest first; one is free when neither end is taken (every
-       earlier span is at least as long, so it would cover an end) */
-    off = 0;
-    for (uint32_t d = maxl; d >= 1; d--) {
-        for (size_t k = off; k < off + counts[d]; k++) {
-            size_t p = (size_t)(occ[k] >> 32);
-            int32_t tok = (int32_t)(uint32_t)occ[k];
-            if (covered[p] || covered[p + d - 1])
-                continue;
-            memset(covered + p, 1, d);
-            taken[n_taken++] = occ[k];
-            uint32_t attr = v->tokens[tok].attr;
-            if (attr & TOK_ATTR_LSTRIP)
-                for (size_t q = p; q > 0 && !covered[q - 1] && is_space(t[q - 1]); q--)
-                    covered[q - 1] = 2;
-            if (attr & TOK_ATTR_RSTRIP)
-                for (size_t q = p + d; q < n && !covered[q] && is_space(t[q]); q++)
-                    covered[q] = 2;
+    /* longest first, each length in text order (both lists are in text order) */
+    for (uint32_t d = v->max_special_len; d >= 1; d--) {
+        if (d > 64) {
+            for (size_t i = 0; i < sc.n_longs; i++) {
+                int32_t tok = (int32_t)(uint32_t)sc.longs[i];
+                if (v->tokens[tok].text_len == d && !take(&tk, (size_t)(sc.longs[i] >> 32), d, tok))
+                    goto nomem;
+            }
+            continue;
         }
-        off += counts[d];
+        uint64_t bit = 1ull << (d - 1);
+        if (!(sc.any & bit))
+            continue;
+        for (size_t i = 0; i < sc.n_cands; i++)
+            if ((sc.cands[i].mask & bit) && !take(&tk, sc.cands[i].pos, d, -1))
+                goto nomem;
     }
 
     /* fragments in text order; stripped whitespace belongs to no fragment */
-    qsort(taken, n_taken, sizeof(uint64_t), cmp_u64);
+    qsort(tk.taken, tk.n_taken, sizeof(uint64_t), cmp_u64);
     size_t q = 0;
-    for (size_t k = 0; k <= n_taken; k++) {
-        size_t end = k < n_taken ? (size_t)(taken[k] >> 32) : n;
+    for (size_t k = 0; k <= tk.n_taken; k++) {
+        size_t end = k < tk.n_taken ? (size_t)(tk.taken[k] >> 32) : n;
         size_t a = q, b = end;
-        while (a < b && covered[a] == 2)
+        while (a < b && tk.covered[a] == 2)
             a++;
-        while (b > a && covered[b - 1] == 2)
+        while (b > a && tk.covered[b - 1] == 2)
             b--;
         if (a < b && !frag_push(pt, (uint32_t)a, (uint32_t)(b - a), -1))
             goto nomem;
-        if (k == n_taken)
+        if (k == tk.n_taken)
             break;
-        int32_t tok = (int32_t)(uint32_t)taken[k];
+        int32_t tok = (int32_t)(uint32_t)tk.taken[k];
         if (!frag_push(pt, (uint32_t)end, v->tokens[tok].text_len, tok))
             goto nomem;
         q = end + v->tokens[tok].text_len;
@@ -282,11 +333,10 @@ static enum pv_status partition(const struct pv_vocab *v, const char *text, size
 nomem:
     st = pv_err_set(err, PV_ERR_NOMEM, "special-token partition of %zu bytes", n);
 done:
-    free(counts);
-    free(next);
-    free(occ);
-    free(taken);
-    free(covered);
+    free(sc.cands);
+    free(sc.longs);
+    free(tk.covered);
+    free(tk.taken);
     return st;
 }
 
