@@ -8,7 +8,6 @@
  * with a byte trie, so a 300 KB prompt costs a few ms whatever the number of specials.
  * The raw fragments in between go to the SPM or BPE tokenizer.
  */
-#include <ctype.h>
 #include <stdlib.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
