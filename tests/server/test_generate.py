@@ -211,3 +211,19 @@ def test_sigterm_lets_running_request_finish(start_server, default_model):
     assert json.loads(rest[-2])["choices"][0]["finish_reason"] == "length"
     assert s.proc.wait(30) == 0
     assert first
+
+
+def test_waiting_stream_gets_keepalive_pings(start_server, default_model):
+    """A stream that cannot start yet (its slot is busy) is kept alive with SSE comments."""
+    s = start_server(["-m", str(default_model), "--ctx-size", "256", "--parallel", "1",
+                      "--ping-interval", "1"])
+    holder = complete(s, max_tokens=200, stream=True)
+    next(holder.iter_lines())  # generating: the only slot is taken
+    waiting = complete(s, max_tokens=2, stream=True)
+    lines = waiting.iter_lines(decode_unicode=True)
+    first = next(l for l in lines if l)
+    assert first == ": ping"
+    holder.close()  # frees the slot: the waiting request runs
+    data = [l[6:] for l in lines if l.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    assert json.loads(data[-2])["choices"][0]["finish_reason"] == "length"
