@@ -6,17 +6,21 @@
  *   tok_batch MODEL        reads records from stdin: "FLAGS NSEG\n" then NSEG times
  *                          "PARSE_SPECIAL LEN\n" + LEN bytes; FLAGS bit 0 = add special.
  *                          Writes two lines per record: the ids (or "error: ..."), and
- *                          the hex of pv_detokenize(ids, SKIP_SPECIAL | STRIP_SPACE).
+ *                          the hex of the text a pv_detok (SKIP_SPECIAL | STRIP_SPACE)
+ *                          hands out for them, or "split" if one of its pieces was not
+ *                          whole UTF-8.
  *   tok_batch MODEL bench FILE REPS [special]
  *                          tokenizes FILE (with BOS) REPS times; prints "n_tokens
  *                          best_seconds" (bench/tokenize.py)
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "pensieve.h"
+#include "tok/tok.h"
 
 static void die(const char *msg)
 {
@@ -100,15 +104,28 @@ int main(int argc, char **argv)
             for (size_t i = 0; i < n_ids; i++)
                 printf(i ? " %d" : "%d", ids[i]);
             printf("\n");
-            char *text;
-            size_t len;
-            if (pv_detokenize(v, ids, n_ids, PV_DETOK_SKIP_SPECIAL | PV_DETOK_STRIP_SPACE, &text,
-                              &len, &err) != PV_OK)
-                die(err.msg);
-            for (size_t i = 0; i < len; i++)
-                printf("%02x", (unsigned char)text[i]);
-            printf("\n");
-            free(text);
+            struct pv_detok *d = pv_detok_new(v, PV_DETOK_SKIP_SPECIAL | PV_DETOK_STRIP_SPACE);
+            bool whole = true;
+            for (size_t i = 0; i <= n_ids; i++) {
+                const char *t;
+                size_t len;
+                if (i == n_ids)
+                    pv_detok_flush(d, &t, &len);
+                else if (pv_detok_push(d, ids[i], &t, &len, &err) != PV_OK)
+                    die(err.msg);
+                for (size_t k = 0; k < len;) {
+                    int c = tok_utf8_check((const unsigned char *)t + k, len - k);
+                    if (c <= 0) {
+                        whole = false;
+                        break;
+                    }
+                    k += (size_t)c;
+                }
+                for (size_t k = 0; k < len; k++)
+                    printf("%02x", (unsigned char)t[k]);
+            }
+            printf(whole ? "\n" : "split\n");
+            pv_detok_free(d);
             free(ids);
         }
         for (size_t i = 0; i < n_seg; i++)

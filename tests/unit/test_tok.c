@@ -4,6 +4,7 @@
  * tokens (control text in user content, user-defined tokens, EOG), the streaming
  * detokenizer (never a partial code point) and the loader's errors.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -417,6 +418,58 @@ static void test_load_errors(void)
     CHECK(load(&w, &v, &err) == PV_ERR_FORMAT && strstr(err.msg, "scores"));
 }
 
+/* One vocabulary, several threads tokenizing at once: the same ids as alone. */
+struct thread_job {
+    struct pv_vocab *v;
+    const char *text;
+    int32_t ids[256];
+    size_t n;
+    bool same;
+};
+
+static void *tokenize_many(void *arg)
+{
+    struct thread_job *j = arg;
+    j->same = true;
+    for (int r = 0; r < 200; r++) {
+        int32_t ids[256];
+        size_t n;
+        struct pv_err err;
+        if (pv_tokenize(j->v, j->text, strlen(j->text), PV_TOKENIZE_ADD_SPECIAL, ids, 256, &n,
+                        &err) != PV_OK || n != j->n || memcmp(ids, j->ids, n * sizeof(int32_t)))
+            j->same = false;
+    }
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    struct pv_err err;
+    struct pv_vocab *v[2] = {spm_vocab(), bpe_vocab("qwen2", &err)};
+    const char *texts[] = {"ab ba a\n\nb <start_of_turn>", "a ab \xe4\xb8\xad 12345 ab's"};
+    struct thread_job jobs[4];
+    pthread_t th[4];
+    if (!v[0] || !v[1]) {
+        CHECK(v[0] && v[1]);
+        goto free_vocabs;
+    }
+    for (int i = 0; i < 4; i++) {
+        jobs[i].v = v[i % 2];
+        jobs[i].text = texts[i % 2];
+        CHECK(pv_tokenize(jobs[i].v, jobs[i].text, strlen(jobs[i].text), PV_TOKENIZE_ADD_SPECIAL,
+                          jobs[i].ids, 256, &jobs[i].n, &err) == PV_OK);
+    }
+    for (int i = 0; i < 4; i++)
+        CHECK(pthread_create(&th[i], NULL, tokenize_many, &jobs[i]) == 0);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(jobs[i].same);
+    }
+free_vocabs:
+    pv_vocab_free(v[0]);
+    pv_vocab_free(v[1]);
+}
+
 TESTS(TEST_ENTRY(test_byte_table), TEST_ENTRY(test_utf8_check), TEST_ENTRY(test_spm_merges),
       TEST_ENTRY(test_special_tokens), TEST_ENTRY(test_streaming_detok),
-      TEST_ENTRY(test_bpe_merges), TEST_ENTRY(test_load_errors))
+      TEST_ENTRY(test_bpe_merges), TEST_ENTRY(test_load_errors), TEST_ENTRY(test_threads))
