@@ -246,7 +246,7 @@ static void test_vec_dot_all_types(void)
     enum { N = 1024 };
     float *x = xmalloc(N * sizeof(float)), *wf = xmalloc(N * sizeof(float));
     float *af = xmalloc(N * sizeof(float));
-    void *w = xmalloc(N * 4), *a = xmalloc(N * 4 + 64);
+    void *w = xmalloc(N * 4), *a = xmalloc(N * 4 + 64), *aw = xmalloc(N * 4 + 64);
     for (size_t t = 0; t < PV_ARRAY_LEN(weight_types); t++) {
         uint32_t type = weight_types[t], dt = cpu_dot_type(type);
         for (int n = (int)cpu_type_blck(type) == 1 ? 37 : (int)cpu_type_blck(type); n <= N;
@@ -277,7 +277,12 @@ static void test_vec_dot_all_types(void)
                 }
                 float s_ref = NAN, s_best = NAN;
                 ref->vec_dot[type](n, &s_ref, w, a);
-                best->vec_dot[type](n, &s_best, w, a);
+                if (best->widen_q8_0 && dt == PV_TYPE_Q8_0) { /* the layout the SIMD dot reads */
+                    cpu_q8_0_widen(a, aw, n);
+                    best->vec_dot[type](n, &s_best, w, aw);
+                } else {
+                    best->vec_dot[type](n, &s_best, w, a);
+                }
                 /* Q4_1/Q5_1 use s = d*sum(q) stored as fp16: allow its rounding */
                 double tol_ref = 2e-6 * mag + 1e-30;
                 if (dt == PV_TYPE_Q8_1)
@@ -295,6 +300,7 @@ static void test_vec_dot_all_types(void)
     free(af);
     free(w);
     free(a);
+    free(aw);
 }
 
 /* Each multi-token SIMD dot equals the scalar dot of every token to 1e-5 of sum|w*a|. */
@@ -312,13 +318,14 @@ static void test_vec_dot_multi(void)
             continue;
         /* the reference sees plain dot-type rows, the multi dot widened Q8_0 rows */
         size_t a_row = cpu_row_bytes(dt, N);
-        size_t m_row = dt == PV_TYPE_Q8_0 ? N / 32 * sizeof(struct cpu_block_q8_0x) : a_row;
+        bool widen = best->widen_q8_0 && dt == PV_TYPE_Q8_0;
+        size_t m_row = widen ? N / 32 * sizeof(struct cpu_block_q8_0x) : a_row;
         uint8_t *m = xmalloc(CPU_MULTI_MAX * m_row);
         random_weights(type, w, N);
         for (int r = 0; r < CPU_MULTI_MAX; r++) {
             fill_f32(x, N, 1.0f + (float)r);
             ref->quantize[dt](x, a + (size_t)r * a_row, N);
-            if (dt == PV_TYPE_Q8_0)
+            if (widen)
                 cpu_q8_0_widen(a + (size_t)r * a_row, m + (size_t)r * m_row, N);
             else
                 memcpy(m + (size_t)r * m_row, a + (size_t)r * a_row, a_row);

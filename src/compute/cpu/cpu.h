@@ -13,11 +13,12 @@
 #include "compute/quant.h"
 
 /* *s = sum_k w[k] * a[k] over n elements: w a weight row, a the activation row already
- * quantized to the weight type's dot type (see cpu_dot_type). */
+ * quantized to the weight type's dot type (see cpu_dot_type; for Q8_0, widened to
+ * cpu_block_q8_0x when the table's widen_q8_0 is set). */
 typedef void (*cpu_vec_dot_fn)(int n, float *s, const void *w, const void *a);
 /* s[t * s_stride] = dot(w, a + t * a_stride) for t < nt (1..CPU_MULTI_MAX): one weight
  * row against several activation rows, unpacking the weights once (prefill batches).
- * Activation rows are of the dot type, except that Q8_0 rows come widened (below). */
+ * Activation rows are of the dot type (Q8_0 rows widened when widen_q8_0 says so). */
 #define CPU_MULTI_MAX 4
 typedef void (*cpu_vec_dot_multi_fn)(int n, float *s, size_t s_stride, const void *w,
                                      const void *a, size_t a_stride, int nt);
@@ -42,6 +43,7 @@ typedef void (*cpu_dequant_fn)(const void *x, float *y, int64_t n);
 
 struct cpu_kernels {
     const char *name;                           /* "scalar", "avx2" */
+    bool widen_q8_0; /* Q4_0/Q5_0/Q8_0 dots read widened Q8_0 rows (cpu_block_q8_0x) */
     cpu_vec_dot_fn vec_dot[PV_TYPE_COUNT];      /* by weight type; NULL = unsupported */
     cpu_vec_dot_multi_fn vec_dot_multi[PV_TYPE_COUNT]; /* NULL: vec_dot per row instead */
     cpu_quantize_fn quantize[PV_TYPE_COUNT];    /* by dot type: F16, BF16, Q8_0, Q8_1, Q8_K */

@@ -54,7 +54,7 @@ struct mm_job {
     const uint8_t *w;            /* [n_rows] rows of w_row_bytes */
     size_t w_row_bytes;
     uint8_t *a;                  /* [n_tokens] activation rows of a_row_bytes */
-    bool widen;                  /* Q8_0 rows widened to cpu_block_q8_0x for dot_multi */
+    bool widen;                  /* Q8_0 rows widened to cpu_block_q8_0x (widen_q8_0) */
     size_t a_row_bytes;
     float *y;                    /* [n_tokens][n_rows] */
     int64_t ne0, n_rows;
@@ -143,7 +143,7 @@ void cpu_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x,
     } else {
         job.quantize = k->quantize[dot_type];
         job.a_row_bytes = cpu_row_bytes(dot_type, W->ne[0]);
-        if (job.dot_multi && n_tokens > 1 && dot_type == PV_TYPE_Q8_0) {
+        if (k->widen_q8_0 && dot_type == PV_TYPE_Q8_0) {
             job.widen = true;
             job.a_row_bytes = (size_t)(W->ne[0] / PV_QK8_0) * sizeof(struct cpu_block_q8_0x);
         }

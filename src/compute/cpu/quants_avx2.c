@@ -57,87 +57,83 @@ static inline __m256 dot_u8s8_ps(__m256i u, __m256i s)
     return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 }
 
-/* 8 f32 sums of 4 products each: s8 x s8 (sign moved onto the second operand) */
-static inline __m256 dot_s8s8_ps(__m256i x, __m256i y)
-{
-    return dot_u8s8_ps(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
-}
-
 /* ---- legacy quants against Q8_0 / Q8_1 --------------------------------------------- */
 
-static void vec_dot_q8_0(int n, float *s, const void *vw, const void *va)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* The fp16 d at the start of a block, as f32 in lane 0 (the other lanes are junk). */
+static inline __m128 block_d(const void *blk)
 {
-    const struct pv_block_q8_0 *w = vw;
-    const struct pv_block_q8_0 *a = va;
-    const int nb = n / PV_QK8_0;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 1 < nb; i += 2) {
-        __m256 p0 = dot_s8s8_ps(_mm256_loadu_si256((const __m256i *)w[i].qs),
-                                _mm256_loadu_si256((const __m256i *)a[i].qs));
-        __m256 p1 = dot_s8s8_ps(_mm256_loadu_si256((const __m256i *)w[i + 1].qs),
-                                _mm256_loadu_si256((const __m256i *)a[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i].d) * H2F(a[i].d)), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i + 1].d) * H2F(a[i + 1].d)), p1, acc1);
-    }
-    for (; i < nb; i++) {
-        __m256 p = dot_s8s8_ps(_mm256_loadu_si256((const __m256i *)w[i].qs),
-                               _mm256_loadu_si256((const __m256i *)a[i].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i].d) * H2F(a[i].d)), p, acc0);
-    }
-    *s = hsum_ps(_mm256_add_ps(acc0, acc1));
+    return _mm_cvtph_ps(_mm_loadu_si32(blk));
 }
 
-static void vec_dot_q4_0(int n, float *s, const void *vw, const void *va)
+/* A Q4_0 / Q5_0 block as unsigned bytes (q + 8, q + 16), a Q8_0 block as s8. */
+static ALWAYS_INLINE __m256i legacy_bytes(uint32_t type, const void *blk)
 {
-    const struct pv_block_q4_0 *w = vw;
-    const struct pv_block_q8_0 *a = va;
-    const int nb = n / PV_QK8_0;
-    const __m256i off = _mm256_set1_epi8(8);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 1 < nb; i += 2) {
-        __m256i q0 = _mm256_sub_epi8(nibbles_32(w[i].qs), off);
-        __m256i q1 = _mm256_sub_epi8(nibbles_32(w[i + 1].qs), off);
-        __m256 p0 = dot_s8s8_ps(q0, _mm256_loadu_si256((const __m256i *)a[i].qs));
-        __m256 p1 = dot_s8s8_ps(q1, _mm256_loadu_si256((const __m256i *)a[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i].d) * H2F(a[i].d)), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i + 1].d) * H2F(a[i + 1].d)), p1, acc1);
+    if (type == PV_TYPE_Q4_0)
+        return nibbles_32(((const struct pv_block_q4_0 *)blk)->qs);
+    if (type == PV_TYPE_Q5_0) {
+        const struct pv_block_q5_0 *b = blk;
+        return _mm256_or_si256(nibbles_32(b->qs), _mm256_and_si256(bits_32(b->qh), _mm256_set1_epi8(0x10)));
     }
-    for (; i < nb; i++) {
-        __m256i q = _mm256_sub_epi8(nibbles_32(w[i].qs), off);
-        __m256 p = dot_s8s8_ps(q, _mm256_loadu_si256((const __m256i *)a[i].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i].d) * H2F(a[i].d)), p, acc0);
-    }
-    *s = hsum_ps(_mm256_add_ps(acc0, acc1));
+    return _mm256_loadu_si256((const __m256i *)((const struct pv_block_q8_0 *)blk)->qs);
 }
 
-/* 5-bit q - 16 as s8: the nibble, with 0xF0 or-ed in where the 5th bit is clear */
-static inline __m256i q5_0_bytes(const struct pv_block_q5_0 *b)
+/*
+ * Q4_0 / Q5_0 / Q8_0 against one widened Q8_0 row (cpu_block_q8_0x):
+ * sum = sum_i d_w (d_a sum(q_u a) - off s_a), off = 8 / 16 / 0; Q8_0 uses the sign trick.
+ * Two accumulators over alternate blocks keep the FMA chain off the critical path.
+ */
+/* one block of legacy_one / legacy_multi: acc += d_w d_a (q_u . a); corr += d_w s_a */
+static ALWAYS_INLINE void legacy_step(uint32_t type, const void *blk, const struct cpu_block_q8_0x *a,
+                                      __m256 *acc, __m128 *corr)
 {
-    __m256i hi = _mm256_andnot_si256(bits_32(b->qh), _mm256_set1_epi8((char)0xF0));
-    return _mm256_or_si256(nibbles_32(b->qs), hi);
+    __m256i qw = legacy_bytes(type, blk);
+    __m256i qa = _mm256_loadu_si256((const __m256i *)a->qs);
+    __m128 dw = block_d(blk);
+    __m256 p;
+    if (type == PV_TYPE_Q8_0) {
+        p = dot_u8s8_ps(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qa, qw));
+    } else {
+        p = dot_u8s8_ps(qw, qa);
+        *corr = _mm_fmadd_ss(dw, _mm_load_ss(&a->s), *corr);
+    }
+    __m256 sc = _mm256_mul_ps(_mm256_broadcastss_ps(dw), _mm256_broadcast_ss(&a->d));
+    *acc = _mm256_fmadd_ps(sc, p, *acc);
 }
 
-static void vec_dot_q5_0(int n, float *s, const void *vw, const void *va)
+static ALWAYS_INLINE void legacy_one(uint32_t type, size_t blk_bytes, int n, float *s, const void *vw,
+                                     const void *va)
 {
-    const struct pv_block_q5_0 *w = vw;
-    const struct pv_block_q8_0 *a = va;
+    const struct cpu_block_q8_0x *a = va;
+    const uint8_t *w = vw;
     const int nb = n / PV_QK8_0;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m128 corr0 = _mm_setzero_ps(), corr1 = _mm_setzero_ps();
     int i = 0;
     for (; i + 1 < nb; i += 2) {
-        __m256 p0 = dot_s8s8_ps(q5_0_bytes(&w[i]), _mm256_loadu_si256((const __m256i *)a[i].qs));
-        __m256 p1 = dot_s8s8_ps(q5_0_bytes(&w[i + 1]),
-                                _mm256_loadu_si256((const __m256i *)a[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i].d) * H2F(a[i].d)), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i + 1].d) * H2F(a[i + 1].d)), p1, acc1);
+        legacy_step(type, w + (size_t)i * blk_bytes, &a[i], &acc0, &corr0);
+        legacy_step(type, w + (size_t)(i + 1) * blk_bytes, &a[i + 1], &acc1, &corr1);
     }
-    for (; i < nb; i++) {
-        __m256 p = dot_s8s8_ps(q5_0_bytes(&w[i]), _mm256_loadu_si256((const __m256i *)a[i].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[i].d) * H2F(a[i].d)), p, acc0);
-    }
-    *s = hsum_ps(_mm256_add_ps(acc0, acc1));
+    if (i < nb)
+        legacy_step(type, w + (size_t)i * blk_bytes, &a[i], &acc0, &corr0);
+    const float off = type == PV_TYPE_Q4_0 ? 8.0f : type == PV_TYPE_Q5_0 ? 16.0f : 0.0f;
+    *s = hsum_ps(_mm256_add_ps(acc0, acc1)) - off * _mm_cvtss_f32(_mm_add_ss(corr0, corr1));
+}
+
+static void vec_dot_q4_0(int n, float *s, const void *w, const void *a)
+{
+    legacy_one(PV_TYPE_Q4_0, sizeof(struct pv_block_q4_0), n, s, w, a);
+}
+
+static void vec_dot_q5_0(int n, float *s, const void *w, const void *a)
+{
+    legacy_one(PV_TYPE_Q5_0, sizeof(struct pv_block_q5_0), n, s, w, a);
+}
+
+static void vec_dot_q8_0(int n, float *s, const void *w, const void *a)
+{
+    legacy_one(PV_TYPE_Q8_0, sizeof(struct pv_block_q8_0), n, s, w, a);
 }
 
 /* sum = d_w d_a sum(q a) + m_w s_a */
@@ -394,55 +390,58 @@ static void vec_dot_q3_K(int n, float *s, const void *vw, const void *va)
 
 /* ---- one weight row against several tokens (prefill) -------------------------------- */
 
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-
 /* activation row t of a batch */
 #define ACT_ROW(type, a, stride, t) ((const type *)((const uint8_t *)(a) + (size_t)(t) * (stride)))
 
 /* Q4_0 / Q5_0 / Q8_0 against widened Q8_0 rows. Q4_0 and Q5_0 weights stay unsigned
  * (q + 8, q + 16) and the offset comes back through the activations' s:
  * sum = d_w (d_a sum(q_u a) - off s_a); Q8_0 uses the sign trick with |w| unpacked once. */
-static ALWAYS_INLINE void legacy_multi(uint32_t type, int n, float *s, size_t ss, const void *vw,
-                                       const void *va, size_t as, const int nt)
+/* one token of a legacy_multi block, the weight block already unpacked */
+static ALWAYS_INLINE void legacy_token(uint32_t type, __m256i qw, __m256i uw, __m128 dw,
+                                       const struct cpu_block_q8_0x *a, __m256 *acc, __m128 *corr)
 {
+    __m256i qa = _mm256_loadu_si256((const __m256i *)a->qs);
+    if (type == PV_TYPE_Q8_0)
+        qa = _mm256_sign_epi8(qa, qw);
+    else
+        *corr = _mm_fmadd_ss(dw, _mm_load_ss(&a->s), *corr);
+    __m256 sc = _mm256_mul_ps(_mm256_broadcastss_ps(dw), _mm256_broadcast_ss(&a->d));
+    *acc = _mm256_fmadd_ps(sc, dot_u8s8_ps(uw, qa), *acc);
+}
+
+/* accumulators in named variables (not an array) so that they stay in registers */
+static ALWAYS_INLINE void legacy_multi(uint32_t type, size_t blk_bytes, int n, float *s, size_t ss,
+                                       const void *vw, const void *va, size_t as, const int nt)
+{
+    const uint8_t *w = vw;
     const int nb = n / PV_QK8_0;
-    __m256 acc[CPU_MULTI_MAX];
-    float corr[CPU_MULTI_MAX];
-    for (int t = 0; t < nt; t++) {
-        acc[t] = _mm256_setzero_ps();
-        corr[t] = 0.0f;
-    }
+    const struct cpu_block_q8_0x *a0 = ACT_ROW(struct cpu_block_q8_0x, va, as, 0);
+    const struct cpu_block_q8_0x *a1 = ACT_ROW(struct cpu_block_q8_0x, va, as, 1);
+    const struct cpu_block_q8_0x *a2 = ACT_ROW(struct cpu_block_q8_0x, va, as, 2);
+    const struct cpu_block_q8_0x *a3 = ACT_ROW(struct cpu_block_q8_0x, va, as, 3);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    __m128 corr0 = _mm_setzero_ps(), corr1 = corr0, corr2 = corr0, corr3 = corr0;
     for (int i = 0; i < nb; i++) {
-        __m256i qw;
-        float dw;
-        if (type == PV_TYPE_Q4_0) {
-            const struct pv_block_q4_0 *w = (const struct pv_block_q4_0 *)vw + i;
-            qw = nibbles_32(w->qs);
-            dw = H2F(w->d);
-        } else if (type == PV_TYPE_Q5_0) {
-            const struct pv_block_q5_0 *w = (const struct pv_block_q5_0 *)vw + i;
-            qw = _mm256_or_si256(nibbles_32(w->qs),
-                                 _mm256_and_si256(bits_32(w->qh), _mm256_set1_epi8(0x10)));
-            dw = H2F(w->d);
-        } else {
-            const struct pv_block_q8_0 *w = (const struct pv_block_q8_0 *)vw + i;
-            qw = _mm256_loadu_si256((const __m256i *)w->qs);
-            dw = H2F(w->d);
-        }
+        const void *blk = w + (size_t)i * blk_bytes;
+        __m256i qw = legacy_bytes(type, blk);
+        __m128 dw = block_d(blk);
         __m256i uw = type == PV_TYPE_Q8_0 ? _mm256_sign_epi8(qw, qw) : qw;
-        for (int t = 0; t < nt; t++) {
-            const struct cpu_block_q8_0x *a = ACT_ROW(struct cpu_block_q8_0x, va, as, t) + i;
-            __m256i qa = _mm256_loadu_si256((const __m256i *)a->qs);
-            if (type == PV_TYPE_Q8_0)
-                qa = _mm256_sign_epi8(qa, qw);
-            else
-                corr[t] += dw * a->s;
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a->d), dot_u8s8_ps(uw, qa), acc[t]);
-        }
+        legacy_token(type, qw, uw, dw, &a0[i], &acc0, &corr0);
+        if (nt > 1)
+            legacy_token(type, qw, uw, dw, &a1[i], &acc1, &corr1);
+        if (nt > 2)
+            legacy_token(type, qw, uw, dw, &a2[i], &acc2, &corr2);
+        if (nt > 3)
+            legacy_token(type, qw, uw, dw, &a3[i], &acc3, &corr3);
     }
     const float off = type == PV_TYPE_Q4_0 ? 8.0f : type == PV_TYPE_Q5_0 ? 16.0f : 0.0f;
-    for (int t = 0; t < nt; t++)
-        s[(size_t)t * ss] = hsum_ps(acc[t]) - off * corr[t];
+    s[0] = hsum_ps(acc0) - off * _mm_cvtss_f32(corr0);
+    if (nt > 1)
+        s[ss] = hsum_ps(acc1) - off * _mm_cvtss_f32(corr1);
+    if (nt > 2)
+        s[2 * ss] = hsum_ps(acc2) - off * _mm_cvtss_f32(corr2);
+    if (nt > 3)
+        s[3 * ss] = hsum_ps(acc3) - off * _mm_cvtss_f32(corr3);
 }
 
 static ALWAYS_INLINE void q4_K_multi(int n, float *s, size_t ss, const void *vw, const void *va,
@@ -550,9 +549,9 @@ static ALWAYS_INLINE void q6_K_multi(int n, float *s, size_t ss, const void *vw,
         default: call(4); break;                                                           \
         }                                                                                  \
     }
-#define CALL_Q4_0(k) legacy_multi(PV_TYPE_Q4_0, n, s, ss, w, a, as, k)
-#define CALL_Q5_0(k) legacy_multi(PV_TYPE_Q5_0, n, s, ss, w, a, as, k)
-#define CALL_Q8_0(k) legacy_multi(PV_TYPE_Q8_0, n, s, ss, w, a, as, k)
+#define CALL_Q4_0(k) legacy_multi(PV_TYPE_Q4_0, sizeof(struct pv_block_q4_0), n, s, ss, w, a, as, k)
+#define CALL_Q5_0(k) legacy_multi(PV_TYPE_Q5_0, sizeof(struct pv_block_q5_0), n, s, ss, w, a, as, k)
+#define CALL_Q8_0(k) legacy_multi(PV_TYPE_Q8_0, sizeof(struct pv_block_q8_0), n, s, ss, w, a, as, k)
 #define CALL_Q4_K(k) q4_K_multi(n, s, ss, w, a, as, k)
 #define CALL_Q6_K(k) q6_K_multi(n, s, ss, w, a, as, k)
 MULTI_ENTRY(vec_dot_multi_q4_0, CALL_Q4_0)
@@ -781,6 +780,7 @@ static void quantize_q8_K(const float *x, void *vy, int64_t n)
 void cpu_avx2_fill(struct cpu_kernels *k)
 {
     k->name = "avx2";
+    k->widen_q8_0 = true;
     k->vec_dot[PV_TYPE_F32] = vec_dot_f32;
     k->vec_dot[PV_TYPE_F16] = vec_dot_f16;
     k->vec_dot[PV_TYPE_BF16] = vec_dot_bf16;
