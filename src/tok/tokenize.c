@@ -6,7 +6,9 @@
  * occurrences in the text not yet taken; user-defined tokens always, control and unknown
  * tokens only inside segments flagged parse_special. Occurrences are found in one pass
  * with a byte trie, so a 300 KB prompt costs a few ms whatever the number of specials.
- * The raw fragments in between go to the SPM or BPE tokenizer.
+ * The raw fragments in between go to the SPM or BPE tokenizer. (llama.cpp orders specials
+ * of equal length by an unstable sort; only two equal-length specials whose texts can
+ * overlap could make that order show, and the supported vocabularies have none.)
  */
 #include <stdlib.h>
 
