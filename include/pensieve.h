@@ -345,8 +345,8 @@ PV_API void pv_sampler_reset(struct pv_sampler *s);
  * User-defined tokens of the vocabulary (Gemma's whitespace runs, for example) are not
  * control tokens and are always recognised, as llama.cpp does.
  *
- * Invalid UTF-8 in input. SPM vocabularies keep every byte: a byte that is not part of
- * a well-formed character becomes its byte token <0xNN>, as in llama.cpp. Byte-level BPE
+ * Invalid UTF-8 in input. SPM vocabularies keep every byte, as llama.cpp does: a
+ * malformed sequence (cut by its lead byte's length) becomes byte tokens <0xNN>. Byte-level BPE
  * vocabularies replace each byte that does not begin a well-formed UTF-8 sequence with
  * U+FFFD before pre-tokenizing, as llama.cpp does; where llama.cpp accepts overlong
  * forms, surrogates and code points above U+10FFFF, Pensieve replaces those too.
