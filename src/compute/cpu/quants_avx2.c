@@ -444,48 +444,85 @@ static ALWAYS_INLINE void legacy_multi(uint32_t type, size_t blk_bytes, int n, f
         s[3 * ss] = hsum_ps(acc3) - off * _mm_cvtss_f32(corr3);
 }
 
+/* sumi += sc1 (ql . a[0..31]) + sc2 (qh . a[32..63]) for one token */
+static ALWAYS_INLINE __m256i q4_K_chunk(__m256i sumi, __m256i ql, __m256i qh, __m256i s1, __m256i s2,
+                                        const int8_t *q8)
+{
+    __m256i pl = _mm256_maddubs_epi16(ql, _mm256_loadu_si256((const __m256i *)q8));
+    __m256i ph = _mm256_maddubs_epi16(qh, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
+    return _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(pl, s1), _mm256_madd_epi16(ph, s2)));
+}
+
+/* accumulators in named variables (not arrays) so that they stay in registers */
 static ALWAYS_INLINE void q4_K_multi(int n, float *s, size_t ss, const void *vw, const void *va,
                                      size_t as, const int nt)
 {
     const struct pv_block_q4_K *w = vw;
     const int nb = n / PV_QK_K;
     const __m256i lo4 = _mm256_set1_epi8(0x0F);
-    __m256 acc[CPU_MULTI_MAX];
-    float acc_m[CPU_MULTI_MAX];
-    for (int t = 0; t < nt; t++) {
-        acc[t] = _mm256_setzero_ps();
-        acc_m[t] = 0.0f;
-    }
+    const struct pv_block_q8_K *a0 = ACT_ROW(struct pv_block_q8_K, va, as, 0);
+    const struct pv_block_q8_K *a1 = ACT_ROW(struct pv_block_q8_K, va, as, 1);
+    const struct pv_block_q8_K *a2 = ACT_ROW(struct pv_block_q8_K, va, as, 2);
+    const struct pv_block_q8_K *a3 = ACT_ROW(struct pv_block_q8_K, va, as, 3);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    float m0 = 0.0f, m1 = 0.0f, m2 = 0.0f, m3 = 0.0f;
     for (int i = 0; i < nb; i++) {
         uint8_t sm[16];
         k4_scales_mins(w[i].scales, sm);
         const float dw = H2F(w[i].d), dminw = H2F(w[i].dmin);
-        __m256i sumi[CPU_MULTI_MAX];
-        for (int t = 0; t < nt; t++) {
-            const struct pv_block_q8_K *a = ACT_ROW(struct pv_block_q8_K, va, as, t) + i;
-            acc_m[t] += a->d * dminw * (float)k4_min_sum(sm + 8, a->bsums);
-            sumi[t] = _mm256_setzero_si256();
-        }
+        m0 += a0[i].d * dminw * (float)k4_min_sum(sm + 8, a0[i].bsums);
+        if (nt > 1)
+            m1 += a1[i].d * dminw * (float)k4_min_sum(sm + 8, a1[i].bsums);
+        if (nt > 2)
+            m2 += a2[i].d * dminw * (float)k4_min_sum(sm + 8, a2[i].bsums);
+        if (nt > 3)
+            m3 += a3[i].d * dminw * (float)k4_min_sum(sm + 8, a3[i].bsums);
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
         for (int c = 0; c < 4; c++) {
             __m256i bits = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * c));
             __m256i ql = _mm256_and_si256(bits, lo4);
             __m256i qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), lo4);
-            __m256i s1 = _mm256_set1_epi16(sm[2 * c]), s2 = _mm256_set1_epi16(sm[2 * c + 1]);
-            for (int t = 0; t < nt; t++) {
-                const int8_t *q8 = ACT_ROW(struct pv_block_q8_K, va, as, t)[i].qs + 64 * c;
-                __m256i pl = _mm256_maddubs_epi16(ql, _mm256_loadu_si256((const __m256i *)q8));
-                __m256i ph = _mm256_maddubs_epi16(qh, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
-                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(pl, s1),
-                                                                     _mm256_madd_epi16(ph, s2)));
-            }
+            __m256i c1 = _mm256_set1_epi16(sm[2 * c]), c2 = _mm256_set1_epi16(sm[2 * c + 1]);
+            s0 = q4_K_chunk(s0, ql, qh, c1, c2, a0[i].qs + 64 * c);
+            if (nt > 1)
+                s1 = q4_K_chunk(s1, ql, qh, c1, c2, a1[i].qs + 64 * c);
+            if (nt > 2)
+                s2 = q4_K_chunk(s2, ql, qh, c1, c2, a2[i].qs + 64 * c);
+            if (nt > 3)
+                s3 = q4_K_chunk(s3, ql, qh, c1, c2, a3[i].qs + 64 * c);
         }
-        for (int t = 0; t < nt; t++) {
-            float da = ACT_ROW(struct pv_block_q8_K, va, as, t)[i].d;
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(da * dw), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-        }
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(a0[i].d * dw), _mm256_cvtepi32_ps(s0), acc0);
+        if (nt > 1)
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(a1[i].d * dw), _mm256_cvtepi32_ps(s1), acc1);
+        if (nt > 2)
+            acc2 = _mm256_fmadd_ps(_mm256_set1_ps(a2[i].d * dw), _mm256_cvtepi32_ps(s2), acc2);
+        if (nt > 3)
+            acc3 = _mm256_fmadd_ps(_mm256_set1_ps(a3[i].d * dw), _mm256_cvtepi32_ps(s3), acc3);
     }
-    for (int t = 0; t < nt; t++)
-        s[(size_t)t * ss] = hsum_ps(acc[t]) - acc_m[t];
+    s[0] = hsum_ps(acc0) - m0;
+    if (nt > 1)
+        s[ss] = hsum_ps(acc1) - m1;
+    if (nt > 2)
+        s[2 * ss] = hsum_ps(acc2) - m2;
+    if (nt > 3)
+        s[3 * ss] = hsum_ps(acc3) - m3;
+}
+
+/* sumi += sum_k scale_k (q[k] . a[32k..32k+31]) over the 4 vectors of a Q6_K half */
+static ALWAYS_INLINE __m256i q6_K_half(__m256i sumi, const __m256i *q, const __m256i *sc, const int8_t *q8)
+{
+    for (int k = 0; k < 4; k++) {
+        __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(q8 + 32 * k)));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc[k]));
+    }
+    return sumi;
+}
+
+/* -32 sum_j sc_j bsum_j: the offset of the unsigned 6-bit q, for one token */
+static ALWAYS_INLINE __m256i q6_K_offset(__m256i sc_w, const int16_t *bsums)
+{
+    __m256i corr = _mm256_madd_epi16(sc_w, _mm256_loadu_si256((const __m256i *)bsums));
+    return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
 }
 
 static ALWAYS_INLINE void q6_K_multi(int n, float *s, size_t ss, const void *vw, const void *va,
@@ -494,47 +531,59 @@ static ALWAYS_INLINE void q6_K_multi(int n, float *s, size_t ss, const void *vw,
     const struct pv_block_q6_K *w = vw;
     const int nb = n / PV_QK_K;
     const __m256i lo4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
-    __m256 acc[CPU_MULTI_MAX];
-    for (int t = 0; t < nt; t++)
-        acc[t] = _mm256_setzero_ps();
+    const struct pv_block_q8_K *a0 = ACT_ROW(struct pv_block_q8_K, va, as, 0);
+    const struct pv_block_q8_K *a1 = ACT_ROW(struct pv_block_q8_K, va, as, 1);
+    const struct pv_block_q8_K *a2 = ACT_ROW(struct pv_block_q8_K, va, as, 2);
+    const struct pv_block_q8_K *a3 = ACT_ROW(struct pv_block_q8_K, va, as, 3);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     for (int i = 0; i < nb; i++) {
         const int8_t *sc = w[i].scales;
         __m256i sc_w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
-        __m256i sumi[CPU_MULTI_MAX];
-        for (int t = 0; t < nt; t++) {
-            const struct pv_block_q8_K *a = ACT_ROW(struct pv_block_q8_K, va, as, t) + i;
-            __m256i corr = _mm256_madd_epi16(sc_w, _mm256_loadu_si256((const __m256i *)a->bsums));
-            sumi[t] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
-        }
+        __m256i s0 = q6_K_offset(sc_w, a0[i].bsums), s1 = s0, s2 = s0, s3 = s0;
+        if (nt > 1)
+            s1 = q6_K_offset(sc_w, a1[i].bsums);
+        if (nt > 2)
+            s2 = q6_K_offset(sc_w, a2[i].bsums);
+        if (nt > 3)
+            s3 = q6_K_offset(sc_w, a3[i].bsums);
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = w[i].ql + 64 * h, *qh = w[i].qh + 32 * h;
             const int8_t *sch = sc + 8 * h;
             __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
             __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
             __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
-            __m256i q[4];
+            __m256i q[4], scv[4];
             q[0] = _mm256_or_si256(_mm256_and_si256(l0, lo4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2));
             q[1] = _mm256_or_si256(_mm256_and_si256(l1, lo4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2));
             q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4), _mm256_and_si256(hb, m2));
             q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
                                    _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
-            for (int k = 0; k < 4; k++) {
-                __m256i scv = scale_pair(sch[2 * k], sch[2 * k + 1]);
-                for (int t = 0; t < nt; t++) {
-                    const int8_t *q8 = ACT_ROW(struct pv_block_q8_K, va, as, t)[i].qs + 128 * h + 32 * k;
-                    __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)q8));
-                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, scv));
-                }
-            }
+            for (int k = 0; k < 4; k++)
+                scv[k] = scale_pair(sch[2 * k], sch[2 * k + 1]);
+            s0 = q6_K_half(s0, q, scv, a0[i].qs + 128 * h);
+            if (nt > 1)
+                s1 = q6_K_half(s1, q, scv, a1[i].qs + 128 * h);
+            if (nt > 2)
+                s2 = q6_K_half(s2, q, scv, a2[i].qs + 128 * h);
+            if (nt > 3)
+                s3 = q6_K_half(s3, q, scv, a3[i].qs + 128 * h);
         }
         const float dw = H2F(w[i].d);
-        for (int t = 0; t < nt; t++) {
-            float da = ACT_ROW(struct pv_block_q8_K, va, as, t)[i].d;
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(da * dw), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-        }
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(a0[i].d * dw), _mm256_cvtepi32_ps(s0), acc0);
+        if (nt > 1)
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(a1[i].d * dw), _mm256_cvtepi32_ps(s1), acc1);
+        if (nt > 2)
+            acc2 = _mm256_fmadd_ps(_mm256_set1_ps(a2[i].d * dw), _mm256_cvtepi32_ps(s2), acc2);
+        if (nt > 3)
+            acc3 = _mm256_fmadd_ps(_mm256_set1_ps(a3[i].d * dw), _mm256_cvtepi32_ps(s3), acc3);
     }
-    for (int t = 0; t < nt; t++)
-        s[(size_t)t * ss] = hsum_ps(acc[t]);
+    s[0] = hsum_ps(acc0);
+    if (nt > 1)
+        s[ss] = hsum_ps(acc1);
+    if (nt > 2)
+        s[2 * ss] = hsum_ps(acc2);
+    if (nt > 3)
+        s[3 * ss] = hsum_ps(acc3);
 }
 
 /* one instance per constant nt, so the accumulators live in registers */
