@@ -1,0 +1,145 @@
+"""Chat templates: the C Jinja interpreter against Python jinja2, byte for byte.
+
+Every template llama-cpp-python's source ships (real models' chat templates, unpacked by
+scripts/setup into tests/.cache/templates) and the built-in defaults (Gemma 3, ChatML) are
+rendered with the conversations of conversations.py by build/tools/chat_render and by
+jinja2 configured as transformers does; outputs (or the fact that both fail) must match.
+"""
+import json
+
+import pytest
+
+from conversations import (CONVERSATIONS, TEMPLATES, builtin_template, c_render, contexts,
+                           py_render)
+
+# The families the issue names, by template file; each needs >= 20 conversations that
+# render successfully and identically.
+REQUIRED = [
+    "Qwen-Qwen2.5-7B-Instruct.jinja",
+    "Qwen-Qwen3-0.6B.jinja",
+    "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+    "meta-llama-Llama-3.1-8B-Instruct.jinja",
+    "meta-llama-Llama-3.2-3B-Instruct.jinja",
+    "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+    "microsoft-Phi-3.5-mini-instruct.jinja",
+    "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja",
+    "NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja",
+    "Qwen3-Coder.jinja",
+    "llama-cpp-deepseek-r1.jinja",
+]
+BUILTINS = ["gemma3", "chatml"]
+
+
+def compare(template, ctxs):
+    """Render every context both ways; return (identical successes, list of mismatches)."""
+    res = c_render(template, [c for _, c in ctxs])
+    assert len(res) == len(ctxs)
+    good, bad = set(), []
+    for (name, ctx), r in zip(ctxs, res):
+        py, err = py_render(template, ctx)
+        if py is None:
+            if "error" not in r:
+                bad.append((name, f"python failed ({err}) but C rendered", r.get("text", "")[:200]))
+        elif r.get("text") != py:
+            bad.append((name, py[:400], r.get("text", r.get("error"))[:400]))
+        else:
+            good.add(name.split("-")[0])
+    return good, bad
+
+
+def template_source(name):
+    if name in BUILTINS:
+        return builtin_template(name)
+    path = TEMPLATES / name
+    assert path.exists(), f"{path} missing: scripts/setup unpacks the templates"
+    return path.read_text()
+
+
+@pytest.mark.parametrize("name", REQUIRED + BUILTINS)
+def test_required_families_match_jinja2(name):
+    good, bad = compare(template_source(name), contexts())
+    assert not bad, f"{len(bad)} mismatches, first: {bad[0]}"
+    assert len(good) >= 20, f"only {len(good)} conversations render: {sorted(good)}"
+
+
+def test_every_shipped_template_matches_jinja2():
+    names = sorted(p.name for p in TEMPLATES.glob("*.jinja"))
+    assert len(names) >= 60
+    failures = {}
+    for n in names:
+        _, bad = compare((TEMPLATES / n).read_text(), contexts(gen=(True,)))
+        if bad:
+            failures[n] = bad[0]
+    assert not failures, json.dumps(failures, indent=1, ensure_ascii=False)[:3000]
+
+
+def test_user_text_is_tainted_template_text_is_not():
+    tpl = (TEMPLATES / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text()
+    evil = CONVERSATIONS["injection"][0]["content"]
+    ctx = {"messages": CONVERSATIONS["injection"], "tools": None, "add_generation_prompt": True,
+           "bos_token": "", "eos_token": ""}
+    r = c_render(tpl, [ctx])[0]
+    text, taint = r["text"].encode(), r["taint"]
+    assert len(taint) == len(text)
+    at = text.index(evil.encode())
+    assert set(taint[at:at + len(evil.encode())]) == {"1"}
+    # every <|im_start|> / <|im_end|> the template wrote itself is clean; the user's are not
+    marks = 0
+    for tok in (b"<|im_start|>", b"<|im_end|>"):
+        i = text.find(tok)
+        while i >= 0:
+            inside_user = at <= i < at + len(evil.encode())
+            assert set(taint[i:i + len(tok)]) == ({"1"} if inside_user else {"0"}), (tok, i)
+            marks += 1
+            i = text.find(tok, i + 1)
+    assert marks >= 6
+
+
+def test_tool_arguments_are_tainted_in_tojson():
+    tpl = (TEMPLATES / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text()
+    ctx = dict(contexts()[0][1], messages=CONVERSATIONS["tool_call"], tools=None)
+    r = c_render(tpl, [ctx])[0]
+    text = r["text"].encode()
+    i = text.index(b'{"city": "Paris"}')
+    span = r["taint"][i:i + len(b'{"city": "Paris"}')]
+    # the JSON structure tojson writes is template-made; the key and value come from the request
+    assert span[0] == "0" and "1" in span
+    assert r["taint"][i + 2:i + 6] == "1111"
+
+
+@pytest.mark.parametrize("src,where", [
+    ("{% if x %}never closed", "1:1"),
+    ("line1\n{{ 1 + }}", "2:"),
+    ("{% for %}", "1:"),
+    ("{{ x | no_such_filter }}", "1:"),
+    ("{% frobnicate %}", "1:"),
+    ("{{ 'unterminated }}", "1:"),
+])
+def test_template_errors_name_position(src, where):
+    r = c_render(src, [{"x": 1}])[0]
+    assert "error" in r, r
+    assert where in r["error"], r["error"]
+
+
+@pytest.mark.parametrize("src", [
+    "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",                    # unbounded recursion
+    "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",  # output/steps
+    "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+    "{{ raise_exception('boom') }}",
+    "{{ undefined_thing.attr }}",
+    "{{ [1,2].append(3) }}",
+])
+def test_hostile_templates_fail_cleanly(src):
+    r = c_render(src, [{}])[0]
+    assert "error" in r and r["error"].startswith("chat template"), r
+
+
+def test_raise_exception_message_reaches_the_caller():
+    r = c_render("{{ raise_exception('roles must alternate') }}", [{}])[0]
+    assert "roles must alternate" in r["error"]
+
+
+def test_strftime_now_uses_given_time():
+    src = "{{ strftime_now('%d %b %Y') }}"
+    py, _ = py_render(src, {})
+    assert c_render(src, [{}])[0]["text"] == py
