@@ -79,11 +79,12 @@ uint32_t tok_byte_to_cp(uint8_t b)
 {
     if (byte_is_printable(b))
         return b;
-    /* count the non-printable bytes below b */
-    uint32_t n = 0;
-    for (unsigned x = 0; x < b; x++)
-        n += !byte_is_printable(x);
-    return 0x100 + n;
+    /* rank among the 68 others: 0x00-0x20 are 0-32, 0x7F-0xA0 are 33-66, 0xAD is 67 */
+    if (b <= 0x20)
+        return 0x100u + b;
+    if (b <= 0xA0)
+        return 0x100u + 33 + (b - 0x7Fu);
+    return 0x100u + 67;
 }
 
 int tok_cp_to_byte(uint32_t cp)
@@ -92,9 +93,10 @@ int tok_cp_to_byte(uint32_t cp)
         return byte_is_printable(cp) ? (int)cp : -1;
     if (cp >= 0x100 + 68)
         return -1;
-    uint32_t n = cp - 0x100;
-    for (unsigned x = 0; x < 256; x++)
-        if (!byte_is_printable(x) && n-- == 0)
-            return (int)x;
-    return -1;
+    uint32_t r = cp - 0x100;
+    if (r <= 32)
+        return (int)r;
+    if (r <= 66)
+        return (int)(0x7F + (r - 33));
+    return 0xAD;
 }

@@ -28,8 +28,12 @@ uint64_t tok_hash(const void *p, size_t n)
     }
     uint64_t w = 0;
     memcpy(&w, s, n);
-    h = (h ^ w) * 0xC4CEB9FE1A85EC53ull;
-    h ^= h >> 29;
+    h ^= w; /* murmur3's finalizer: every input bit reaches every output bit */
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDull;
+    h ^= h >> 33;
+    h *= 0xC4CEB9FE1A85EC53ull;
+    h ^= h >> 33;
     return h;
 }
 
@@ -205,7 +209,10 @@ static enum pv_status build_pieces(struct pv_vocab *v, struct pv_err *err)
                     o[k++] = (char)s[i++];
                     continue;
                 }
-                uint32_t cp = len == 1 ? s[i] : len == 2 ? ((s[i] & 0x1Fu) << 6) | (s[i + 1] & 0x3Fu) : 0xFFFFFFFF;
+                /* the table's code points are all below U+0800 */
+                uint32_t cp = len == 1   ? s[i]
+                              : len == 2 ? ((s[i] & 0x1Fu) << 6) | (s[i + 1] & 0x3Fu)
+                                         : 0x800;
                 int b = tok_cp_to_byte(cp);
                 if (b >= 0) {
                     o[k++] = (char)b;
