@@ -106,6 +106,7 @@ static bool run_pump(struct gen_run *g, struct pv_buf *out, int timeout_ms)
     if (n) {
         g->n_seen += n;
         g->em.n_output = (int)g->n_seen;
+        g->r->n_output = (int)g->n_seen;
         if (g->r->ttft_ms < 0)
             g->r->ttft_ms = (double)(prog.t_first_ns - g->r->t_start_ns) / 1e6;
         prompt_out_tokens(g->po, toks, n, &g->hold);

@@ -218,7 +218,8 @@ def test_waiting_stream_gets_keepalive_pings(start_server, default_model):
     s = start_server(["-m", str(default_model), "--ctx-size", "256", "--parallel", "1",
                       "--ping-interval", "1"])
     holder = complete(s, max_tokens=200, stream=True)
-    next(holder.iter_lines())  # generating: the only slot is taken
+    held = holder.iter_lines()  # keep the iterator: dropping it closes the connection
+    next(held)  # generating: the only slot is taken
     waiting = complete(s, max_tokens=2, stream=True)
     lines = waiting.iter_lines(decode_unicode=True)
     first = next(l for l in lines if l)
