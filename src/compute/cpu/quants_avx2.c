@@ -169,6 +169,32 @@ static void vec_dot_q5_1(int n, float *s, const void *vw, const void *va)
     *s = hsum_ps(acc) + summs;
 }
 
+/* vpshufb masks that spread one 16-bit word over a 128-bit lane: k_word[j] puts word j
+ * in both lanes, k_pair[k] word 2k in the low lane and word 2k + 1 in the high lane. */
+#define W2(j) 2 * (j), 2 * (j) + 1
+#define W8(j) W2(j), W2(j), W2(j), W2(j), W2(j), W2(j), W2(j), W2(j)
+static const uint8_t k_word[8][32] = {{W8(0), W8(0)}, {W8(1), W8(1)}, {W8(2), W8(2)}, {W8(3), W8(3)},
+                                      {W8(4), W8(4)}, {W8(5), W8(5)}, {W8(6), W8(6)}, {W8(7), W8(7)}};
+static const uint8_t k_pair[4][32] = {{W8(0), W8(1)}, {W8(2), W8(3)}, {W8(4), W8(5)}, {W8(6), W8(7)}};
+#undef W8
+#undef W2
+
+static inline __m256i spread(__m256i words, const uint8_t *mask)
+{
+    return _mm256_shuffle_epi8(words, _mm256_loadu_si256((const __m256i *)mask));
+}
+
+/* 8 bytes -> 8 words in both 128-bit lanes (zero- or sign-extended) */
+static inline __m256i words_u8(const uint8_t *p)
+{
+    return _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+static inline __m256i words_s8(const int8_t *p)
+{
+    return _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)p)));
+}
+
 /* ---- K-quants against Q8_K --------------------------------------------------------- */
 
 /* The 8 scales (bytes 0..7) and 8 mins (bytes 8..15) of a Q4_K / Q5_K block. */
@@ -210,14 +236,15 @@ static void vec_dot_q4_K(int n, float *s, const void *vw, const void *va)
         const uint8_t *q = w[i].qs;
         const int8_t *q8 = a[i].qs;
         __m256i sumi = _mm256_setzero_si256();
+        __m256i scw = words_u8(sm);
         for (int c = 0; c < 4; c++, q += 32, q8 += 64) {
             __m256i bits = _mm256_loadu_si256((const __m256i *)q);
             __m256i ql = _mm256_and_si256(bits, lo4);
             __m256i qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), lo4);
             __m256i pl = _mm256_maddubs_epi16(ql, _mm256_loadu_si256((const __m256i *)q8));
             __m256i ph = _mm256_maddubs_epi16(qh, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
-            pl = _mm256_madd_epi16(pl, _mm256_set1_epi16(sm[2 * c]));
-            ph = _mm256_madd_epi16(ph, _mm256_set1_epi16(sm[2 * c + 1]));
+            pl = _mm256_madd_epi16(pl, spread(scw, k_word[2 * c]));
+            ph = _mm256_madd_epi16(ph, spread(scw, k_word[2 * c + 1]));
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -242,6 +269,7 @@ static void vec_dot_q5_K(int n, float *s, const void *vw, const void *va)
         const int8_t *q8 = a[i].qs;
         __m256i hbits = _mm256_loadu_si256((const __m256i *)w[i].qh);
         __m256i sumi = _mm256_setzero_si256();
+        __m256i scw = words_u8(sm);
         for (int c = 0; c < 4; c++, q += 32, q8 += 64) {
             __m256i bits = _mm256_loadu_si256((const __m256i *)q);
             __m256i ql = _mm256_or_si256(_mm256_and_si256(bits, lo4),
@@ -251,19 +279,13 @@ static void vec_dot_q5_K(int n, float *s, const void *vw, const void *va)
             hbits = _mm256_srli_epi16(hbits, 2);
             __m256i pl = _mm256_maddubs_epi16(ql, _mm256_loadu_si256((const __m256i *)q8));
             __m256i ph = _mm256_maddubs_epi16(qh, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
-            pl = _mm256_madd_epi16(pl, _mm256_set1_epi16(sm[2 * c]));
-            ph = _mm256_madd_epi16(ph, _mm256_set1_epi16(sm[2 * c + 1]));
+            pl = _mm256_madd_epi16(pl, spread(scw, k_word[2 * c]));
+            ph = _mm256_madd_epi16(ph, spread(scw, k_word[2 * c + 1]));
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     *s = hsum_ps(acc) - acc_m;
-}
-
-/* scale a for the first 16 lanes' pairs (low 128 bits), b for the last 16 */
-static inline __m256i scale_pair(int8_t lo, int8_t hi)
-{
-    return _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo));
 }
 
 /* q6 is unsigned 0..63 here; the -32 is applied once through bsums: -32 sum_j sc_j bsum_j */
@@ -284,6 +306,7 @@ static void vec_dot_q6_K(int n, float *s, const void *vw, const void *va)
         __m256i corr = _mm256_madd_epi16(sc_w, bs); /* sum_j sc_j bsum_j, 8 lanes */
         __m256i sumi = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++, ql += 64, qh += 32, sc += 8, q8 += 128) {
+            __m256i scw = words_s8(sc);
             __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
             __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
             __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
@@ -299,10 +322,10 @@ static void vec_dot_q6_K(int n, float *s, const void *vw, const void *va)
             __m256i p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
             __m256i p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256((const __m256i *)(q8 + 64)));
             __m256i p4 = _mm256_maddubs_epi16(q4, _mm256_loadu_si256((const __m256i *)(q8 + 96)));
-            p1 = _mm256_madd_epi16(p1, scale_pair(sc[0], sc[1]));
-            p2 = _mm256_madd_epi16(p2, scale_pair(sc[2], sc[3]));
-            p3 = _mm256_madd_epi16(p3, scale_pair(sc[4], sc[5]));
-            p4 = _mm256_madd_epi16(p4, scale_pair(sc[6], sc[7]));
+            p1 = _mm256_madd_epi16(p1, spread(scw, k_pair[0]));
+            p2 = _mm256_madd_epi16(p2, spread(scw, k_pair[1]));
+            p3 = _mm256_madd_epi16(p3, spread(scw, k_pair[2]));
+            p4 = _mm256_madd_epi16(p4, spread(scw, k_pair[3]));
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_add_epi32(p1, p2),
                                                            _mm256_add_epi32(p3, p4)));
         }
@@ -331,13 +354,14 @@ static void vec_dot_q2_K(int n, float *s, const void *vw, const void *va)
         const uint8_t *sc = w[i].scales;
         const int8_t *q8 = a[i].qs;
         __m256i sumi = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
+        for (int h = 0; h < 2; h++, sc += 8) {
             __m256i qb = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * h));
-            for (int j = 0; j < 4; j++, q8 += 32, sc += 2) {
+            __m256i scw = _mm256_and_si256(words_u8(sc), _mm256_set1_epi16(0xF));
+            for (int j = 0; j < 4; j++, q8 += 32) {
                 __m256i q = _mm256_and_si256(qb, m3);
                 qb = _mm256_srli_epi16(qb, 2);
                 __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)q8));
-                p = _mm256_madd_epi16(p, scale_pair((int8_t)(sc[0] & 0xF), (int8_t)(sc[1] & 0xF)));
+                p = _mm256_madd_epi16(p, spread(scw, k_pair[j]));
                 sumi = _mm256_add_epi32(sumi, p);
             }
         }
@@ -370,15 +394,16 @@ static void vec_dot_q3_K(int n, float *s, const void *vw, const void *va)
         const int8_t *scp = sc;
         __m256i hm = _mm256_loadu_si256((const __m256i *)w[i].hmask);
         __m256i sumi = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
+        for (int h = 0; h < 2; h++, scp += 8) {
             __m256i qb = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * h));
-            for (int j = 0; j < 4; j++, q8 += 32, scp += 2) {
+            __m256i scw = words_s8(scp);
+            for (int j = 0; j < 4; j++, q8 += 32) {
                 __m256i q = _mm256_or_si256(_mm256_and_si256(qb, m3),
                                             _mm256_slli_epi16(_mm256_and_si256(hm, m1), 2));
                 qb = _mm256_srli_epi16(qb, 2);
                 hm = _mm256_srli_epi16(hm, 1);
                 __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)q8));
-                p = _mm256_madd_epi16(p, scale_pair(scp[0], scp[1]));
+                p = _mm256_madd_epi16(p, spread(scw, k_pair[j]));
                 sumi = _mm256_add_epi32(sumi, p);
             }
         }
@@ -416,9 +441,9 @@ static ALWAYS_INLINE void legacy_multi(uint32_t type, size_t blk_bytes, int n, f
     const uint8_t *w = vw;
     const int nb = n / PV_QK8_0;
     const struct cpu_block_q8_0x *a0 = ACT_ROW(struct cpu_block_q8_0x, va, as, 0);
-    const struct cpu_block_q8_0x *a1 = ACT_ROW(struct cpu_block_q8_0x, va, as, 1);
-    const struct cpu_block_q8_0x *a2 = ACT_ROW(struct cpu_block_q8_0x, va, as, 2);
-    const struct cpu_block_q8_0x *a3 = ACT_ROW(struct cpu_block_q8_0x, va, as, 3);
+    const struct cpu_block_q8_0x *a1 = ACT_ROW(struct cpu_block_q8_0x, va, as, nt > 1 ? 1 : 0);
+    const struct cpu_block_q8_0x *a2 = ACT_ROW(struct cpu_block_q8_0x, va, as, nt > 2 ? 2 : 0);
+    const struct cpu_block_q8_0x *a3 = ACT_ROW(struct cpu_block_q8_0x, va, as, nt > 3 ? 3 : 0);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     __m128 corr0 = _mm_setzero_ps(), corr1 = corr0, corr2 = corr0, corr3 = corr0;
     for (int i = 0; i < nb; i++) {
@@ -461,9 +486,9 @@ static ALWAYS_INLINE void q4_K_multi(int n, float *s, size_t ss, const void *vw,
     const int nb = n / PV_QK_K;
     const __m256i lo4 = _mm256_set1_epi8(0x0F);
     const struct pv_block_q8_K *a0 = ACT_ROW(struct pv_block_q8_K, va, as, 0);
-    const struct pv_block_q8_K *a1 = ACT_ROW(struct pv_block_q8_K, va, as, 1);
-    const struct pv_block_q8_K *a2 = ACT_ROW(struct pv_block_q8_K, va, as, 2);
-    const struct pv_block_q8_K *a3 = ACT_ROW(struct pv_block_q8_K, va, as, 3);
+    const struct pv_block_q8_K *a1 = ACT_ROW(struct pv_block_q8_K, va, as, nt > 1 ? 1 : 0);
+    const struct pv_block_q8_K *a2 = ACT_ROW(struct pv_block_q8_K, va, as, nt > 2 ? 2 : 0);
+    const struct pv_block_q8_K *a3 = ACT_ROW(struct pv_block_q8_K, va, as, nt > 3 ? 3 : 0);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     float m0 = 0.0f, m1 = 0.0f, m2 = 0.0f, m3 = 0.0f;
     for (int i = 0; i < nb; i++) {
@@ -478,11 +503,12 @@ static ALWAYS_INLINE void q4_K_multi(int n, float *s, size_t ss, const void *vw,
         if (nt > 3)
             m3 += a3[i].d * dminw * (float)k4_min_sum(sm + 8, a3[i].bsums);
         __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+        __m256i scw = words_u8(sm);
         for (int c = 0; c < 4; c++) {
             __m256i bits = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * c));
             __m256i ql = _mm256_and_si256(bits, lo4);
             __m256i qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), lo4);
-            __m256i c1 = _mm256_set1_epi16(sm[2 * c]), c2 = _mm256_set1_epi16(sm[2 * c + 1]);
+            __m256i c1 = spread(scw, k_word[2 * c]), c2 = spread(scw, k_word[2 * c + 1]);
             s0 = q4_K_chunk(s0, ql, qh, c1, c2, a0[i].qs + 64 * c);
             if (nt > 1)
                 s1 = q4_K_chunk(s1, ql, qh, c1, c2, a1[i].qs + 64 * c);
@@ -508,14 +534,11 @@ static ALWAYS_INLINE void q4_K_multi(int n, float *s, size_t ss, const void *vw,
         s[3 * ss] = hsum_ps(acc3) - m3;
 }
 
-/* sumi += sum_k scale_k (q[k] . a[32k..32k+31]) over the 4 vectors of a Q6_K half */
-static ALWAYS_INLINE __m256i q6_K_half(__m256i sumi, const __m256i *q, const __m256i *sc, const int8_t *q8)
+/* sumi += (q . a[0..31]) scaled per 16 by sc */
+static ALWAYS_INLINE __m256i q6_K_step(__m256i sumi, __m256i q, __m256i sc, const int8_t *q8)
 {
-    for (int k = 0; k < 4; k++) {
-        __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(q8 + 32 * k)));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc[k]));
-    }
-    return sumi;
+    __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)q8));
+    return _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
 }
 
 /* -32 sum_j sc_j bsum_j: the offset of the unsigned 6-bit q, for one token */
@@ -532,9 +555,9 @@ static ALWAYS_INLINE void q6_K_multi(int n, float *s, size_t ss, const void *vw,
     const int nb = n / PV_QK_K;
     const __m256i lo4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
     const struct pv_block_q8_K *a0 = ACT_ROW(struct pv_block_q8_K, va, as, 0);
-    const struct pv_block_q8_K *a1 = ACT_ROW(struct pv_block_q8_K, va, as, 1);
-    const struct pv_block_q8_K *a2 = ACT_ROW(struct pv_block_q8_K, va, as, 2);
-    const struct pv_block_q8_K *a3 = ACT_ROW(struct pv_block_q8_K, va, as, 3);
+    const struct pv_block_q8_K *a1 = ACT_ROW(struct pv_block_q8_K, va, as, nt > 1 ? 1 : 0);
+    const struct pv_block_q8_K *a2 = ACT_ROW(struct pv_block_q8_K, va, as, nt > 2 ? 2 : 0);
+    const struct pv_block_q8_K *a3 = ACT_ROW(struct pv_block_q8_K, va, as, nt > 3 ? 3 : 0);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     for (int i = 0; i < nb; i++) {
         const int8_t *sc = w[i].scales;
@@ -552,21 +575,27 @@ static ALWAYS_INLINE void q6_K_multi(int n, float *s, size_t ss, const void *vw,
             __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
             __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
             __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
-            __m256i q[4], scv[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(l0, lo4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2));
-            q[1] = _mm256_or_si256(_mm256_and_si256(l1, lo4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4), _mm256_and_si256(hb, m2));
-            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
-                                   _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
-            for (int k = 0; k < 4; k++)
-                scv[k] = scale_pair(sch[2 * k], sch[2 * k + 1]);
-            s0 = q6_K_half(s0, q, scv, a0[i].qs + 128 * h);
-            if (nt > 1)
-                s1 = q6_K_half(s1, q, scv, a1[i].qs + 128 * h);
-            if (nt > 2)
-                s2 = q6_K_half(s2, q, scv, a2[i].qs + 128 * h);
-            if (nt > 3)
-                s3 = q6_K_half(s3, q, scv, a3[i].qs + 128 * h);
+            __m256i scw = words_s8(sch);
+            const int8_t *b0 = a0[i].qs + 128 * h, *b1 = a1[i].qs + 128 * h;
+            const int8_t *b2 = a2[i].qs + 128 * h, *b3 = a3[i].qs + 128 * h;
+#define Q6_TOKENS(qv, k)                                                                   \
+    do {                                                                                   \
+        __m256i q_ = (qv), sc_ = spread(scw, k_pair[k]);                                   \
+        s0 = q6_K_step(s0, q_, sc_, b0 + 32 * (k));                                        \
+        if (nt > 1)                                                                        \
+            s1 = q6_K_step(s1, q_, sc_, b1 + 32 * (k));                                    \
+        if (nt > 2)                                                                        \
+            s2 = q6_K_step(s2, q_, sc_, b2 + 32 * (k));                                    \
+        if (nt > 3)                                                                        \
+            s3 = q6_K_step(s3, q_, sc_, b3 + 32 * (k));                                    \
+    } while (0)
+            Q6_TOKENS(_mm256_or_si256(_mm256_and_si256(l0, lo4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2)), 0);
+            Q6_TOKENS(_mm256_or_si256(_mm256_and_si256(l1, lo4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2)), 1);
+            Q6_TOKENS(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4), _mm256_and_si256(hb, m2)), 2);
+            Q6_TOKENS(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
+                                      _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2)),
+                      3);
+#undef Q6_TOKENS
         }
         const float dw = H2F(w[i].d);
         acc0 = _mm256_fmadd_ps(_mm256_set1_ps(a0[i].d * dw), _mm256_cvtepi32_ps(s0), acc0);
