@@ -18,7 +18,7 @@
 #include "server/gen.h"
 #include "server/http.h"
 
-#define GEN_CHUNK 256
+#define GEN_CHUNK 512
 
 struct gen_job {
     /* input, read-only after submit */
