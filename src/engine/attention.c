@@ -1,11 +1,12 @@
 /*
  * attention.c - scaled dot-product attention over the KV cache, threaded over heads.
  *
- * For each query token and head: scores against every visible key (causal, and inside
+ * For each query token and head: scores against every visible cell (causal, and inside
  * the sliding window on SWA layers), softmax in f32 with the max subtracted, then the
  * probability-weighted sum of the values. Grouped-query attention maps query head h to
- * KV head h / (n_head / n_head_kv). Row dot/axpy come from engine_kv_ops (F16 rows use
- * F16C when the CPU has it, a conversion table otherwise).
+ * KV head h / (n_head / n_head_kv). One (token, head) pair is one work item; the items
+ * are split across the pool. The per-item kernel is picked at context creation: the
+ * AVX2/F16C one for an F16 cache (attn_avx2.c), else the portable one below.
  */
 #include <math.h>
 #include <pthread.h>
@@ -14,8 +15,6 @@
 
 #include "compute/compute.h"
 #include "engine/engine.h"
-
-/* ---- KV row operations --------------------------------------------------------- */
 
 static float f16_table[65536]; /* f16 bits -> f32, filled once */
 static pthread_once_t f16_table_once = PTHREAD_ONCE_INIT;
@@ -26,64 +25,70 @@ static void f16_table_init(void)
         f16_table[i] = pv_fp16_to_f32((uint16_t)i);
 }
 
-/* sum q[i] * k[i], k in f16 */
-static float dot_f16(const float *q, const void *k, int n)
+/* Element i of a cache row of F16 (f16 true) or F32 values. */
+static inline float kv_at(const void *row, int i, bool f16)
 {
-    const uint16_t *kh = k;
-    float s = 0.0f;
-    for (int i = 0; i < n; i++)
-        s += q[i] * f16_table[kh[i]];
-    return s;
+    return f16 ? f16_table[((const uint16_t *)row)[i]] : ((const float *)row)[i];
 }
 
-/* y[i] += a * v[i], v in f16 */
-static void axpy_f16(float *y, float a, const void *v, int n)
+/* The portable kernel: plain f32 arithmetic over either cache type. */
+static void attend_generic(const struct engine_attn_item *it, bool f16)
 {
-    const uint16_t *vh = v;
-    for (int i = 0; i < n; i++)
-        y[i] += a * f16_table[vh[i]];
-}
+    float *s = it->scores, max = -INFINITY, sum = 0.0f;
 
-static float dot_f32(const float *q, const void *k, int n)
-{
-    const float *kf = k;
-    float s = 0.0f;
-    for (int i = 0; i < n; i++)
-        s += q[i] * kf[i];
-    return s;
-}
-
-static void axpy_f32(float *y, float a, const void *v, int n)
-{
-    const float *vf = v;
-    for (int i = 0; i < n; i++)
-        y[i] += a * vf[i];
-}
-
-struct engine_kv_ops engine_kv_ops_for(enum pv_kv_type type)
-{
-    struct engine_kv_ops ops;
-    if (type == PV_KV_F32) {
-        ops.dot = dot_f32;
-        ops.axpy = axpy_f32;
-        return ops;
+    /* s_j = scale * q . k_j */
+    for (uint32_t j = it->j0; j <= it->pos; j++) {
+        const void *k = (const char *)it->k + (size_t)j * it->k_stride;
+        float dot = 0.0f;
+        for (int i = 0; i < it->hd_k; i++)
+            dot += it->q[i] * kv_at(k, i, f16);
+        s[j] = it->scale * dot;
+        max = s[j] > max ? s[j] : max;
     }
+    /* p_j = exp(s_j - max) / sum */
+    for (uint32_t j = it->j0; j <= it->pos; j++) {
+        s[j] = expf(s[j] - max);
+        sum += s[j];
+    }
+    /* out = sum_j p_j v_j */
+    memset(it->out, 0, (size_t)it->hd_v * sizeof(float));
+    for (uint32_t j = it->j0; j <= it->pos; j++) {
+        const void *v = (const char *)it->v + (size_t)j * it->v_stride;
+        const float p = s[j] / sum;
+        for (int d = 0; d < it->hd_v; d++)
+            it->out[d] += p * kv_at(v, d, f16);
+    }
+}
+
+static void attend_f16(const struct engine_attn_item *it)
+{
+    attend_generic(it, true);
+}
+
+static void attend_f32(const struct engine_attn_item *it)
+{
+    attend_generic(it, false);
+}
+
+engine_attend_fn engine_attend_for(enum pv_kv_type type)
+{
+    if (type == PV_KV_F32)
+        return attend_f32;
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c") && !getenv("PENSIEVE_NO_SIMD")) {
-        ops.dot = engine_dot_f16_avx2;
-        ops.axpy = engine_axpy_f16_avx2;
-        return ops;
-    }
+        __builtin_cpu_supports("f16c") && !getenv("PENSIEVE_NO_SIMD"))
+        return engine_attend_f16_avx2;
 #endif
     pthread_once(&f16_table_once, f16_table_init);
-    ops.dot = dot_f16;
-    ops.axpy = axpy_f16;
-    return ops;
+    return attend_f16;
 }
 
-/* ---- attention ------------------------------------------------------------------ */
+size_t engine_attn_scratch_floats(const struct model_hparams *hp, uint32_t n_ctx)
+{
+    /* scores [n_ctx] + q [hd_k] + 32 accumulator lanes of [hd_v] */
+    return (size_t)n_ctx + hp->head_dim_k + 32 * (size_t)hp->head_dim_v;
+}
 
 struct attn_job {
     struct pv_context *ctx;
@@ -103,41 +108,34 @@ static void attn_worker(void *arg, int ith, int nth)
     const struct model_hparams *hp = &ctx->model->hp;
     const int n_head = (int)hp->n_head, hd_k = (int)hp->head_dim_k, hd_v = (int)hp->head_dim_v;
     const int group = (int)(hp->n_head / hp->n_head_kv);
-    const float scale = hp->attn_scale;
     const size_t k_row = (size_t)ctx->kv_dim_k * ctx->kv_elt_bytes;
     const size_t v_row = (size_t)ctx->kv_dim_v * ctx->kv_elt_bytes;
     const char *k_layer = (const char *)ctx->k_cache + (size_t)job->il * ctx->n_ctx * k_row;
     const char *v_layer = (const char *)ctx->v_cache + (size_t)job->il * ctx->n_ctx * v_row;
-    float *scores = ctx->att_scratch + (size_t)ith * (ctx->n_ctx + (size_t)hd_v);
+    float *scratch = ctx->att_scratch + (size_t)ith * engine_attn_scratch_floats(hp, ctx->n_ctx);
+    struct engine_attn_item it = {
+        .k_stride = k_row,
+        .v_stride = v_row,
+        .hd_k = hd_k,
+        .hd_v = hd_v,
+        .scale = hp->attn_scale,
+        .scores = scratch,
+        .qbuf = scratch + ctx->n_ctx,
+        .lanes = scratch + ctx->n_ctx + hd_k,
+    };
     size_t begin, end;
 
     pool_split((size_t)job->n * (size_t)n_head, ith, nth, &begin, &end);
     for (size_t item = begin; item < end; item++) {
         const int t = (int)(item / (size_t)n_head), h = (int)(item % (size_t)n_head);
         const int g = h / group;
-        const uint32_t pos = job->pos0 + (uint32_t)t;
-        const uint32_t j0 = job->swa && pos + 1 > hp->n_swa ? pos + 1 - hp->n_swa : 0;
-        const float *qh = job->q + (size_t)t * job->q_stride + (size_t)h * hd_k;
-        float *out = job->att + ((size_t)t * n_head + h) * hd_v;
-        float max = -INFINITY, sum = 0.0f;
-
-        /* s_j = scale * q . k_j */
-        for (uint32_t j = j0; j <= pos; j++) {
-            float s = scale * ctx->kv_ops.dot(qh, k_layer + j * k_row + (size_t)g * hd_k *
-                                                           ctx->kv_elt_bytes, hd_k);
-            scores[j - j0] = s;
-            max = s > max ? s : max;
-        }
-        /* p_j = exp(s_j - max) / sum */
-        for (uint32_t j = 0; j <= pos - j0; j++) {
-            scores[j] = expf(scores[j] - max);
-            sum += scores[j];
-        }
-        /* out = sum_j p_j v_j */
-        memset(out, 0, (size_t)hd_v * sizeof(float));
-        for (uint32_t j = j0; j <= pos; j++)
-            ctx->kv_ops.axpy(out, scores[j - j0] / sum,
-                             v_layer + j * v_row + (size_t)g * hd_v * ctx->kv_elt_bytes, hd_v);
+        it.pos = job->pos0 + (uint32_t)t;
+        it.j0 = job->swa && it.pos + 1 > hp->n_swa ? it.pos + 1 - hp->n_swa : 0;
+        it.q = job->q + (size_t)t * job->q_stride + (size_t)h * hd_k;
+        it.k = k_layer + (size_t)g * hd_k * ctx->kv_elt_bytes;
+        it.v = v_layer + (size_t)g * hd_v * ctx->kv_elt_bytes;
+        it.out = job->att + ((size_t)t * n_head + h) * hd_v;
+        ctx->attend(&it);
     }
 }
 

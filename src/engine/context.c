@@ -99,7 +99,7 @@ enum pv_status pv_context_estimate(const struct pv_model *model,
     /* compute = n_batch rows of scratch + one logits row + per-thread attention scratch */
     if (pv_mul_overflow((size_t)hp->n_layer * p.n_ctx, kv_row, &kv) ||
         pv_mul_overflow(s.per_token * sizeof(float), p.n_batch, &t1) ||
-        pv_mul_overflow((size_t)p.n_ctx + hp->head_dim_v, (size_t)p.n_threads * sizeof(float),
+        pv_mul_overflow(engine_attn_scratch_floats(hp, p.n_ctx), (size_t)p.n_threads * sizeof(float),
                         &att_scratch) ||
         pv_add_overflow(t1, att_scratch, &t2) ||
         pv_add_overflow(t2, (size_t)hp->n_vocab * sizeof(float), &compute))
@@ -280,7 +280,7 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
     ctx->kv_elt_bytes = p.kv_type == PV_KV_F32 ? 4 : 2;
     ctx->kv_dim_k = model->hp.n_head_kv * model->hp.head_dim_k;
     ctx->kv_dim_v = model->hp.n_head_kv * model->hp.head_dim_v;
-    ctx->kv_ops = engine_kv_ops_for(p.kv_type);
+    ctx->attend = engine_attend_for(p.kv_type);
 
     /* sizes below were overflow-checked by pv_context_estimate */
     plan_scratch(model, &s);
@@ -297,8 +297,8 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
     ctx->ffn_gate = try_malloc(b * s.ff * sizeof(float));
     ctx->ffn_up = try_malloc(b * s.ff * sizeof(float));
     ctx->fused = s.fused ? try_malloc(b * s.fused * sizeof(float)) : NULL;
-    ctx->att_scratch = try_malloc(((size_t)p.n_ctx + model->hp.head_dim_v) * (size_t)p.n_threads *
-                                  sizeof(float));
+    ctx->att_scratch = try_malloc(engine_attn_scratch_floats(&model->hp, p.n_ctx) *
+                                  (size_t)p.n_threads * sizeof(float));
     ctx->logits = try_malloc((size_t)ctx->n_vocab * sizeof(float));
     ctx->logits_cap_rows = 1;
     if (!ctx->k_cache || !ctx->v_cache || !ctx->x || !ctx->xb || !ctx->proj || !ctx->q ||

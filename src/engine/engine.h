@@ -19,11 +19,20 @@
 #include "pensieve.h"
 #include "util/util.h"
 
-/* Dot and axpy over one KV row, by cache element type; chosen at context creation. */
-struct engine_kv_ops {
-    float (*dot)(const float *q, const void *k, int n);          /* sum q[i]*k[i] */
-    void (*axpy)(float *y, float a, const void *v, int n);       /* y[i] += a*v[i] */
+/* One query head's attention over the visible cells [j0, pos] of one KV head. */
+struct engine_attn_item {
+    const float *q;              /* [hd_k] query of this head */
+    const void *k, *v;           /* cell 0 of this KV head; cells are k/v_stride bytes apart */
+    size_t k_stride, v_stride;
+    uint32_t j0, pos;            /* visible cells */
+    int hd_k, hd_v;
+    float scale;                 /* multiplies q.k */
+    float *scores;               /* scratch [n_ctx], indexed by cell */
+    float *qbuf;                 /* scratch [hd_k] */
+    float *lanes;                /* scratch [32][hd_v] */
+    float *out;                  /* [hd_v] */
 };
+typedef void (*engine_attend_fn)(const struct engine_attn_item *it);
 
 struct pv_context {
     struct pv_model *model;      /* borrowed; outlives the context */
@@ -39,7 +48,7 @@ struct pv_context {
     size_t kv_elt_bytes;         /* 2 (F16) or 4 (F32) */
     uint32_t kv_dim_k, kv_dim_v; /* n_head_kv * head_dim_k, n_head_kv * head_dim_v */
     void *k_cache, *v_cache;
-    struct engine_kv_ops kv_ops;
+    engine_attend_fn attend;     /* per-head kernel for the cache type and CPU */
 
     /* scratch, each [n_batch][width], owned */
     float *x;                    /* residual stream [n_embd] */
@@ -49,7 +58,7 @@ struct pv_context {
     float *proj;                 /* output of Wo / Wdown [n_embd] */
     float *ffn_gate, *ffn_up;    /* [n_ff] */
     float *fused;                /* phi3 fused qkv / gate-up output, or NULL */
-    float *att_scratch;          /* [n_threads][n_ctx + hd_v]: scores and accumulator */
+    float *att_scratch;          /* [n_threads][engine_attn_scratch_floats] */
 
     /* logits of the last eval: n_logit_rows rows of n_vocab, owned */
     float *logits;
@@ -76,11 +85,12 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
 void engine_attention(struct pv_context *ctx, int il, const float *q, size_t q_stride,
                       float *att, int n, uint32_t pos0, bool swa);
 
-/* The KV row operations for a cache type, using AVX2/F16C when the CPU has them. */
-struct engine_kv_ops engine_kv_ops_for(enum pv_kv_type type);
-/* The AVX2/F16C F16 versions (engine/attn_avx2.c); call only when the CPU has them. */
-float engine_dot_f16_avx2(const float *q, const void *k, int n);
-void engine_axpy_f16_avx2(float *y, float a, const void *v, int n);
+/* The attention kernel for a cache type: AVX2/F16C for F16 when the CPU has them. */
+engine_attend_fn engine_attend_for(enum pv_kv_type type);
+/* The AVX2/F16C kernel (engine/attn_avx2.c); call only when the CPU has them. */
+void engine_attend_f16_avx2(const struct engine_attn_item *it);
+/* Floats of attention scratch one thread needs at context size n_ctx. */
+size_t engine_attn_scratch_floats(const struct model_hparams *hp, uint32_t n_ctx);
 
 /* The seed a sampler draws with (the random one when PV_SEED_RANDOM was asked). */
 uint64_t sampler_seed(const struct pv_sampler *s);

@@ -1,0 +1,73 @@
+"""oracle.py - logits from pensieve and from llama.cpp, for the engine tests.
+
+Both sides get the same model file and the same prompt token ids. llama.cpp runs through
+llama-cpp-python (`Llama(..., logits_all=True).eval(tokens)`, `.scores`); pensieve runs
+`pensieve run --prompt-ids ... --all-logits FILE` and writes f32 logits per position.
+"""
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "tools"))
+
+
+def llama_model(path, n_ctx=512):
+    from llama_cpp import Llama
+    return Llama(str(path), n_ctx=n_ctx, logits_all=True, n_threads=2, verbose=False)
+
+
+def llama_logits(llm, tokens):
+    """Logits of every position of `tokens`, evaluated from an empty cache."""
+    llm.reset()
+    llm.eval(tokens)
+    return np.array(llm.scores[: len(tokens)], dtype=np.float32)
+
+
+def llama_greedy(llm, tokens, n):
+    """n greedy tokens after `tokens` (end-of-generation tokens do not stop it)."""
+    llm.reset()
+    llm.eval(tokens)
+    out = []
+    for _ in range(n):
+        t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        out.append(t)
+        llm.eval([t])
+    return out
+
+
+def pensieve(bin_path, model, *args, timeout=300):
+    r = subprocess.run([str(bin_path), "run", "-m", str(model), "--threads", "2", *args],
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"pensieve run failed ({r.returncode}): {r.stderr}"
+    return r
+
+
+def pensieve_logits(bin_path, model, tokens, tmp_path, *extra):
+    out = tmp_path / "logits.f32"
+    pensieve(bin_path, model, "--prompt-ids", " ".join(map(str, tokens)), "-n", "1",
+             "--temperature", "0", "--all-logits", str(out), *extra)
+    data = np.fromfile(out, dtype=np.float32)
+    assert data.size % len(tokens) == 0
+    return data.reshape(len(tokens), -1)
+
+
+def pensieve_greedy(bin_path, model, tokens, n):
+    r = pensieve(bin_path, model, "--prompt-ids", " ".join(map(str, tokens)), "-n", str(n),
+                 "--temperature", "0", "--ignore-eos", "--print-ids")
+    return [int(t) for t in r.stdout.split()]
+
+
+def compare(ours, ref):
+    """Max |diff| relative to the reference's logit range, and top-1 agreement."""
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    diff = np.abs(ours - ref)
+    rel = float(diff.max() / (ref.max() - ref.min()))
+    top1 = float(np.mean(ours.argmax(1) == ref.argmax(1)))
+    # positions where the reference's winner leads its runner-up clearly
+    part = np.sort(ref, axis=1)
+    gap = part[:, -1] - part[:, -2]
+    return dict(max_abs=float(diff.max()), range=float(ref.max() - ref.min()), rel=rel,
+                top1=top1, gap=gap, agree=ours.argmax(1) == ref.argmax(1))

@@ -1,0 +1,103 @@
+"""The default model (Gemma 3 270M Q4_K_M, real weights) against llama.cpp on the same file.
+
+Same prompt token ids on both sides (tokenized by llama.cpp). Checks: logits at every
+position of a 64+ token prompt (max |diff| relative to the logit range is printed) and
+32-token greedy continuations of 16 varied prompts (at least 10 identical; any divergence
+only where llama.cpp's own top two tokens were nearly tied). Both engines quantize
+activations to 8 bits for the quantized matmuls; last-bit differences (summation order,
+exp, rounding) flip some of those roundings and this model amplifies them, so logits
+differ by a few tenths (NOISE). Top-1 must agree at >= 99% of the positions where
+llama.cpp's top two are further apart than NOISE, and at >= 93% of all positions.
+"""
+import numpy as np
+import pytest
+
+from oracle import (compare, llama_greedy, llama_logits, llama_model, pensieve_greedy,
+                      pensieve_logits)
+
+LONG_PROMPT = (
+    "The history of the lighthouse at the edge of the harbour begins in 1842, when the "
+    "town council voted to replace the old signal fire with a stone tower. Builders hauled "
+    "granite from the quarry on the hill, and the lens, ground in Paris, arrived by ship the "
+    "following spring. For a hundred years keepers climbed its spiral stairs every evening "
+    "to trim the wick, wind the clockwork and write the weather in a leather logbook."
+)
+
+# Logit differences between the engines come from last-bit differences (summation order,
+# exp, rounding of 8-bit activations) that this small model amplifies to a few tenths of a
+# logit; where llama.cpp's own top two are closer than this, either token is a fair answer.
+NOISE = 0.5
+
+GREEDY_PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n    ",
+    "Once upon a time, in a small village,",
+    "1, 2, 3, 4, 5,",
+    "The three primary colors are",
+    "To make a cup of tea, first",
+    "Photosynthesis is the process by which",
+    "Dear Sir or Madam,\nI am writing to",
+    "SELECT name, age FROM users WHERE",
+    "The quick brown fox",
+    "In 1969, astronauts",
+    "Water boils at",
+    "My favourite recipe for bread uses",
+    "import numpy as np\n",
+    "The weather today is",
+    "Roses are red, violets are",
+]
+
+
+@pytest.fixture(scope="module")
+def llm(default_model):
+    return llama_model(default_model, n_ctx=512)
+
+
+def check_prompt_logits(ours, ref, label):
+    c = compare(ours, ref)
+    clear = c["gap"] > NOISE
+    top1_clear = float(np.mean(c["agree"][clear]))
+    print(f"\n{label}, {len(ref)} positions: max |diff| {c['max_abs']:.4f} over a logit range "
+          f"of {c['range']:.2f} (relative {c['rel']:.4f}), mean |diff| "
+          f"{float(np.mean(np.abs(ours - ref))):.4f}; top-1 agreement {c['top1']:.4f} overall, "
+          f"{top1_clear:.4f} where llama.cpp's top two differ by more than {NOISE}")
+    assert c["rel"] < 0.05, c
+    assert float(np.mean(np.abs(ours - ref))) < 0.01 * c["range"], c
+    assert top1_clear >= 0.99, c
+    assert c["top1"] >= 0.93, c
+
+
+def test_prompt_logits_match_llama_cpp(pensieve_bin, default_model, llm, tmp_path):
+    tokens = llm.tokenize(LONG_PROMPT.encode(), add_bos=True)
+    assert len(tokens) >= 64
+    ref = llama_logits(llm, tokens)
+    ours = pensieve_logits(pensieve_bin, default_model, tokens, tmp_path)
+    check_prompt_logits(ours, ref, "default model")
+
+
+def test_f32_kv_cache_and_small_batches(pensieve_bin, default_model, llm, tmp_path):
+    tokens = llm.tokenize(LONG_PROMPT.encode(), add_bos=True)
+    ref = llama_logits(llm, tokens)
+    ours = pensieve_logits(pensieve_bin, default_model, tokens, tmp_path, "--kv-f32",
+                           "--batch-size", "7")
+    check_prompt_logits(ours, ref, "f32 kv cache, batches of 7")
+
+
+def test_greedy_continuations_match_llama_cpp(pensieve_bin, default_model, llm):
+    identical, report = 0, []
+    for text in GREEDY_PROMPTS:
+        tokens = llm.tokenize(text.encode(), add_bos=True)
+        ref = llama_greedy(llm, tokens, 32)
+        ours = pensieve_greedy(pensieve_bin, default_model, tokens, 32)
+        assert len(ours) == 32
+        if ours == ref:
+            identical += 1
+            continue
+        # a divergence is acceptable only at a near-tie of llama.cpp's own top two
+        k = next(i for i in range(32) if ours[i] != ref[i])
+        scores = llama_logits(llm, tokens + ref[:k])[-1]
+        top2 = np.sort(scores)[-2:]
+        report.append((text, k, float(top2[1] - top2[0])))
+        assert top2[1] - top2[0] < NOISE, (text, k, ours, ref)
+    print(f"\ngreedy: {identical}/{len(GREEDY_PROMPTS)} identical; diverged at near-ties: {report}")
+    assert identical >= 10, report

@@ -1,0 +1,68 @@
+"""Synthetic random-weight models (tests/tools/gen_model.py) against llama.cpp.
+
+One model per architecture (f32 weights: any difference is the engine's arithmetic, not
+quantization) and one per weight type (llama architecture). The same prompt ids go to
+both engines; logits at every position are compared. Tolerances, relative to the logit
+range: f32 2e-3; f16 and bf16 5e-3; quantized types 2e-2 (8-bit activation rounding,
+applied by both engines, flips differently on last-bit differences). Top-1 must agree
+wherever llama.cpp's top two differ by more than 5% of the range of a position.
+"""
+import numpy as np
+import pytest
+
+from oracle import compare, llama_logits, llama_model, pensieve_logits
+
+ARCHS = ["gemma3", "llama", "qwen2", "qwen3", "phi3"]
+WTYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k",
+          "q4_k", "q5_k", "q6_k"]
+TOLERANCE = {"f32": 2e-3, "f16": 5e-3, "bf16": 5e-3}
+
+
+def prompt(n=60, seed=1):
+    """BOS then n ids of ordinary tokens (byte tokens and words of the synthetic vocab)."""
+    rng = np.random.default_rng(seed)
+    return [1] + [int(t) for t in rng.integers(3, 512, n)]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, gen_model):
+    root = tmp_path_factory.mktemp("synthetic")
+    cache = {}
+
+    def get(arch, wtype):
+        if (arch, wtype) not in cache:
+            cache[(arch, wtype)] = gen_model.write_model(root / f"{arch}-{wtype}.gguf", arch=arch,
+                                                         wtype=wtype, seed=7)
+        return cache[(arch, wtype)]
+    return get
+
+
+def check(pensieve_bin, path, wtype, tmp_path, tokens):
+    llm = llama_model(path, n_ctx=256)
+    ref = llama_logits(llm, tokens)
+    ours = pensieve_logits(pensieve_bin, path, tokens, tmp_path)
+    c = compare(ours, ref)
+    tol = TOLERANCE.get(wtype, 2e-2)
+    print(f"\n{path.name}: max |diff| {c['max_abs']:.3g}, relative {c['rel']:.3g} (tolerance "
+          f"{tol}), top-1 {c['top1']:.3f}")
+    assert c["rel"] < tol, c
+    clear = c["gap"] > 0.05 * (ref.max(axis=1) - ref.min(axis=1))
+    assert clear.sum() >= len(tokens) // 4, "too few positions with a clear winner to judge"
+    assert c["agree"][clear].all(), (np.nonzero(~c["agree"] & clear), c)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_architecture_matches_llama_cpp(pensieve_bin, models, tmp_path, arch):
+    # 61 positions: past gemma3's sliding window of 16, so its local layers mask
+    check(pensieve_bin, models(arch, "f32"), "f32", tmp_path, prompt())
+
+
+@pytest.mark.parametrize("wtype", WTYPES)
+def test_weight_type_matches_llama_cpp(pensieve_bin, models, tmp_path, wtype):
+    check(pensieve_bin, models("llama", wtype), wtype, tmp_path, prompt(seed=2))
+
+
+@pytest.mark.parametrize("wtype", ["q8_0", "q4_k"])
+def test_quantized_gemma3_matches_llama_cpp(pensieve_bin, models, tmp_path, wtype):
+    # GELU, QK-norm, post-norms and the tied head over quantized weights
+    check(pensieve_bin, models("gemma3", wtype), wtype, tmp_path, prompt(seed=3))
