@@ -55,7 +55,8 @@ struct cpu_kernels {
     void (*softmax)(float *x, int n);
 };
 
-/* The table in use: AVX2 when the CPU has AVX2+FMA+F16C and PENSIEVE_NO_SIMD is not 1. */
+/* The table in use: AVX2 when the CPU has AVX2+FMA+F16C, unless PENSIEVE_NO_SIMD is set
+ * (non-empty, not "0"). */
 const struct cpu_kernels *cpu_kernels_get(void);
 /* The scalar reference table. */
 const struct cpu_kernels *cpu_kernels_ref(void);

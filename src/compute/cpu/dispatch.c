@@ -2,8 +2,8 @@
  * dispatch.c - picks the CPU kernels once per process and describes the CPU types.
  *
  * The scalar table is always filled; when the CPU reports AVX2, FMA and F16C the AVX2
- * kernels are laid over it, unless PENSIEVE_NO_SIMD=1 asks for the scalar path (tests,
- * debugging). Also the per-type facts the CPU code needs (block size, bytes, dot type),
+ * kernels are laid over it, unless PENSIEVE_NO_SIMD (set, non-empty, not "0") asks for
+ * the scalar path (tests, debugging). Also the per-type facts the CPU code needs (block size, bytes, dot type),
  * kept here so the kernels do not depend on the GGUF type table.
  */
 #include <pthread.h>
@@ -37,7 +37,7 @@ static void kernels_init(void)
         cpu_avx2_ops_fill(&k_best);
     }
     const char *env = getenv("PENSIEVE_NO_SIMD");
-    k_used = env && strcmp(env, "1") == 0 ? &k_ref : &k_best;
+    k_used = env && *env && strcmp(env, "0") != 0 ? &k_ref : &k_best;
 }
 
 const struct cpu_kernels *cpu_kernels_get(void)

@@ -78,7 +78,20 @@ uint16_t cpu_f32_to_bf16(float f)
     return (uint16_t)((x + 0x7FFF + ((x >> 16) & 1)) >> 16);
 }
 
-#define FP16(h) pv_fp16_to_f32(h)
+/* fp16 -> f32 by table on the scalar hot paths (filled by cpu_ref_fill, which runs
+ * before any kernel is reachable) */
+static float fp16_table[1 << 16];
+#define FP16(h) fp16_table[(uint16_t)(h)]
+
+/* byte b of qh_table[x] = 16 when bit b of x is set: the 5th bits of Q5_0 / Q5_1 */
+static uint64_t qh_table[256];
+
+/* The 32 high-bit bytes (0 or 16) of a Q5 block's qh, element order. */
+static inline void q5_high(const uint8_t *qh, uint8_t out[32])
+{
+    for (int i = 0; i < 4; i++)
+        memcpy(out + 8 * i, &qh_table[qh[i]], 8);
+}
 
 /* ---- dequantization: y = the block formulas of quant.h --------------------------- */
 
@@ -317,6 +330,7 @@ static cpu_dequant_fn dequant_fn(uint32_t type)
 
 void cpu_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n)
 {
+    (void)cpu_kernels_ref(); /* the fp16 table is ready */
     cpu_dequant_fn fn = dequant_fn(type);
     PV_ASSERT(fn != NULL && n % cpu_type_blck(type) == 0);
     fn(src, dst, n);
@@ -343,6 +357,7 @@ void cpu_q8_0_widen(const void *src, void *dst, int64_t n)
 {
     const uint8_t *in = src;
     struct cpu_block_q8_0x *out = dst;
+    (void)cpu_kernels_ref(); /* the fp16 table is ready */
     for (int64_t i = 0; i < n / PV_QK8_0; i++) {
         struct pv_block_q8_0 b;
         memcpy(&b, in + (size_t)i * sizeof(b), sizeof(b));
@@ -483,13 +498,12 @@ static void vec_dot_q5_0(int n, float *s, const void *vw, const void *va)
     const struct pv_block_q8_0 *a = va;
     float sum = 0.0f;
     for (int i = 0; i < n / PV_QK8_0; i++) {
-        uint32_t qh = load_u32(w[i].qh);
+        uint8_t hb[32];
+        q5_high(w[i].qh, hb);
         int sumi = 0;
-        for (int j = 0; j < 16; j++) {
-            int h0 = ((qh >> j) << 4) & 0x10, h1 = (qh >> (j + 12)) & 0x10;
-            sumi += (((w[i].qs[j] & 0xF) | h0) - 16) * a[i].qs[j] +
-                    (((w[i].qs[j] >> 4) | h1) - 16) * a[i].qs[j + 16];
-        }
+        for (int j = 0; j < 16; j++)
+            sumi += (((w[i].qs[j] & 0xF) | hb[j]) - 16) * a[i].qs[j] +
+                    (((w[i].qs[j] >> 4) | hb[j + 16]) - 16) * a[i].qs[j + 16];
         sum += (float)sumi * (FP16(w[i].d) * FP16(a[i].d));
     }
     *s = sum;
@@ -501,12 +515,11 @@ static void vec_dot_q5_1(int n, float *s, const void *vw, const void *va)
     const struct pv_block_q8_1 *a = va;
     float sum = 0.0f;
     for (int i = 0; i < n / PV_QK8_1; i++) {
-        uint32_t qh = load_u32(w[i].qh);
+        uint8_t hb[32];
+        q5_high(w[i].qh, hb);
         int sumi = 0;
-        for (int j = 0; j < 16; j++) {
-            int h0 = ((qh >> j) << 4) & 0x10, h1 = (qh >> (j + 12)) & 0x10;
-            sumi += ((w[i].qs[j] & 0xF) | h0) * a[i].qs[j] + ((w[i].qs[j] >> 4) | h1) * a[i].qs[j + 16];
-        }
+        for (int j = 0; j < 16; j++)
+            sumi += ((w[i].qs[j] & 0xF) | hb[j]) * a[i].qs[j] + ((w[i].qs[j] >> 4) | hb[j + 16]) * a[i].qs[j + 16];
         sum += (FP16(w[i].d) * FP16(a[i].d)) * (float)sumi + FP16(w[i].m) * FP16(a[i].s);
     }
     *s = sum;
@@ -688,6 +701,14 @@ static void f16_to_f32(const uint16_t *h, float *y, int n)
 
 void cpu_ref_fill(struct cpu_kernels *k)
 {
+    for (uint32_t h = 0; h < (1u << 16); h++)
+        fp16_table[h] = pv_fp16_to_f32((uint16_t)h);
+    for (uint32_t x = 0; x < 256; x++) {
+        uint8_t b[8];
+        for (int i = 0; i < 8; i++)
+            b[i] = (x >> i) & 1 ? 16 : 0;
+        memcpy(&qh_table[x], b, 8);
+    }
     memset(k, 0, sizeof(*k));
     k->name = "scalar";
     k->vec_dot[PV_TYPE_F32] = vec_dot_f32;
