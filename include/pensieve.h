@@ -273,8 +273,8 @@ PV_API uint32_t pv_context_n_vocab(const struct pv_context *ctx);
 /* Worker threads the context computes on. */
 PV_API int pv_context_n_threads(const struct pv_context *ctx);
 /*
- * True when `token` ends generation: the model's eos/eot/eom ids and every token whose
- * text is an end-of-turn marker (<end_of_turn>, <|eot_id|>, <|im_end|>, <|end|>, ...).
+ * True when `token` ends generation: pv_token_is_eog of the model's vocabulary (eos,
+ * eot, eom and the end-of-turn markers), or the metadata's eos/eot/eom ids without one.
  */
 PV_API bool pv_context_is_eog(const struct pv_context *ctx, int32_t token);
 /*

@@ -89,6 +89,8 @@ static int run_main(int argc, char **argv)
     struct pv_model *model = NULL;
     struct pv_context *ctx = NULL;
     struct pv_sampler *smp = NULL;
+    struct pv_detok *detok = NULL;
+    const struct pv_vocab *vocab;
     struct pv_context_params cp = pv_context_default_params();
     struct pv_sampler_params sp = pv_sampler_default_params();
     int32_t *prompt = NULL;
@@ -134,8 +136,27 @@ static int run_main(int argc, char **argv)
     if (pv_model_load(path, NULL, &model, &err) != PV_OK)
         cli_die("run", 1, "%s", err.msg);
     load_ms = ms_since(t_start);
-    if (!prompt)
-        cli_die("run", 1, "text prompts need the tokenizer, which has not landed: use --prompt-ids");
+    vocab = pv_model_vocab(model);
+    if (!prompt) {
+        const char *text = cli_get(run_opts, "prompt")->str;
+        size_t cap = strlen(text) + 16;
+        prompt = xmalloc(cap * sizeof(*prompt));
+        if (!vocab)
+            cli_die("run", 1, "model has no vocabulary to tokenize the prompt: use --prompt-ids");
+        enum pv_status st = pv_tokenize(vocab, text, strlen(text), PV_TOKENIZE_ADD_SPECIAL, prompt,
+                                        cap, &n_prompt, &err);
+        if (st == PV_ERR_TOO_LARGE && n_prompt > cap) {
+            prompt = xrealloc(prompt, (cap = n_prompt) * sizeof(*prompt));
+            st = pv_tokenize(vocab, text, strlen(text), PV_TOKENIZE_ADD_SPECIAL, prompt, cap,
+                             &n_prompt, &err);
+        }
+        if (st != PV_OK)
+            cli_die("run", 1, "%s", err.msg);
+        if (n_prompt == 0)
+            cli_die("run", 2, "the prompt gives no tokens");
+    }
+    if (!print_ids && !(detok = vocab ? pv_detok_new(vocab, PV_DETOK_SKIP_SPECIAL) : NULL))
+        cli_die("run", 1, "model has no vocabulary to print text: use --print-ids");
     if (pv_context_new(model, &cp, &ctx, &err) != PV_OK)
         cli_die("run", 1, "%s", err.msg);
     if (pv_sampler_new(&sp, pv_context_n_vocab(ctx), &smp, &err) != PV_OK)
@@ -175,8 +196,14 @@ static int run_main(int argc, char **argv)
                 break;
             if (print_ids) {
                 printf("%s%d", n_gen > 1 ? " " : "", tok);
-                fflush(stdout);
+            } else {
+                const char *piece;
+                size_t len;
+                if (pv_detok_push(detok, tok, &piece, &len, &err) != PV_OK)
+                    cli_die("run", 1, "%s", err.msg);
+                fwrite(piece, 1, len, stdout);
             }
+            fflush(stdout);
             if (n_gen == max_tokens || pv_context_n_past(ctx) >= pv_context_n_ctx(ctx))
                 break;
             if (pv_context_eval(ctx, &tok, 1, false, &err) != PV_OK)
@@ -184,8 +211,14 @@ static int run_main(int argc, char **argv)
         }
         decode_ms = ms_since(t_dec0);
     }
-    if (print_ids)
+    if (print_ids) {
         printf("\n");
+    } else {
+        const char *piece;
+        size_t len;
+        pv_detok_flush(detok, &piece, &len);
+        fwrite(piece, 1, len, stdout);
+    }
     fflush(stdout);
 
     fprintf(stderr,
@@ -195,6 +228,7 @@ static int run_main(int argc, char **argv)
             n_gen > 1 ? (n_gen - 1) / (decode_ms / 1e3) : 0.0, ttft_ms, load_ms,
             pv_context_n_threads(ctx));
 
+    pv_detok_free(detok);
     pv_sampler_free(smp);
     pv_context_free(ctx);
     pv_model_free(model);

@@ -180,50 +180,29 @@ static enum pv_status check_model(const struct pv_model *m, struct pv_err *err)
     return st;
 }
 
-/* Token texts that end generation (llama.cpp's end-of-generation list). */
-static const char *const eog_texts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
-    "<EOT>", "_<EOT>", "<|eom_id|>", "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
-    "</s>",
-};
-
 static void eog_add(struct pv_context *ctx, uint64_t id)
 {
     if (id >= ctx->n_vocab || ctx->n_eog == PV_ARRAY_LEN(ctx->eog))
         return;
-    for (size_t i = 0; i < ctx->n_eog; i++)
-        if (ctx->eog[i] == (int32_t)id)
-            return;
     ctx->eog[ctx->n_eog++] = (int32_t)id;
 }
 
-/* The end-of-generation ids: eos/eot/eom from the metadata and the known marker texts. */
+/* Without a vocabulary (tok/ could not load it), eos/eot/eom from the metadata end. */
 static void find_eog(struct pv_context *ctx)
 {
     static const char *const keys[] = {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
                                         "tokenizer.ggml.eom_token_id"};
-    const struct gguf_file *f = ctx->model->gguf;
-    enum gguf_vtype et;
-    uint64_t n_tokens = 0, id;
-
+    uint64_t id;
     for (size_t k = 0; k < PV_ARRAY_LEN(keys); k++)
-        if (gguf_get_u64(f, keys[k], &id))
+        if (gguf_get_u64(ctx->model->gguf, keys[k], &id))
             eog_add(ctx, id);
-    if (!gguf_get_arr_info(f, "tokenizer.ggml.tokens", &et, &n_tokens) || et != GGUF_STRING)
-        return;
-    for (uint64_t i = 0; i < n_tokens; i++) {
-        struct gguf_str t;
-        if (!gguf_get_arr_str(f, "tokenizer.ggml.tokens", i, &t) || t.n < 4 || t.n > 32 ||
-            (t.p[0] != '<' && t.p[0] != '_'))
-            continue;
-        for (size_t e = 0; e < PV_ARRAY_LEN(eog_texts); e++)
-            if (strlen(eog_texts[e]) == t.n && memcmp(eog_texts[e], t.p, t.n) == 0)
-                eog_add(ctx, i);
-    }
 }
 
 bool pv_context_is_eog(const struct pv_context *ctx, int32_t token)
 {
+    const struct pv_vocab *vocab = pv_model_vocab(ctx->model);
+    if (vocab)
+        return pv_token_is_eog(vocab, token);
     for (size_t i = 0; i < ctx->n_eog; i++)
         if (ctx->eog[i] == token)
             return true;

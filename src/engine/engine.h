@@ -66,7 +66,7 @@ struct pv_context {
     size_t n_logit_rows;         /* 0 after truncate */
     bool logits_all;             /* rows are per token (else one row: the last token) */
 
-    int32_t eog[16];             /* end-of-generation token ids */
+    int32_t eog[4];              /* end-of-generation ids when the model has no vocabulary */
     size_t n_eog;
 };
 
