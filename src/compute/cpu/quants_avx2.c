@@ -57,7 +57,7 @@ static inline __m256 dot_u8s8_ps(__m256i u, __m256i s)
     return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 }
 
-/* ---- legacy quants against Q8_0 / Q8_1 --------------------------------------------- */
+/* ---- legacy quants against (widened) Q8_0 and Q8_1 ---------------------------------- */
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
@@ -79,12 +79,7 @@ static ALWAYS_INLINE __m256i legacy_bytes(uint32_t type, const void *blk)
     return _mm256_loadu_si256((const __m256i *)((const struct pv_block_q8_0 *)blk)->qs);
 }
 
-/*
- * Q4_0 / Q5_0 / Q8_0 against one widened Q8_0 row (cpu_block_q8_0x):
- * sum = sum_i d_w (d_a sum(q_u a) - off s_a), off = 8 / 16 / 0; Q8_0 uses the sign trick.
- * Two accumulators over alternate blocks keep the FMA chain off the critical path.
- */
-/* one block of legacy_one / legacy_multi: acc += d_w d_a (q_u . a); corr += d_w s_a */
+/* one block of legacy_one: acc += d_w d_a (q_u . a); corr += d_w s_a */
 static ALWAYS_INLINE void legacy_step(uint32_t type, const void *blk, const struct cpu_block_q8_0x *a,
                                       __m256 *acc, __m128 *corr)
 {
@@ -102,6 +97,11 @@ static ALWAYS_INLINE void legacy_step(uint32_t type, const void *blk, const stru
     *acc = _mm256_fmadd_ps(sc, p, *acc);
 }
 
+/*
+ * Q4_0 / Q5_0 / Q8_0 against one widened Q8_0 row (cpu_block_q8_0x):
+ * sum = sum_i d_w (d_a sum(q_u a) - off s_a), off = 8 / 16 / 0; Q8_0 uses the sign trick.
+ * Two accumulators over alternate blocks keep the FMA chain off the critical path.
+ */
 static ALWAYS_INLINE void legacy_one(uint32_t type, size_t blk_bytes, int n, float *s, const void *vw,
                                      const void *va)
 {
@@ -418,9 +418,6 @@ static void vec_dot_q3_K(int n, float *s, const void *vw, const void *va)
 /* activation row t of a batch */
 #define ACT_ROW(type, a, stride, t) ((const type *)((const uint8_t *)(a) + (size_t)(t) * (stride)))
 
-/* Q4_0 / Q5_0 / Q8_0 against widened Q8_0 rows. Q4_0 and Q5_0 weights stay unsigned
- * (q + 8, q + 16) and the offset comes back through the activations' s:
- * sum = d_w (d_a sum(q_u a) - off s_a); Q8_0 uses the sign trick with |w| unpacked once. */
 /* one token of a legacy_multi block, the weight block already unpacked */
 static ALWAYS_INLINE void legacy_token(uint32_t type, __m256i qw, __m256i uw, __m128 dw,
                                        const struct cpu_block_q8_0x *a, __m256 *acc, __m128 *corr)
@@ -434,7 +431,8 @@ static ALWAYS_INLINE void legacy_token(uint32_t type, __m256i qw, __m256i uw, __
     *acc = _mm256_fmadd_ps(sc, dot_u8s8_ps(uw, qa), *acc);
 }
 
-/* accumulators in named variables (not an array) so that they stay in registers */
+/* Q4_0 / Q5_0 / Q8_0 against up to 4 widened Q8_0 rows, as legacy_one, each weight block
+ * unpacked once. Accumulators are named variables (not arrays) so they stay in registers. */
 static ALWAYS_INLINE void legacy_multi(uint32_t type, size_t blk_bytes, int n, float *s, size_t ss,
                                        const void *vw, const void *va, size_t as, const int nt)
 {
