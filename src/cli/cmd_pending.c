@@ -23,5 +23,3 @@ static struct cli_opt no_opts[] = {{0}};
 
 PENDING(chat, "chat with a model in the terminal", "pensieve chat -m MODEL [options]",
         "the conversation layer has not landed")
-PENDING(bench, "measure prefill and decode speed", "pensieve bench -m MODEL [options]",
-        "the inference engine has not landed")

@@ -94,3 +94,16 @@ def test_errors(pensieve_bin, default_model, tmp_path):
     r = subprocess.run([str(pensieve_bin), "run", "-m", str(default_model)], capture_output=True,
                        text=True)
     assert r.returncode == 2 and "no prompt" in r.stderr
+
+
+def test_bench_prints_one_json_line(pensieve_bin, default_model):
+    import json
+    r = subprocess.run([str(pensieve_bin), "bench", "-m", str(default_model), "-p", "16", "-n", "4",
+                        "-r", "2", "-t", "2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1
+    b = json.loads(lines[0])
+    assert b["prompt_tokens"] == 16 and b["gen_tokens"] == 4 and b["threads"] == 2
+    assert len(b["prefill_tok_s_all"]) == 2 and len(b["decode_tok_s_all"]) == 2
+    assert b["prefill_tok_s"] > 0 and b["decode_tok_s"] > 0 and b["peak_rss_mib"] > 0
