@@ -337,6 +337,14 @@ static void test_vec_dot_multi(void)
             for (int i = 0; i < 2 * CPU_MULTI_MAX; i++)
                 s[i] = -1.0f;
             best->vec_dot_multi[type](N, s, 2, w, m, m_row, nt);
+            if (best->unpack[type]) { /* the batch path: unpacked weights, same results */
+                struct cpu_block_u8 u[N / 32];
+                float su[CPU_MULTI_MAX];
+                best->unpack[type](w, u, N);
+                best->vec_dot_u8(N, su, 1, u, m, m_row, nt, type == PV_TYPE_Q4_0 ? 8.0f : 16.0f);
+                for (int r = 0; r < nt; r++)
+                    CHECK_NEAR(su[r], s[2 * r], 1e-5 * (fabsf(s[2 * r]) + 1.0f));
+            }
             for (int r = 0; r < nt; r++) {
                 float s_ref;
                 ref->vec_dot[type](N, &s_ref, w, a + (size_t)r * a_row);

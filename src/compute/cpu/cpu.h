@@ -32,6 +32,21 @@ struct cpu_block_q8_0x {
     float s;
     int8_t qs[PV_QK8_0];
 };
+/*
+ * A Q4_0 / Q5_0 weight block unpacked once for a whole prefill batch: d as f32, the
+ * quants as unsigned bytes in element order (q + 8 for Q4_0, q + 16 for Q5_0).
+ */
+struct cpu_block_u8 {
+    float d;
+    uint8_t q[PV_QK8_0];
+};
+/* Unpack n elements of a weight row into cpu_block_u8 blocks. */
+typedef void (*cpu_unpack_fn)(const void *w, void *out, int64_t n);
+/* s[t * s_stride] = sum_i d_i (d_a (q_i . a_i) - off s_a) for t < nt: unpacked blocks
+ * against widened Q8_0 rows, off = 8 (Q4_0) or 16 (Q5_0). */
+typedef void (*cpu_vec_dot_u8_fn)(int n, float *s, size_t s_stride, const void *w,
+                                  const void *a, size_t a_stride, int nt, float off);
+
 /* Widen n elements of Q8_0 blocks at src into dst. dst may overlap src when src starts
  * 6 bytes per block after dst (the blocks are read before their slot is written). */
 void cpu_q8_0_widen(const void *src, void *dst, int64_t n);
@@ -46,6 +61,8 @@ struct cpu_kernels {
     bool widen_q8_0; /* Q4_0/Q5_0/Q8_0 dots read widened Q8_0 rows (cpu_block_q8_0x) */
     cpu_vec_dot_fn vec_dot[PV_TYPE_COUNT];      /* by weight type; NULL = unsupported */
     cpu_vec_dot_multi_fn vec_dot_multi[PV_TYPE_COUNT]; /* NULL: vec_dot per row instead */
+    cpu_unpack_fn unpack[PV_TYPE_COUNT];       /* Q4_0/Q5_0 for batches; NULL: not used */
+    cpu_vec_dot_u8_fn vec_dot_u8;               /* with unpack */
     cpu_quantize_fn quantize[PV_TYPE_COUNT];    /* by dot type: F16, BF16, Q8_0, Q8_1, Q8_K */
     float (*dot_f32_f16)(const float *x, const uint16_t *h, int n);
     void (*axpy_f16)(float *y, float a, const uint16_t *h, int n);

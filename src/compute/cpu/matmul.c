@@ -26,29 +26,34 @@ struct scratch {
     void *data;
     size_t cap_bytes;
 };
-static _Thread_local struct scratch tl_scratch;
+/* per thread: the activations of the call it makes, the weight chunk it unpacks */
+static _Thread_local struct scratch tl_act, tl_unpacked;
 
-static void *scratch_get(size_t n_bytes)
+static void *scratch_get(struct scratch *sc, size_t n_bytes)
 {
-    if (n_bytes > tl_scratch.cap_bytes) {
-        size_t cap = PV_MAX(n_bytes, tl_scratch.cap_bytes * 2);
-        free(tl_scratch.data);
-        tl_scratch.data = xmalloc(cap);
-        tl_scratch.cap_bytes = cap;
+    if (n_bytes > sc->cap_bytes) {
+        size_t cap = PV_MAX(n_bytes, sc->cap_bytes * 2);
+        free(sc->data);
+        sc->data = xmalloc(cap);
+        sc->cap_bytes = cap;
     }
-    return tl_scratch.data;
+    return sc->data;
 }
 
 void cpu_scratch_release(void)
 {
-    free(tl_scratch.data);
-    tl_scratch.data = NULL;
-    tl_scratch.cap_bytes = 0;
+    free(tl_act.data);
+    free(tl_unpacked.data);
+    memset(&tl_act, 0, sizeof(tl_act));
+    memset(&tl_unpacked, 0, sizeof(tl_unpacked));
 }
 
 struct mm_job {
     cpu_vec_dot_fn dot;
     cpu_vec_dot_multi_fn dot_multi; /* NULL when the type has none */
+    cpu_unpack_fn unpack;        /* non-NULL: unpack each chunk once, then dot_u8 */
+    cpu_vec_dot_u8_fn dot_u8;
+    float u8_offset;             /* 8 (Q4_0) or 16 (Q5_0) */
     cpu_quantize_fn quantize;    /* NULL when the activations are used as f32 */
     const float *x;              /* [n_tokens][ne0] */
     const uint8_t *w;            /* [n_rows] rows of w_row_bytes */
@@ -94,6 +99,20 @@ static void mm_rows(void *p, int ith, int nth)
         int64_t r0 = (int64_t)c * job->chunk_rows;
         int64_t r1 = PV_MIN(r0 + job->chunk_rows, job->n_rows);
         int t = 0;
+        if (job->unpack) {
+            size_t u_row = (size_t)(job->ne0 / PV_QK8_0) * sizeof(struct cpu_block_u8);
+            uint8_t *u = scratch_get(&tl_unpacked, u_row * (size_t)(r1 - r0));
+            for (int64_t r = r0; r < r1; r++)
+                job->unpack(job->w + (size_t)r * job->w_row_bytes, u + (size_t)(r - r0) * u_row, job->ne0);
+            for (; t < job->n_tokens; t += CPU_MULTI_MAX) {
+                int nt = PV_MIN(CPU_MULTI_MAX, job->n_tokens - t);
+                const uint8_t *a = job->a + (size_t)t * job->a_row_bytes;
+                float *y = job->y + (size_t)t * (size_t)job->n_rows;
+                for (int64_t r = r0; r < r1; r++)
+                    job->dot_u8((int)job->ne0, &y[r], (size_t)job->n_rows, u + (size_t)(r - r0) * u_row, a,
+                                job->a_row_bytes, nt, job->u8_offset);
+            }
+        }
         if (job->dot_multi && job->n_tokens > 1) {
             for (; t < job->n_tokens; t += CPU_MULTI_MAX) {
                 int nt = PV_MIN(CPU_MULTI_MAX, job->n_tokens - t);
@@ -146,8 +165,14 @@ void cpu_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x,
         if (k->widen_q8_0 && dot_type == PV_TYPE_Q8_0) {
             job.widen = true;
             job.a_row_bytes = (size_t)(W->ne[0] / PV_QK8_0) * sizeof(struct cpu_block_q8_0x);
+            /* a batch of several token groups: unpack each weight chunk once */
+            if (k->unpack[W->type] && k->vec_dot_u8 && n_tokens > CPU_MULTI_MAX) {
+                job.unpack = k->unpack[W->type];
+                job.dot_u8 = k->vec_dot_u8;
+                job.u8_offset = W->type == PV_TYPE_Q4_0 ? 8.0f : 16.0f;
+            }
         }
-        job.a = scratch_get(job.a_row_bytes * (size_t)n_tokens);
+        job.a = scratch_get(&tl_act, job.a_row_bytes * (size_t)n_tokens);
         if (pool && n_tokens >= nth && n_tokens > 1)
             pool_run(pool, mm_quantize, &job);
         else

@@ -613,6 +613,81 @@ static ALWAYS_INLINE void q6_K_multi(int n, float *s, size_t ss, const void *vw,
         s[3 * ss] = hsum_ps(acc3);
 }
 
+/* ---- prefill over weights unpacked once per chunk ----------------------------------- */
+
+static ALWAYS_INLINE void unpack_legacy(uint32_t type, size_t blk_bytes, const void *vw, void *vout,
+                                        int64_t n)
+{
+    const uint8_t *w = vw;
+    struct cpu_block_u8 *out = vout;
+    for (int64_t i = 0; i < n / PV_QK8_0; i++) {
+        const void *blk = w + (size_t)i * blk_bytes;
+        out[i].d = _mm_cvtss_f32(block_d(blk));
+        _mm256_storeu_si256((__m256i *)out[i].q, legacy_bytes(type, blk));
+    }
+}
+
+static void unpack_q4_0(const void *w, void *out, int64_t n)
+{
+    unpack_legacy(PV_TYPE_Q4_0, sizeof(struct pv_block_q4_0), w, out, n);
+}
+
+static void unpack_q5_0(const void *w, void *out, int64_t n)
+{
+    unpack_legacy(PV_TYPE_Q5_0, sizeof(struct pv_block_q5_0), w, out, n);
+}
+
+/* one token: acc += d_w d_a (q . a), corr += d_w s_a */
+static ALWAYS_INLINE void u8_token(__m256i q, __m256 dw, const struct cpu_block_q8_0x *a, __m256 *acc,
+                                   __m128 *corr)
+{
+    __m256 p = dot_u8s8_ps(q, _mm256_loadu_si256((const __m256i *)a->qs));
+    *corr = _mm_fmadd_ss(_mm256_castps256_ps128(dw), _mm_load_ss(&a->s), *corr);
+    *acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&a->d)), p, *acc);
+}
+
+static ALWAYS_INLINE void u8_multi(int n, float *s, size_t ss, const void *vw, const void *va,
+                                   size_t as, const int nt, float off)
+{
+    const struct cpu_block_u8 *w = vw;
+    const int nb = n / PV_QK8_0;
+    const struct cpu_block_q8_0x *a0 = ACT_ROW(struct cpu_block_q8_0x, va, as, 0);
+    const struct cpu_block_q8_0x *a1 = ACT_ROW(struct cpu_block_q8_0x, va, as, nt > 1 ? 1 : 0);
+    const struct cpu_block_q8_0x *a2 = ACT_ROW(struct cpu_block_q8_0x, va, as, nt > 2 ? 2 : 0);
+    const struct cpu_block_q8_0x *a3 = ACT_ROW(struct cpu_block_q8_0x, va, as, nt > 3 ? 3 : 0);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    __m128 corr0 = _mm_setzero_ps(), corr1 = corr0, corr2 = corr0, corr3 = corr0;
+    for (int i = 0; i < nb; i++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)w[i].q);
+        __m256 dw = _mm256_broadcast_ss(&w[i].d);
+        u8_token(q, dw, &a0[i], &acc0, &corr0);
+        if (nt > 1)
+            u8_token(q, dw, &a1[i], &acc1, &corr1);
+        if (nt > 2)
+            u8_token(q, dw, &a2[i], &acc2, &corr2);
+        if (nt > 3)
+            u8_token(q, dw, &a3[i], &acc3, &corr3);
+    }
+    s[0] = hsum_ps(acc0) - off * _mm_cvtss_f32(corr0);
+    if (nt > 1)
+        s[ss] = hsum_ps(acc1) - off * _mm_cvtss_f32(corr1);
+    if (nt > 2)
+        s[2 * ss] = hsum_ps(acc2) - off * _mm_cvtss_f32(corr2);
+    if (nt > 3)
+        s[3 * ss] = hsum_ps(acc3) - off * _mm_cvtss_f32(corr3);
+}
+
+static void vec_dot_u8(int n, float *s, size_t ss, const void *w, const void *a, size_t as, int nt,
+                       float off)
+{
+    switch (nt) {
+    case 1: u8_multi(n, s, ss, w, a, as, 1, off); break;
+    case 2: u8_multi(n, s, ss, w, a, as, 2, off); break;
+    case 3: u8_multi(n, s, ss, w, a, as, 3, off); break;
+    default: u8_multi(n, s, ss, w, a, as, 4, off); break;
+    }
+}
+
 /* one instance per constant nt, so the accumulators live in registers */
 #define MULTI_ENTRY(name, call)                                                            \
     static void name(int n, float *s, size_t ss, const void *w, const void *a, size_t as,  \
@@ -875,6 +950,9 @@ void cpu_avx2_fill(struct cpu_kernels *k)
     k->vec_dot_multi[PV_TYPE_Q8_0] = vec_dot_multi_q8_0;
     k->vec_dot_multi[PV_TYPE_Q4_K] = vec_dot_multi_q4_K;
     k->vec_dot_multi[PV_TYPE_Q6_K] = vec_dot_multi_q6_K;
+    k->unpack[PV_TYPE_Q4_0] = unpack_q4_0;
+    k->unpack[PV_TYPE_Q5_0] = unpack_q5_0;
+    k->vec_dot_u8 = vec_dot_u8;
     k->quantize[PV_TYPE_F16] = quantize_f16;
     k->quantize[PV_TYPE_Q8_0] = quantize_q8_0;
     k->quantize[PV_TYPE_Q8_1] = quantize_q8_1;
