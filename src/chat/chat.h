@@ -221,4 +221,54 @@ void chat_parser_finish(struct chat_parser *p, enum chat_stop reason, int n_inpu
 /* Number of tool calls emitted so far. */
 int chat_parser_n_tool_calls(const struct chat_parser *p);
 
+/* ---- constrained decoding -------------------------------------------------------- */
+
+/*
+ * A JSON grammar: from a JSON schema (type object with properties/required (keys in any
+ * order, each at most once, only the listed ones), array with items/minItems/maxItems,
+ * string, number, integer, boolean, null, enum/const, anyOf/oneOf/type lists whose
+ * alternatives differ in their first character, $ref and the rest: any JSON), "any JSON
+ * object", or a tool call {"name": <one of the tools>, "arguments": <its schema>}.
+ * Whitespace between tokens is allowed, at most 3 bytes in a row. Owned by the caller
+ * until given to a matcher.
+ */
+struct chat_grammar;
+struct chat_grammar *chat_grammar_from_schema(const json_t *schema);
+struct chat_grammar *chat_grammar_json_object(void);
+/* Tool call for `tools` (OpenAI function shape); only the tool `only` when not NULL.
+   NULL when no tool matches. */
+struct chat_grammar *chat_grammar_tool_call(const json_t *tools, const char *only);
+/* The grammar a request needs: a tool call for tool_choice required/named (the output
+   is then the generic JSON call form, which the parser reads for every format),
+   response_format json_schema/json_object; NULL when output is free. */
+struct chat_grammar *chat_grammar_for(const struct chat_conv *c);
+void chat_grammar_free(struct chat_grammar *g);
+
+/* Piece bytes of every token of a vocabulary, grouped by first byte: make once per
+   model (about 10 ms for 262144 tokens), share between requests (read-only). */
+struct chat_token_table;
+struct chat_token_table *chat_token_table_new(const struct pv_vocab *v);
+void chat_token_table_free(struct chat_token_table *t);
+
+/*
+ * A matcher: grammar state for one generation (takes ownership of g; t is borrowed and
+ * must outlive it). mask() sets the logits of tokens that cannot continue the grammar to
+ * -INFINITY (end-of-generation tokens are allowed only once the JSON is complete; if no
+ * token fits, only they are); accept() advances by the sampled token. For the engine
+ * hook (server gen.h struct gen_constraint): state = matcher, mask =
+ * chat_constraint_mask, accept = chat_constraint_accept, release = chat_constraint_release.
+ */
+struct chat_matcher;
+struct chat_matcher *chat_matcher_new(struct chat_grammar *g, const struct chat_token_table *t);
+void chat_matcher_free(struct chat_matcher *m);
+void chat_matcher_mask(struct chat_matcher *m, float *logits, size_t n_vocab);
+void chat_matcher_accept(struct chat_matcher *m, int32_t token);
+/* Advance by raw bytes (tests); false at the first byte the grammar refuses. */
+bool chat_matcher_feed(struct chat_matcher *m, const char *s, size_t n);
+/* True when the text so far is a complete value. */
+bool chat_matcher_done(const struct chat_matcher *m);
+void chat_constraint_mask(void *state, float *logits, size_t n_vocab);
+void chat_constraint_accept(void *state, int32_t token);
+void chat_constraint_release(void *state);
+
 #endif /* PV_CHAT_H */
