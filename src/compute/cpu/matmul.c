@@ -26,8 +26,8 @@ struct scratch {
     void *data;
     size_t cap_bytes;
 };
-/* per thread: the activations of the call it makes, the weight chunk it unpacks */
-static _Thread_local struct scratch tl_act, tl_unpacked;
+/* per calling thread: the activations of a call, then one unpacked-chunk area per worker */
+static _Thread_local struct scratch tl_act;
 
 static void *scratch_get(struct scratch *sc, size_t n_bytes)
 {
@@ -43,9 +43,7 @@ static void *scratch_get(struct scratch *sc, size_t n_bytes)
 void cpu_scratch_release(void)
 {
     free(tl_act.data);
-    free(tl_unpacked.data);
     memset(&tl_act, 0, sizeof(tl_act));
-    memset(&tl_unpacked, 0, sizeof(tl_unpacked));
 }
 
 struct mm_job {
@@ -54,6 +52,8 @@ struct mm_job {
     cpu_unpack_fn unpack;        /* non-NULL: unpack each chunk once, then dot_u8 */
     cpu_vec_dot_u8_fn dot_u8;
     float u8_offset;             /* 8 (Q4_0) or 16 (Q5_0) */
+    uint8_t *unpacked;           /* [nth] areas of unpacked_bytes, one per thread */
+    size_t unpacked_bytes;
     cpu_quantize_fn quantize;    /* NULL when the activations are used as f32 */
     const float *x;              /* [n_tokens][ne0] */
     const uint8_t *w;            /* [n_rows] rows of w_row_bytes */
@@ -101,7 +101,7 @@ static void mm_rows(void *p, int ith, int nth)
         int t = 0;
         if (job->unpack) {
             size_t u_row = (size_t)(job->ne0 / PV_QK8_0) * sizeof(struct cpu_block_u8);
-            uint8_t *u = scratch_get(&tl_unpacked, u_row * (size_t)(r1 - r0));
+            uint8_t *u = job->unpacked + (size_t)ith * job->unpacked_bytes;
             for (int64_t r = r0; r < r1; r++)
                 job->unpack(job->w + (size_t)r * job->w_row_bytes, u + (size_t)(r - r0) * u_row, job->ne0);
             for (; t < job->n_tokens; t += CPU_MULTI_MAX) {
@@ -155,7 +155,7 @@ void cpu_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x,
     };
     int nth = pool ? pool_size(pool) : 1;
 
-    /* 1. activations -> dot type, once for all rows */
+    /* activations -> dot type (quantized below, once for all rows) */
     if (dot_type == PV_TYPE_F32) {
         job.a = (uint8_t *)(uintptr_t)x;
         job.a_row_bytes = (size_t)W->ne[0] * sizeof(float);
@@ -172,20 +172,32 @@ void cpu_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x,
                 job.u8_offset = W->type == PV_TYPE_Q4_0 ? 8.0f : 16.0f;
             }
         }
-        job.a = scratch_get(&tl_act, job.a_row_bytes * (size_t)n_tokens);
-        if (pool && n_tokens >= nth && n_tokens > 1)
-            pool_run(pool, mm_quantize, &job);
-        else
-            mm_quantize(&job, 0, 1);
+        job.a = NULL; /* placed with the unpacked areas below */
     }
 
-    /* 2. chunks of rows, taken in turn by the threads */
+    /* chunks of rows, taken in turn by the threads */
     size_t chunk_bytes = n_tokens > 1 ? MM_CHUNK_BYTES_BATCH : MM_CHUNK_BYTES_ONE;
     int64_t chunk = (int64_t)(chunk_bytes / job.w_row_bytes);
     int64_t balanced = job.n_rows / ((int64_t)nth * MM_CHUNKS_PER_THREAD);
     job.chunk_rows = PV_MAX(1, PV_MIN(chunk, balanced));
     job.n_chunks = (size_t)((job.n_rows + job.chunk_rows - 1) / job.chunk_rows);
     atomic_init(&job.next_chunk, 0);
+
+    if (job.quantize) {
+        /* one scratch: the activation rows, then an unpacked-chunk area per thread */
+        size_t act_bytes = job.a_row_bytes * (size_t)n_tokens;
+        size_t act_aligned = (act_bytes + 63) & ~(size_t)63;
+        if (job.unpack)
+            job.unpacked_bytes = (size_t)job.chunk_rows * (size_t)(W->ne[0] / PV_QK8_0) *
+                                 sizeof(struct cpu_block_u8);
+        uint8_t *base = scratch_get(&tl_act, act_aligned + job.unpacked_bytes * (size_t)nth);
+        job.a = base;
+        job.unpacked = base + act_aligned;
+        if (pool && n_tokens >= nth && n_tokens > 1)
+            pool_run(pool, mm_quantize, &job);
+        else
+            mm_quantize(&job, 0, 1);
+    }
     if (pool && nth > 1)
         pool_run(pool, mm_rows, &job);
     else
