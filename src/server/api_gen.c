@@ -3,9 +3,8 @@
  *
  * The request becomes prompt tokens (prompt.c), is checked against the context and
  * queued on the engine (gen.h). The connection thread then turns the job's tokens into
- * text (streaming detokenizer), holds back text that may be the start of a stop
- * sequence, runs the output parser (thinking, tool calls) and writes each event in the
- * endpoint's shape (emit.c): Anthropic SSE or JSON, OpenAI chunks or JSON. Waiting is
+ * text (streaming detokenizer) and events (the chat layer's output parser: thinking,
+ * tool calls, stop sequences) and writes each in the endpoint's shape (emit.c): Anthropic SSE or JSON, OpenAI chunks or JSON. Waiting is
  * done in slices of GEN_POLL_MS so that a client that hangs up cancels its generation
  * within one engine step, and a stream gets `ping` events while a long prompt is read.
  */
@@ -26,9 +25,8 @@ struct gen_run {
     struct prompt_out *po;       /* decoder + parser of the output, owned */
     struct emitter em;
     size_t n_seen;               /* tokens taken from the job */
-    struct pv_buf hold;          /* text not yet released (could start a stop sequence) */
-    size_t max_stop_len;
     bool started, finished;
+    bool length;                 /* ended at max_tokens */
     uint64_t t_last_write_ns;
 };
 
@@ -49,54 +47,10 @@ static void run_free(struct gen_run *g)
     gen_release(g->job);
     prompt_out_free(g->po);
     emit_release(&g->em);
-    buf_release(&g->hold);
     free(g);
 }
 
-/* Release held text up to `upto` bytes into the parser -> emitter. */
-static void release_text(struct gen_run *g, size_t upto, struct pv_buf *out)
-{
-    if (upto == 0)
-        return;
-    prompt_out_text(g->po, g->hold.data, upto, &g->em, out);
-    memmove(g->hold.data, g->hold.data + upto, g->hold.len - upto);
-    g->hold.len -= upto;
-    g->hold.data[g->hold.len] = '\0';
-}
-
-/* Look for a stop sequence in the held text; releases what is safe. True when one hit. */
-static bool scan_stops(struct gen_run *g, struct pv_buf *out)
-{
-    const char *best = NULL;
-    size_t best_at = SIZE_MAX;
-    for (int i = 0; i < g->q.n_stop; i++) {
-        const char *hit = memmem(g->hold.data, g->hold.len, g->q.stop[i], strlen(g->q.stop[i]));
-        if (hit && (size_t)(hit - g->hold.data) < best_at) {
-            best_at = (size_t)(hit - g->hold.data);
-            best = g->q.stop[i];
-        }
-    }
-    if (best) {
-        release_text(g, best_at, out);
-        buf_reset(&g->hold);
-        g->em.stop_sequence = best;
-        return true;
-    }
-    /* keep the longest tail that is a prefix of some stop sequence */
-    size_t keep = 0;
-    for (int i = 0; i < g->q.n_stop; i++) {
-        size_t sl = strlen(g->q.stop[i]);
-        for (size_t k = PV_MIN(sl - 1, g->hold.len); k > keep; k--)
-            if (memcmp(g->hold.data + g->hold.len - k, g->q.stop[i], k) == 0) {
-                keep = k;
-                break;
-            }
-    }
-    release_text(g, g->hold.len - keep, out);
-    return false;
-}
-
-/* Take new tokens into text and events. Returns true when the run is complete. */
+/* Take new tokens into events. Returns true when the run is complete. */
 static bool run_pump(struct gen_run *g, struct pv_buf *out, int timeout_ms)
 {
     int32_t toks[TOKS_PER_WAKE];
@@ -109,10 +63,9 @@ static bool run_pump(struct gen_run *g, struct pv_buf *out, int timeout_ms)
         g->r->n_output = (int)g->n_seen;
         if (g->r->ttft_ms < 0)
             g->r->ttft_ms = (double)(prog.t_first_ns - g->r->t_start_ns) / 1e6;
-        prompt_out_tokens(g->po, toks, n, &g->hold);
-        if (g->q.n_stop ? scan_stops(g, out) : (release_text(g, g->hold.len, out), false)) {
-            gen_cancel(g->job);
-            g->em.stop_reason = EMIT_STOP_SEQUENCE;
+        prompt_out_tokens(g->po, toks, n, &g->em, out);
+        if (prompt_out_stopped(g->po)) {
+            gen_cancel(g->job); /* a stop sequence: no more tokens needed */
             return true;
         }
     }
@@ -121,17 +74,15 @@ static bool run_pump(struct gen_run *g, struct pv_buf *out, int timeout_ms)
     if (prog.status != PV_OK) {
         g->em.failed = prog.status;
         snprintf(g->em.fail_msg, sizeof(g->em.fail_msg), "%s", prog.msg);
-        return true;
     }
-    prompt_out_flush(g->po, &g->hold);
-    release_text(g, g->hold.len, out);
-    g->em.stop_reason = prog.length ? EMIT_STOP_LENGTH : EMIT_STOP_END;
+    g->length = prog.length;
     return true;
 }
 
 static void run_finish(struct gen_run *g, struct pv_buf *out)
 {
-    prompt_out_finish(g->po, &g->em, out);
+    if (g->em.failed == PV_OK)
+        prompt_out_finish(g->po, g->length, &g->em, out);
     g->r->n_output = (int)g->n_seen;
     emit_end(&g->em, out);
 }
@@ -202,7 +153,6 @@ void api_generate(struct http_req *r, struct api_request *q)
     struct gen_run *g = xcalloc(1, sizeof(*g));
     g->r = r;
     g->q = *q;
-    buf_init(&g->hold);
 
     if (prompt_build(r, q, &pin, &err) != PV_OK) {
         http_reply_error(r, err.status, NULL, err.msg);
@@ -231,8 +181,6 @@ void api_generate(struct http_req *r, struct api_request *q)
     g->po = pin.out;
     pin.out = NULL;
     emit_init(&g->em, r, q, (int)pin.n_tokens);
-    for (int i = 0; i < q->n_stop; i++)
-        g->max_stop_len = PV_MAX(g->max_stop_len, strlen(q->stop[i]));
 
     if (q->stream) {
         struct http_stream *s = xcalloc(1, sizeof(*s));

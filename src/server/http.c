@@ -26,6 +26,7 @@
 
 #include "server/gen.h"
 #include "server/http.h"
+#include "server/prompt.h"
 
 /* Request state shared by the connection thread and a stream reply: freed at zero. */
 struct req_box {
@@ -786,6 +787,9 @@ enum pv_status server_run(const struct server_params *p, struct pv_err *err)
     st = gen_engine_new(srv, &srv->engine, err);
     if (st != PV_OK)
         goto out_free;
+    st = prompt_init(srv, err);
+    if (st != PV_OK)
+        goto out_engine;
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                      MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_POLL;
@@ -844,6 +848,7 @@ enum pv_status server_run(const struct server_params *p, struct pv_err *err)
     log_info("stopped");
 
 out_engine:
+    prompt_free(srv);
     gen_engine_free(srv->engine);
     if (p->pid_file && *p->pid_file && d)
         unlink(p->pid_file);

@@ -1,28 +1,49 @@
 /*
  * prompt.c - request -> prompt tokens, output tokens -> events (see prompt.h).
  *
- * /v1/completions prompts are tokenized as given (BOS as the vocabulary says; control
- * tokens written in the prompt stay text). Conversations (/v1/messages, count_tokens,
- * /v1/chat/completions) need the chat layer's template rendering and output parser.
+ * Conversations are converted and rendered by the chat layer; the rendered text comes
+ * in segments, and only template text may become control tokens. The template prints
+ * BOS itself; when it does not and the vocabulary wants one, BOS is put in front.
+ * /v1/completions prompts are tokenized as given (BOS as the vocabulary says). Output:
+ * detokenizer -> chat parser (thinking, tool calls in the template's format, stop
+ * sequences) -> emitter.
  */
 #include <string.h>
 
+#include "chat/chat.h"
 #include "server/gen.h"
 #include "server/prompt.h"
 
 struct prompt_out {
     struct pv_detok *detok;      /* owned */
+    struct chat_parser *parser;  /* owned */
+    const char *stop[API_MAX_STOP]; /* borrowed from the request body */
+    int n_stop;
+    int n_input;
+    /* where parser events go during a call */
+    struct emitter *em;
+    struct pv_buf *out;
 };
 
-static struct prompt_out *out_new(const struct pv_vocab *vocab)
+enum pv_status prompt_init(struct http_server *srv, struct pv_err *err)
 {
-    struct prompt_out *po = xcalloc(1, sizeof(*po));
-    po->detok = pv_detok_new(vocab, PV_DETOK_SKIP_SPECIAL);
-    if (!po->detok) {
-        free(po);
-        return NULL;
-    }
-    return po;
+    const struct pv_model *m = gen_engine_model(srv->engine);
+    const struct pv_vocab *v = gen_engine_vocab(srv->engine);
+    char bos[64] = "", eos[64] = "";
+    size_t len;
+    const char *piece;
+    if (pv_vocab_bos(v) >= 0 && (piece = pv_token_to_piece(v, pv_vocab_bos(v), true, &len)))
+        snprintf(bos, sizeof(bos), "%.*s", (int)len, piece);
+    if (pv_vocab_eos(v) >= 0 && (piece = pv_token_to_piece(v, pv_vocab_eos(v), true, &len)))
+        snprintf(eos, sizeof(eos), "%.*s", (int)len, piece);
+    return chat_template_new(pv_model_chat_template(m), pv_model_arch(m), bos, eos, &srv->tmpl,
+                             err);
+}
+
+void prompt_free(struct http_server *srv)
+{
+    chat_template_free(srv->tmpl);
+    srv->tmpl = NULL;
 }
 
 void prompt_out_free(struct prompt_out *po)
@@ -30,6 +51,7 @@ void prompt_out_free(struct prompt_out *po)
     if (!po)
         return;
     pv_detok_free(po->detok);
+    chat_parser_free(po->parser);
     free(po);
 }
 
@@ -42,12 +64,110 @@ void prompt_in_release(struct prompt_in *in)
     in->out = NULL;
 }
 
-static enum pv_status tokenize_all(const struct pv_vocab *vocab, const char *text, size_t len,
-                                   unsigned flags, struct prompt_in *in, struct pv_err *err)
+static void on_event(void *ud, const struct chat_event *ev)
 {
-    struct pv_text_segment seg = {text, len, (flags & PV_TOKENIZE_PARSE_SPECIAL) != 0};
-    return pv_tokenize_segments(vocab, &seg, 1, flags & PV_TOKENIZE_ADD_SPECIAL, &in->tokens,
-                                &in->n_tokens, err);
+    struct prompt_out *po = ud;
+    struct emitter *em = po->em;
+    switch (ev->type) {
+    case CHAT_EV_TEXT:
+        emit_text(em, ev->text, ev->len, po->out);
+        break;
+    case CHAT_EV_THINKING:
+        emit_thinking(em, ev->text, ev->len, po->out);
+        break;
+    case CHAT_EV_TOOL_START:
+        emit_tool_start(em, ev->tool_name ? ev->tool_name : "", po->out);
+        break;
+    case CHAT_EV_TOOL_ARGS:
+        emit_tool_args(em, ev->text, ev->len, po->out);
+        break;
+    case CHAT_EV_TOOL_END:
+        emit_tool_end(em, po->out);
+        break;
+    case CHAT_EV_STOP:
+        if (ev->stop == CHAT_STOP_MAX_TOKENS) {
+            em->stop_reason = EMIT_STOP_LENGTH;
+        } else if (ev->stop == CHAT_STOP_SEQUENCE) {
+            em->stop_reason = EMIT_STOP_SEQUENCE;
+            for (int i = 0; i < po->n_stop; i++)
+                if (ev->stop_sequence && strcmp(po->stop[i], ev->stop_sequence) == 0)
+                    em->stop_sequence = po->stop[i];
+        } else if (ev->stop == CHAT_STOP_TOOL_USE) {
+            em->stop_reason = EMIT_STOP_TOOL;
+        } else {
+            em->stop_reason = EMIT_STOP_END;
+        }
+        break;
+    }
+}
+
+static struct prompt_out *out_new(const struct pv_vocab *vocab, struct chat_parser_params *pp,
+                                  const struct api_request *q)
+{
+    struct prompt_out *po = xcalloc(1, sizeof(*po));
+    po->n_stop = q->n_stop;
+    for (int i = 0; i < q->n_stop; i++)
+        po->stop[i] = q->stop[i];
+    pp->stop = po->stop;
+    pp->n_stop = (size_t)po->n_stop;
+    po->detok = pv_detok_new(vocab, PV_DETOK_SKIP_SPECIAL);
+    po->parser = chat_parser_new(pp, on_event, po);
+    if (!po->detok || !po->parser) {
+        prompt_out_free(po);
+        return NULL;
+    }
+    return po;
+}
+
+/* A BOS in front when the vocabulary wants one and the template did not print it. */
+static enum pv_status ensure_bos(const struct pv_vocab *v, struct prompt_in *in,
+                                 struct pv_err *err)
+{
+    const int32_t bos = pv_vocab_bos(v);
+    if (!pv_vocab_adds_bos(v) || bos < 0 || (in->n_tokens && in->tokens[0] == bos))
+        return PV_OK;
+    int32_t *t = try_realloc(in->tokens, (in->n_tokens + 1) * sizeof(int32_t));
+    if (!t)
+        return pv_err_set(err, PV_ERR_NOMEM, "out of memory for the prompt");
+    memmove(t + 1, t, in->n_tokens * sizeof(int32_t));
+    t[0] = bos;
+    in->tokens = t;
+    in->n_tokens++;
+    return PV_OK;
+}
+
+static enum pv_status build_chat(struct http_req *r, const struct api_request *q,
+                                 struct prompt_in *in, struct pv_err *err)
+{
+    const struct pv_vocab *vocab = gen_engine_vocab(r->srv->engine);
+    struct chat_conv conv;
+    struct chat_prompt cp;
+    struct chat_parser_params pp;
+    enum pv_status st;
+    memset(&conv, 0, sizeof(conv));
+    memset(&cp, 0, sizeof(cp));
+    st = q->kind == API_CHAT ? chat_conv_from_openai(r->json, &conv, err)
+                             : chat_conv_from_anthropic(r->json, &conv, err);
+    if (st != PV_OK)
+        goto out_conv;
+    st = chat_render(r->srv->tmpl, &conv, &cp, err);
+    if (st != PV_OK)
+        goto out_conv;
+    st = pv_tokenize_segments(vocab, cp.segs, cp.n_segs, 0, &in->tokens, &in->n_tokens, err);
+    if (st != PV_OK)
+        goto out_prompt;
+    st = ensure_bos(vocab, in, err);
+    if (st != PV_OK || q->kind == API_COUNT_TOKENS)
+        goto out_prompt;
+    chat_parser_params_for(r->srv->tmpl, &conv, &cp, &pp);
+    in->out = out_new(vocab, &pp, q);
+    if (!in->out)
+        st = pv_err_set(err, PV_ERR_NOMEM, "cannot create the output parser");
+out_prompt:
+    chat_prompt_release(&cp);
+out_conv:
+    chat_conv_release(&conv);
+    return st;
 }
 
 enum pv_status prompt_build(struct http_req *r, const struct api_request *q,
@@ -56,54 +176,56 @@ enum pv_status prompt_build(struct http_req *r, const struct api_request *q,
     const struct pv_vocab *vocab = gen_engine_vocab(r->srv->engine);
     enum pv_status st;
     memset(in, 0, sizeof(*in));
-    if (q->kind != API_COMPLETIONS)
-        return pv_err_set(err, PV_ERR_INTERNAL,
-                          "chat templates are not available in this build yet");
-    st = tokenize_all(vocab, q->prompt_text, strlen(q->prompt_text), PV_TOKENIZE_ADD_SPECIAL,
-                      in, err);
+    if (q->kind != API_COMPLETIONS) {
+        st = build_chat(r, q, in, err);
+    } else {
+        struct pv_text_segment seg = {q->prompt_text, strlen(q->prompt_text), false};
+        st = pv_tokenize_segments(vocab, &seg, 1, PV_TOKENIZE_ADD_SPECIAL, &in->tokens,
+                                  &in->n_tokens, err);
+        if (st == PV_OK && in->n_tokens == 0)
+            st = pv_err_set(err, PV_ERR_INVALID, "prompt: the prompt is empty");
+        if (st == PV_OK) {
+            struct chat_parser_params pp = {.tool_format = CHAT_TOOLFMT_NONE};
+            in->out = out_new(vocab, &pp, q);
+            if (!in->out)
+                st = pv_err_set(err, PV_ERR_NOMEM, "cannot create the output parser");
+        }
+    }
     if (st != PV_OK)
-        return st;
-    if (in->n_tokens == 0) {
         prompt_in_release(in);
-        return pv_err_set(err, PV_ERR_INVALID, "prompt: the prompt is empty");
-    }
-    in->out = out_new(vocab);
-    if (!in->out) {
-        prompt_in_release(in);
-        return pv_err_set(err, PV_ERR_NOMEM, "cannot create a detokenizer");
-    }
-    return PV_OK;
+    else if (in->out)
+        in->out->n_input = (int)in->n_tokens;
+    return st;
 }
 
-void prompt_out_tokens(struct prompt_out *po, const int32_t *toks, size_t n, struct pv_buf *text)
+void prompt_out_tokens(struct prompt_out *po, const int32_t *toks, size_t n,
+                       struct emitter *em, struct pv_buf *out)
 {
-    for (size_t i = 0; i < n; i++) {
+    po->em = em;
+    po->out = out;
+    for (size_t i = 0; i < n && !chat_parser_stopped(po->parser); i++) {
         const char *s;
         size_t len;
         if (pv_detok_push(po->detok, toks[i], &s, &len, NULL) == PV_OK && len)
-            buf_append(text, s, len);
+            chat_parser_feed(po->parser, s, len);
     }
 }
 
-void prompt_out_flush(struct prompt_out *po, struct pv_buf *text)
+bool prompt_out_stopped(const struct prompt_out *po)
+{
+    return chat_parser_stopped(po->parser);
+}
+
+void prompt_out_finish(struct prompt_out *po, bool length, struct emitter *em,
+                       struct pv_buf *out)
 {
     const char *s;
     size_t len;
+    po->em = em;
+    po->out = out;
     pv_detok_flush(po->detok, &s, &len);
-    if (len)
-        buf_append(text, s, len);
-}
-
-void prompt_out_text(struct prompt_out *po, const char *s, size_t n, struct emitter *em,
-                     struct pv_buf *out)
-{
-    PV_UNUSED(po);
-    emit_text(em, s, n, out);
-}
-
-void prompt_out_finish(struct prompt_out *po, struct emitter *em, struct pv_buf *out)
-{
-    PV_UNUSED(po);
-    PV_UNUSED(em);
-    PV_UNUSED(out);
+    if (len && !chat_parser_stopped(po->parser))
+        chat_parser_feed(po->parser, s, len);
+    chat_parser_finish(po->parser, length ? CHAT_STOP_MAX_TOKENS : CHAT_STOP_END_TURN,
+                       po->n_input, em->n_output);
 }

@@ -3,10 +3,11 @@
  * (server-internal).
  *
  * prompt_build turns a validated request into the exact tokens the model will read: the
- * conversation of an Anthropic or OpenAI body rendered with the model's chat template
- * (chat/), or the raw prompt of /v1/completions, tokenized with tok/. It also prepares
- * the output side: a streaming detokenizer and the output parser that splits the
- * model's text into text, thinking and tool-call events for an emitter.
+ * conversation of an Anthropic or OpenAI body (chat_conv_from_*) rendered with the
+ * model's chat template, or the raw prompt of /v1/completions, tokenized with tok/
+ * (control tokens only from template text). It also prepares the output side: a
+ * streaming detokenizer feeding the chat layer's output parser, whose events (text,
+ * thinking, tool calls, stop) go to an emitter. The parser also applies stop sequences.
  */
 #ifndef PV_SERVER_PROMPT_H
 #define PV_SERVER_PROMPT_H
@@ -22,20 +23,24 @@ struct prompt_in {
     struct prompt_out *out;      /* output side for this request, owned until taken */
 };
 
+/* Parse the model's chat template once (srv->tmpl). */
+enum pv_status prompt_init(struct http_server *srv, struct pv_err *err);
+void prompt_free(struct http_server *srv);
+
 /* Build the prompt of `q` (body in r->json). Errors are request errors (400) or 500. */
 enum pv_status prompt_build(struct http_req *r, const struct api_request *q,
                             struct prompt_in *in, struct pv_err *err);
 void prompt_in_release(struct prompt_in *in);
 
-/* Detokenize generated tokens, appending complete UTF-8 text to `text`. */
-void prompt_out_tokens(struct prompt_out *po, const int32_t *toks, size_t n, struct pv_buf *text);
-/* End of generation: the detokenizer's remaining bytes. */
-void prompt_out_flush(struct prompt_out *po, struct pv_buf *text);
-/* Parse released model text into events written by `em`. */
-void prompt_out_text(struct prompt_out *po, const char *s, size_t n, struct emitter *em,
-                     struct pv_buf *out);
-/* End of text: close what the parser has open (a tool call cut short, thinking). */
-void prompt_out_finish(struct prompt_out *po, struct emitter *em, struct pv_buf *out);
+/* Detokenize generated tokens and parse the text into events written by `em` to `out`. */
+void prompt_out_tokens(struct prompt_out *po, const int32_t *toks, size_t n,
+                       struct emitter *em, struct pv_buf *out);
+/* True once a stop sequence was met: generation should stop. */
+bool prompt_out_stopped(const struct prompt_out *po);
+/* End of generation (`length`: max_tokens reached, else an end-of-generation token or a
+ * stop sequence): flush, close what is open, and set em's stop reason. */
+void prompt_out_finish(struct prompt_out *po, bool length, struct emitter *em,
+                       struct pv_buf *out);
 void prompt_out_free(struct prompt_out *po);
 
 #endif /* PV_SERVER_PROMPT_H */
