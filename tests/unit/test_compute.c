@@ -6,6 +6,7 @@
  * their formulas evaluated in double.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -603,6 +604,27 @@ static void test_simd_activations(void)
     }
 }
 
+/* A thread that runs matmuls and exits leaves nothing behind (LeakSanitizer checks). */
+static void *matmul_thread(void *arg)
+{
+    const struct pv_tensor *W = arg;
+    float x[64], y[3];
+    fill_f32(x, 64, 1.0f);
+    cpu_matmul(NULL, W, x, y, 1);
+    return NULL;
+}
+
+static void test_matmul_thread_exit(void)
+{
+    uint8_t w[3 * 68];
+    random_weights(PV_TYPE_Q8_0, w, 3 * 64);
+    struct pv_tensor W = {.name = "w", .type = PV_TYPE_Q8_0, .n_dims = 2, .ne = {64, 3, 1, 1},
+                          .row_bytes = 68, .n_bytes = sizeof(w), .data = w};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, matmul_thread, &W) == 0);
+    CHECK(pthread_join(th, NULL) == 0);
+}
+
 static void test_dispatch(void)
 {
     CHECK_EQ_STR(cpu_kernels_ref()->name, "scalar");
@@ -618,4 +640,4 @@ TESTS(TEST_ENTRY(test_fp16_values), TEST_ENTRY(test_bf16),
       TEST_ENTRY(test_quantizers_match_reference), TEST_ENTRY(test_vec_dot_all_types),
       TEST_ENTRY(test_vec_dot_multi), TEST_ENTRY(test_f16_helpers), TEST_ENTRY(test_matmul), TEST_ENTRY(test_rmsnorm),
       TEST_ENTRY(test_rope), TEST_ENTRY(test_activations_softmax), TEST_ENTRY(test_simd_activations),
-      TEST_ENTRY(test_dispatch))
+      TEST_ENTRY(test_matmul_thread_exit), TEST_ENTRY(test_dispatch))

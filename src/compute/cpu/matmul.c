@@ -8,6 +8,7 @@
  * of weight rows is small enough to stay in cache while every token of the batch is dotted
  * with it, so a prefill batch streams the weights from memory once, not once per token.
  */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,16 +27,27 @@ struct scratch {
     void *data;
     size_t cap_bytes;
 };
-/* per calling thread: the activations of a call, then one unpacked-chunk area per worker */
+/* per calling thread: the activations of a call, then one unpacked-chunk area per worker;
+ * a thread-specific key frees the buffer when its thread exits */
 static _Thread_local struct scratch tl_act;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_key_init(void)
+{
+    if (pthread_key_create(&scratch_key, free) != 0)
+        PV_BUG("cannot create the matmul scratch key");
+}
 
 static void *scratch_get(struct scratch *sc, size_t n_bytes)
 {
     if (n_bytes > sc->cap_bytes) {
         size_t cap = PV_MAX(n_bytes, sc->cap_bytes * 2);
+        pthread_once(&scratch_once, scratch_key_init);
         free(sc->data);
         sc->data = xmalloc(cap);
         sc->cap_bytes = cap;
+        pthread_setspecific(scratch_key, sc->data);
     }
     return sc->data;
 }
@@ -44,6 +56,8 @@ void cpu_scratch_release(void)
 {
     free(tl_act.data);
     memset(&tl_act, 0, sizeof(tl_act));
+    pthread_once(&scratch_once, scratch_key_init);
+    pthread_setspecific(scratch_key, NULL);
 }
 
 struct mm_job {
