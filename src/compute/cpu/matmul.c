@@ -6,7 +6,9 @@
  * then output rows are cut into chunks that the pool's threads take in turn from a shared
  * counter (a thread that starts late, or shares its core, simply takes fewer). Each chunk
  * of weight rows is small enough to stay in cache while every token of the batch is dotted
- * with it, so a prefill batch streams the weights from memory once, not once per token.
+ * with it, so a prefill batch streams the weights from memory once, not once per token;
+ * a batch takes tokens four at a time (vec_dot_multi), and Q4_0 / Q5_0 chunks are unpacked
+ * to bytes once per chunk rather than once per token group.
  */
 #include <pthread.h>
 #include <stdatomic.h>
