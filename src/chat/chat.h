@@ -226,10 +226,11 @@ int chat_parser_n_tool_calls(const struct chat_parser *p);
 /*
  * A JSON grammar: from a JSON schema (type object with properties/required (keys in any
  * order, each at most once, only the listed ones), array with items/minItems/maxItems,
- * string, number, integer, boolean, null, enum/const, anyOf/oneOf/type lists whose
+ * string (maxLength), number, integer, boolean, null, enum/const, anyOf/oneOf/type lists whose
  * alternatives differ in their first character, $ref and the rest: any JSON), "any JSON
  * object", or a tool call {"name": <one of the tools>, "arguments": <its schema>}.
- * Whitespace between tokens is allowed, at most 3 bytes in a row. Owned by the caller
+ * Whitespace between tokens is allowed, one byte at a time (compact output: fewer tokens,
+ * and no runaway indentation); digit runs in numbers are at most 15 long. Owned by the caller
  * until given to a matcher.
  */
 struct chat_grammar;

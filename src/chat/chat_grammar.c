@@ -19,7 +19,7 @@
 
 #define G_MAX_DEPTH 48
 #define G_MAX_LIT 128
-#define G_MAX_WS 3 /* whitespace bytes allowed in a row between tokens */
+#define G_MAX_WS 1 /* whitespace bytes allowed in a row between tokens */
 #define G_MAX_DIGITS 15 /* digits in a row in a number (integer part, fraction, exponent) */
 
 enum gkind { G_ANY, G_OBJECT, G_ARRAY, G_STRING, G_NUMBER, G_INTEGER, G_BOOL, G_NULL, G_LITERALS,
@@ -35,6 +35,8 @@ struct gnode {
     /* G_ARRAY */
     int item;
     int min_items, max_items; /* max < 0: unbounded */
+    /* G_STRING */
+    int max_len;              /* characters; < 0: unbounded */
     /* G_LITERALS: JSON texts; G_TOOLCALL: quoted tool names in keys[], schemas in vals[] */
     char **lits;
     int n_lits;
@@ -61,6 +63,7 @@ static int gnew(struct chat_grammar *g, enum gkind k)
     memset(n, 0, sizeof *n);
     n->kind = k;
     n->max_items = -1;
+    n->max_len = -1;
     for (int i = 0; i < 6; i++)
         n->by_class[i] = -1;
     return g->n++;
@@ -132,8 +135,14 @@ static int compile_type(struct chat_grammar *g, const json_t *s, const char *typ
             g->nodes[id].max_items = (int)PV_MIN(json_integer_value(mx), 1000000);
         return id;
     }
-    if (!strcmp(type, "string"))
-        return gnew(g, G_STRING);
+    if (!strcmp(type, "string")) {
+        json_t *ml = json_object_get(s, "maxLength");
+        if (!json_is_integer(ml))
+            return gnew(g, G_STRING);
+        id = gnew(g, G_STRING);
+        g->nodes[id].max_len = (int)PV_MAX(0, PV_MIN(json_integer_value(ml), 1 << 30));
+        return id;
+    }
     if (!strcmp(type, "number"))
         return gnew(g, G_NUMBER);
     if (!strcmp(type, "integer"))
@@ -404,6 +413,7 @@ static bool start_number(struct gstate *s, int nd, uint8_t c)
     if (!(c == '-' || (c >= '0' && c <= '9')) || !gpush(s, F_NUM, nd))
         return false;
     s->f[s->depth - 1].phase = c == '-' ? N_MINUS : c == '0' ? N_ZERO : N_INT;
+    s->f[s->depth - 1].count = c != '-';
     return true;
 }
 
@@ -490,15 +500,22 @@ static bool gstep(const struct chat_grammar *g, struct gstate *s, uint8_t c)
             f->sub = f->sub == 5 ? 0 : f->sub + 1;
             return true;
         }
-        if (c == '\\') {
-            f->sub = 1;
-            return true;
-        }
         if (c == '"') {
             value_done(s);
             return true;
         }
-        return c >= 0x20;
+        if (c < 0x20)
+            return false;
+        if ((c & 0xC0) != 0x80 && f->node >= 0) {
+            /* a new character (continuation bytes are part of the previous one) */
+            int max = g->nodes[f->node].max_len;
+            if (max >= 0 && (int)f->count >= max)
+                return false;
+            f->count++;
+        }
+        if (c == '\\')
+            f->sub = 1;
+        return true;
     case F_NUM: {
         bool integer = f->node >= 0 && g->nodes[f->node].kind == G_INTEGER;
         bool digit = c >= '0' && c <= '9';
@@ -826,7 +843,8 @@ void chat_matcher_mask(struct chat_matcher *m, float *logits, size_t n_vocab)
     if (!m->dead) {
         bool accepting = g_accepting(&m->s);
         const struct gframe *top = m->s.depth ? &m->s.f[m->s.depth - 1] : NULL;
-        bool free_string = top && top->kind == F_STR && top->sub == 0;
+        bool free_string = top && top->kind == F_STR && top->sub == 0 &&
+                           (top->node < 0 || m->g->nodes[top->node].max_len < 0);
         struct gstate first, tmp;
         for (int b = 0; b < 256; b++) {
             uint32_t lo = t->bstart[b], hi = t->bstart[b + 1];

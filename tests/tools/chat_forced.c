@@ -6,8 +6,9 @@
  * converted, rendered with the model's template (or its built-in), tokenized with the
  * taint segments, and generated greedily with the grammar chat_grammar_for() gives (tool
  * choice any/tool, response_format) masking the logits; the text goes through the output
- * parser. With "random": true no forward pass runs: logits are seeded random numbers, so
- * the grammar and the mask alone decide (a test of the matcher over the real vocabulary).
+ * parser. With "random": true no forward pass runs: logits are seeded random numbers (pieces
+ * holding '"', '}', ']' or ',' get +0.5 so values end in a few tokens), so the grammar and
+ * the mask alone decide (a test of the matcher over the real vocabulary).
  * Writes one JSON object per request: {"raw", "text", "calls": [{"name","arguments"}],
  * "stop", "n_tokens", "mask_ms"}.
  */
@@ -111,6 +112,16 @@ int main(void)
     struct chat_token_table *table = chat_token_table_new(vocab);
     size_t n_vocab = pv_vocab_n_tokens(vocab);
     float *logits = xmalloc(n_vocab * sizeof *logits);
+    /* random mode: pieces with a closing character get a head start, so that random
+     * choices end strings and containers within a few tokens instead of thousands */
+    float *bias = xcalloc(n_vocab, sizeof *bias);
+    for (size_t i = 0; i < n_vocab; i++) {
+        size_t len;
+        const char *p = pv_token_to_piece(vocab, (int32_t)i, false, &len);
+        for (size_t k = 0; p && k < len; k++)
+            if (p[k] == '"' || p[k] == '}' || p[k] == ']' || p[k] == ',')
+                bias[i] = 0.5f;
+    }
     json_t *results = json_array(), *req;
     size_t ri;
     json_array_foreach(json_object_get(in, "requests"), ri, req) {
@@ -150,7 +161,7 @@ int main(void)
                 memcpy(logits, pv_context_logits(ctx, -1), n_vocab * sizeof *logits);
             else
                 for (size_t i = 0; i < n_vocab; i++)
-                    logits[i] = rnd();
+                    logits[i] = rnd() + bias[i];
             uint64_t t0 = clock_now_ns();
             if (m)
                 chat_matcher_mask(m, logits, n_vocab);
@@ -201,6 +212,7 @@ int main(void)
     free(s);
     json_decref(results);
     free(logits);
+    free(bias);
     chat_token_table_free(table);
     chat_template_free(tmpl);
     free(bos_s);

@@ -373,8 +373,84 @@ static void test_render_prefill_and_think_open(void)
     chat_template_free(t);
 }
 
+/* ---- grammar ---------------------------------------------------------------------- */
+
+/* 1 when `doc` is accepted byte by byte and complete at its end, 0 when refused at some
+ * byte or incomplete. A fresh grammar from `schema` (NULL: any JSON object) per call. */
+static int accepts(const char *schema, const char *doc)
+{
+    json_t *sj = schema ? J(schema) : NULL;
+    struct chat_grammar *g = sj ? chat_grammar_from_schema(sj) : chat_grammar_json_object();
+    struct chat_matcher *m = chat_matcher_new(g, NULL);
+    int ok = chat_matcher_feed(m, doc, strlen(doc)) && chat_matcher_done(m);
+    chat_matcher_free(m);
+    json_decref(sj);
+    return ok;
+}
+
+static void test_grammar_schema(void)
+{
+    const char *s = "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},\"n\":{\"type\":\"integer\"},"
+                    "\"unit\":{\"enum\":[\"c\",\"f\"]},\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"number\"},\"maxItems\":2},"
+                    "\"opt\":{\"anyOf\":[{\"type\":\"string\"},{\"type\":\"null\"}]}},\"required\":[\"city\",\"n\"]}";
+    CHECK_EQ_INT(accepts(s, "{\"city\":\"Paris\",\"n\":3}"), 1);
+    CHECK_EQ_INT(accepts(s, "{\"n\": -12, \"city\": \"P\\u00e9 \\\"q\\\" ü\", \"unit\": \"f\", \"tags\": [1.5e3, -0.25], \"opt\": null}"), 1);
+    CHECK_EQ_INT(accepts(s, "{\"city\":\"x\",\"n\":1,\"opt\":\"s\"}"), 1);
+    CHECK_EQ_INT(accepts(s, "{\"city\":\"Paris\"}"), 0);                 /* required n missing */
+    CHECK_EQ_INT(accepts(s, "{\"city\":\"a\",\"n\":1.5}"), 0);           /* integer */
+    CHECK_EQ_INT(accepts(s, "{\"city\":\"a\",\"n\":1,\"unit\":\"k\"}"), 0); /* enum */
+    CHECK_EQ_INT(accepts(s, "{\"city\":\"a\",\"n\":1,\"zzz\":1}"), 0);   /* unknown key */
+    CHECK_EQ_INT(accepts(s, "{\"city\":\"a\",\"city\":\"b\",\"n\":1}"), 0); /* duplicate key */
+    CHECK_EQ_INT(accepts(s, "{\"city\":\"a\",\"n\":1,\"tags\":[1,2,3]}"), 0); /* maxItems */
+    CHECK_EQ_INT(accepts(s, "{\"city\":\"a\",\"n\":01}"), 0);            /* leading zero */
+    CHECK_EQ_INT(accepts(s, "{\"city\":\"a\",\"n\":1} x"), 0);           /* trailing text */
+    CHECK_EQ_INT(accepts(s, "{\"city\":\"a\n\",\"n\":1}"), 0);           /* raw control char */
+    CHECK_EQ_INT(accepts(s, "{\"city\":\"a\",\"n\":1"), 0);              /* incomplete */
+    CHECK_EQ_INT(accepts(s, "{ \"city\":\"a\",\"n\":1}"), 1);
+    CHECK_EQ_INT(accepts(s, "{  \"city\":\"a\",\"n\":1}"), 0);           /* whitespace run */
+    CHECK_EQ_INT(accepts("{\"type\":\"string\",\"maxLength\":3}", "\"aé€\""), 1);
+    CHECK_EQ_INT(accepts("{\"type\":\"string\",\"maxLength\":3}", "\"abcd\""), 0);
+    CHECK_EQ_INT(accepts("{\"const\":42}", "42"), 1);
+    CHECK_EQ_INT(accepts("{\"enum\":[1,12,true]}", "[1]"), 0);
+    CHECK_EQ_INT(accepts("{\"type\":\"array\",\"items\":{\"enum\":[1,12]}}", "[12,1,12]"), 1);
+    CHECK_EQ_INT(accepts("{\"type\":\"integer\"}", "1234567890123456"), 0); /* digit run cap */
+    CHECK_EQ_INT(accepts(NULL, "{\"a\":[1,{\"b\":null}],\"c\":\"d\",\"e\":true}"), 1);
+    CHECK_EQ_INT(accepts(NULL, "[1]"), 0);
+    CHECK_EQ_INT(accepts("{\"$ref\":\"#/x\"}", "[{\"any\": \"thing\"}, 1, false]"), 1);
+}
+
+static void test_grammar_tool_call(void)
+{
+    json_t *tools = test_tools();
+    const char *docs[][2] = {
+        {"{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\",\"days\":2}}", "1"},
+        {"{\"name\": \"search\", \"arguments\": {\"q\": \"x\"}}", "1"},
+        {"{\"name\":\"search\",\"arguments\":{\"city\":\"Oslo\"}}", "0"},   /* other tool's key */
+        {"{\"name\":\"nope\",\"arguments\":{}}", "0"},
+        {"{\"arguments\":{},\"name\":\"search\"}", "0"},                    /* name first */
+        {"{\"name\":\"search\"}", "0"},
+    };
+    for (size_t i = 0; i < PV_ARRAY_LEN(docs); i++) {
+        struct chat_grammar *g = chat_grammar_tool_call(tools, NULL);
+        struct chat_matcher *m = chat_matcher_new(g, NULL);
+        int ok = chat_matcher_feed(m, docs[i][0], strlen(docs[i][0])) && chat_matcher_done(m);
+        if (ok != (docs[i][1][0] == '1'))
+            fprintf(stderr, "  tool call doc %zu: %s\n", i, docs[i][0]);
+        CHECK_EQ_INT(ok, docs[i][1][0] == '1');
+        chat_matcher_free(m);
+    }
+    struct chat_grammar *g = chat_grammar_tool_call(tools, "search");
+    struct chat_matcher *m = chat_matcher_new(g, NULL);
+    const char *d = "{\"name\":\"get_weather\"";
+    CHECK(!chat_matcher_feed(m, d, strlen(d)));
+    chat_matcher_free(m);
+    CHECK(chat_grammar_tool_call(tools, "missing") == NULL);
+    json_decref(tools);
+}
+
 TESTS(TEST_ENTRY(test_plain_text), TEST_ENTRY(test_thinking), TEST_ENTRY(test_hermes),
       TEST_ENTRY(test_qwen3_coder), TEST_ENTRY(test_mistral), TEST_ENTRY(test_llama3_and_generic),
       TEST_ENTRY(test_stop_sequences), TEST_ENTRY(test_finish_reasons),
       TEST_ENTRY(test_anthropic_conversion), TEST_ENTRY(test_openai_conversion),
-      TEST_ENTRY(test_render_fallback_and_taint), TEST_ENTRY(test_render_prefill_and_think_open))
+      TEST_ENTRY(test_render_fallback_and_taint), TEST_ENTRY(test_render_prefill_and_think_open),
+      TEST_ENTRY(test_grammar_schema), TEST_ENTRY(test_grammar_tool_call))
