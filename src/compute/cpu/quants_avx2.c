@@ -197,27 +197,32 @@ static inline __m256i words_s8(const int8_t *p)
 
 /* ---- K-quants against Q8_K --------------------------------------------------------- */
 
-/* The 8 scales (bytes 0..7) and 8 mins (bytes 8..15) of a Q4_K / Q5_K block. */
-static inline void k4_scales_mins(const uint8_t *scales, uint8_t out[16])
+/* The 8 scales (bytes 0..7) and 8 mins (bytes 8..15) of a Q4_K / Q5_K block, in a
+ * register (no store and reload of a small array). */
+static inline __m128i k4_scales_mins(const uint8_t *scales)
 {
-    uint32_t u[4];
+    uint32_t u[3];
     memcpy(u, scales, 12);
     const uint32_t m6 = 0x3F3F3F3F, m4 = 0x0F0F0F0F, m2 = 0x03030303;
-    u[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4); /* mins 4..7 */
-    uint32_t mins_lo = u[1] & m6;                          /* mins 0..3 */
-    u[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);        /* scales 4..7 */
-    u[2] = mins_lo;
-    u[0] &= m6; /* scales 0..3 */
-    memcpy(out, u, 16);
+    return _mm_setr_epi32((int)(u[0] & m6),                                  /* scales 0..3 */
+                          (int)((u[2] & m4) | (((u[0] >> 6) & m2) << 4)),    /* scales 4..7 */
+                          (int)(u[1] & m6),                                  /* mins 0..3 */
+                          (int)(((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4))); /* mins 4..7 */
 }
 
-/* sum_j m_j * (bsums[2j] + bsums[2j+1]) */
-static inline int k4_min_sum(const uint8_t *mins, const int16_t *bsums)
+/* sum_j m_j * (bsums[2j] + bsums[2j+1]), the mins in bytes 8..15 of sm */
+static inline int k4_min_sum(__m128i sm, const int16_t *bsums)
 {
     __m128i b = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)bsums),
                                _mm_loadu_si128((const __m128i *)(bsums + 8)));
-    __m128i m = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mins));
+    __m128i m = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
     return hsum_epi32_128(_mm_madd_epi16(m, b));
+}
+
+/* the 8 scales of sm as words in both 128-bit lanes */
+static inline __m256i k4_scale_words(__m128i sm)
+{
+    return _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
 }
 
 static void vec_dot_q4_K(int n, float *s, const void *vw, const void *va)
@@ -229,14 +234,13 @@ static void vec_dot_q4_K(int n, float *s, const void *vw, const void *va)
     __m256 acc = _mm256_setzero_ps();
     float acc_m = 0.0f;
     for (int i = 0; i < nb; i++) {
-        uint8_t sm[16];
-        k4_scales_mins(w[i].scales, sm);
+        __m128i sm = k4_scales_mins(w[i].scales);
         const float d = a[i].d * H2F(w[i].d), dmin = a[i].d * H2F(w[i].dmin);
-        acc_m += dmin * (float)k4_min_sum(sm + 8, a[i].bsums);
+        acc_m += dmin * (float)k4_min_sum(sm, a[i].bsums);
         const uint8_t *q = w[i].qs;
         const int8_t *q8 = a[i].qs;
         __m256i sumi = _mm256_setzero_si256();
-        __m256i scw = words_u8(sm);
+        __m256i scw = k4_scale_words(sm);
         for (int c = 0; c < 4; c++, q += 32, q8 += 64) {
             __m256i bits = _mm256_loadu_si256((const __m256i *)q);
             __m256i ql = _mm256_and_si256(bits, lo4);
@@ -261,15 +265,14 @@ static void vec_dot_q5_K(int n, float *s, const void *vw, const void *va)
     __m256 acc = _mm256_setzero_ps();
     float acc_m = 0.0f;
     for (int i = 0; i < nb; i++) {
-        uint8_t sm[16];
-        k4_scales_mins(w[i].scales, sm);
+        __m128i sm = k4_scales_mins(w[i].scales);
         const float d = a[i].d * H2F(w[i].d), dmin = a[i].d * H2F(w[i].dmin);
-        acc_m += dmin * (float)k4_min_sum(sm + 8, a[i].bsums);
+        acc_m += dmin * (float)k4_min_sum(sm, a[i].bsums);
         const uint8_t *q = w[i].qs;
         const int8_t *q8 = a[i].qs;
         __m256i hbits = _mm256_loadu_si256((const __m256i *)w[i].qh);
         __m256i sumi = _mm256_setzero_si256();
-        __m256i scw = words_u8(sm);
+        __m256i scw = k4_scale_words(sm);
         for (int c = 0; c < 4; c++, q += 32, q8 += 64) {
             __m256i bits = _mm256_loadu_si256((const __m256i *)q);
             __m256i ql = _mm256_or_si256(_mm256_and_si256(bits, lo4),
@@ -381,22 +384,25 @@ static void vec_dot_q3_K(int n, float *s, const void *vw, const void *va)
     __m256 acc = _mm256_setzero_ps();
     for (int i = 0; i < nb; i++) {
         const float d = a[i].d * H2F(w[i].d);
-        int8_t sc[16];
-        const uint8_t *s12 = w[i].scales;
-        for (int g = 0; g < 16; g++) {
-            int lo = g < 8 ? s12[g] & 0xF : s12[g - 8] >> 4;
-            int hi = (s12[8 + (g & 3)] >> (2 * (g >> 2))) & 3;
-            sc[g] = (int8_t)((lo | hi << 4) - 32);
-        }
-        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        /* 16 scales: low 4 bits from bytes 0..7 (low, then high nibbles), 2 high bits
+         * from bytes 8..11, four at a time in 32-bit words, minus 32 */
+        uint32_t u[3];
+        memcpy(u, w[i].scales, 12);
+        const uint32_t m4 = 0x0F0F0F0F, m2 = 0x03030303;
+        __m128i sc8 = _mm_setr_epi32((int)((u[0] & m4) | ((u[2] & m2) << 4)),
+                                     (int)((u[1] & m4) | (((u[2] >> 2) & m2) << 4)),
+                                     (int)(((u[0] >> 4) & m4) | (((u[2] >> 4) & m2) << 4)),
+                                     (int)(((u[1] >> 4) & m4) | (((u[2] >> 6) & m2) << 4)));
+        sc8 = _mm_sub_epi8(sc8, _mm_set1_epi8(32));
+        __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
         __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)a[i].bsums));
         const int8_t *q8 = a[i].qs;
-        const int8_t *scp = sc;
         __m256i hm = _mm256_loadu_si256((const __m256i *)w[i].hmask);
         __m256i sumi = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++, scp += 8) {
+        for (int h = 0; h < 2; h++) {
             __m256i qb = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * h));
-            __m256i scw = words_s8(scp);
+            /* this half's 8 scales as words in both lanes */
+            __m256i scw = h ? _mm256_permute4x64_epi64(sc16, 0xEE) : _mm256_permute4x64_epi64(sc16, 0x44);
             for (int j = 0; j < 4; j++, q8 += 32) {
                 __m256i q = _mm256_or_si256(_mm256_and_si256(qb, m3),
                                             _mm256_slli_epi16(_mm256_and_si256(hm, m1), 2));
@@ -490,18 +496,17 @@ static ALWAYS_INLINE void q4_K_multi(int n, float *s, size_t ss, const void *vw,
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     float m0 = 0.0f, m1 = 0.0f, m2 = 0.0f, m3 = 0.0f;
     for (int i = 0; i < nb; i++) {
-        uint8_t sm[16];
-        k4_scales_mins(w[i].scales, sm);
+        __m128i sm = k4_scales_mins(w[i].scales);
         const float dw = H2F(w[i].d), dminw = H2F(w[i].dmin);
-        m0 += a0[i].d * dminw * (float)k4_min_sum(sm + 8, a0[i].bsums);
+        m0 += a0[i].d * dminw * (float)k4_min_sum(sm, a0[i].bsums);
         if (nt > 1)
-            m1 += a1[i].d * dminw * (float)k4_min_sum(sm + 8, a1[i].bsums);
+            m1 += a1[i].d * dminw * (float)k4_min_sum(sm, a1[i].bsums);
         if (nt > 2)
-            m2 += a2[i].d * dminw * (float)k4_min_sum(sm + 8, a2[i].bsums);
+            m2 += a2[i].d * dminw * (float)k4_min_sum(sm, a2[i].bsums);
         if (nt > 3)
-            m3 += a3[i].d * dminw * (float)k4_min_sum(sm + 8, a3[i].bsums);
+            m3 += a3[i].d * dminw * (float)k4_min_sum(sm, a3[i].bsums);
         __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-        __m256i scw = words_u8(sm);
+        __m256i scw = k4_scale_words(sm);
         for (int c = 0; c < 4; c++) {
             __m256i bits = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * c));
             __m256i ql = _mm256_and_si256(bits, lo4);
