@@ -2,7 +2,7 @@
 
 Same prompt token ids on both sides (tokenized by llama.cpp). Checks: logits at every
 position of a 64+ token prompt (max |diff| relative to the logit range is printed) and
-32-token greedy continuations of 16 varied prompts (at least 10 identical; any divergence
+32-token greedy continuations of 24 varied prompts (at least 10 identical; any divergence
 only where llama.cpp's own top two tokens were nearly tied). Both engines quantize
 activations to 8 bits for the quantized matmuls; last-bit differences (summation order,
 exp, rounding) flip some of those roundings and this model amplifies them, so logits
@@ -25,8 +25,9 @@ LONG_PROMPT = (
 
 # Logit differences between the engines come from last-bit differences (summation order,
 # exp, rounding of 8-bit activations) that this small model amplifies to a few tenths of a
-# logit; where llama.cpp's own top two are closer than this, either token is a fair answer.
-NOISE = 0.5
+# logit (up to ~2 at the worst position); where llama.cpp's own top two are closer than
+# this, either token is a fair answer.
+NOISE = 1.0
 
 GREEDY_PROMPTS = [
     "The capital of France is",
@@ -45,6 +46,14 @@ GREEDY_PROMPTS = [
     "import numpy as np\n",
     "The weather today is",
     "Roses are red, violets are",
+    "The largest planet in the solar system is",
+    "for (int i = 0; i < n; i++) {",
+    "Breaking news: scientists have discovered",
+    "Monday, Tuesday, Wednesday,",
+    "The recipe calls for two cups of flour and",
+    "<html>\n<head>\n<title>",
+    "It was the best of times, it was",
+    "A haiku about autumn:\n",
 ]
 
 
