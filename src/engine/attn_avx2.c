@@ -109,7 +109,21 @@ void engine_attend_f16_avx2(const struct engine_attn_item *it)
             for (; d < hd_v; d++)
                 acc[d] = fmaf(_cvtsh_ss(v[d]), _mm256_cvtss_f32(p), first ? 0.0f : acc[d]);
         }
-        for (int d = 0; d < hd_v; d++) {
+        int d = 0;
+        for (; d + 8 <= hd_v; d += 8) {
+            __m256 a[8];
+            for (int l = 0; l < 8; l++) {
+                __m256 x0 = _mm256_add_ps(_mm256_loadu_ps(lanes + (size_t)l * hd_v + d),
+                                          _mm256_loadu_ps(lanes + (size_t)(16 + l) * hd_v + d));
+                __m256 x1 = _mm256_add_ps(_mm256_loadu_ps(lanes + (size_t)(8 + l) * hd_v + d),
+                                          _mm256_loadu_ps(lanes + (size_t)(24 + l) * hd_v + d));
+                a[l] = _mm256_add_ps(x0, x1);
+            }
+            __m256 t0 = _mm256_add_ps(a[0], a[4]), t1 = _mm256_add_ps(a[1], a[5]);
+            __m256 t2 = _mm256_add_ps(a[2], a[6]), t3 = _mm256_add_ps(a[3], a[7]);
+            _mm256_storeu_ps(it->out + d, _mm256_add_ps(_mm256_add_ps(t0, t1), _mm256_add_ps(t2, t3)));
+        }
+        for (; d < hd_v; d++) {
             float a[8];
             for (int l = 0; l < 8; l++) {
                 float x0 = lanes[(size_t)l * hd_v + d] + lanes[(size_t)(16 + l) * hd_v + d];
