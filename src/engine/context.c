@@ -82,15 +82,13 @@ enum pv_status pv_context_estimate(const struct pv_model *model,
     struct pv_context_params p = resolve_params(model, params);
     const struct model_hparams *hp = &model->hp;
     struct scratch_plan s;
-    size_t kv_row, kv, compute, att_scratch, weights = 0, t1, t2;
-    int64_t n_tensors = gguf_n_tensors(model->gguf);
+    size_t kv_row, kv, compute, att_scratch, weights, t1, t2;
 
     memset(out, 0, sizeof(*out));
     if (p.n_ctx > MAX_N_CTX)
         return pv_err_set(err, PV_ERR_INVALID, "context size %u is above the limit of %u",
                           p.n_ctx, MAX_N_CTX);
-    for (int64_t i = 0; i < n_tensors; i++)
-        weights += gguf_tensor(model->gguf, i)->n_bytes;
+    weights = model->weight_bytes;
     plan_scratch(model, &s);
 
     /* kv = n_layer * n_ctx * n_head_kv * (hd_k + hd_v) * element bytes */

@@ -121,7 +121,7 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
             rmsnorm_heads(k, k_stride, L->k_norm, n, n_head_kv, hd_k, eps);
         }
         {
-            const float freq_scale = L->is_swa ? 1.0f : hp->rope_freq_scale;
+            const float freq_scale = L->rope_freq_scale;
             for (int t = 0; t < n; t++) {
                 const int32_t pos = (int32_t)(pos0 + (uint32_t)t);
                 cpu_rope(q + (size_t)t * q_stride, n_head, hd_k, (int)hp->n_rot, pos,
