@@ -66,3 +66,17 @@ def test_weight_type_matches_llama_cpp(pensieve_bin, models, tmp_path, wtype):
 def test_quantized_gemma3_matches_llama_cpp(pensieve_bin, models, tmp_path, wtype):
     # GELU, QK-norm, post-norms and the tied head over quantized weights
     check(pensieve_bin, models("gemma3", wtype), wtype, tmp_path, prompt(seed=3))
+
+
+def test_llama3_rope_frequency_factors(pensieve_bin, gen_model, tmp_path):
+    # rope_freqs.weight divides each rotation frequency (llama 3.x long-context scaling)
+    ff = np.linspace(1.0, 32.0, gen_model.SHAPES["head_dim"] // 2).astype(np.float32)
+    path = gen_model.write_model(tmp_path / "llama-ff.gguf", arch="llama", wtype="f32", seed=7,
+                                 extra_tensors=[("rope_freqs.weight", ff)])
+    plain = gen_model.write_model(tmp_path / "llama.gguf", arch="llama", wtype="f32", seed=7)
+    tokens = prompt(seed=4)
+    check(pensieve_bin, path, "f32", tmp_path, tokens)
+    # and the factors change the result, so the check above saw them applied
+    a = pensieve_logits(pensieve_bin, path, tokens, tmp_path)
+    b = pensieve_logits(pensieve_bin, plain, tokens, tmp_path)
+    assert np.abs(a - b).max() > 1e-2
