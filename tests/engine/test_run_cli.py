@@ -107,3 +107,17 @@ def test_bench_prints_one_json_line(pensieve_bin, default_model):
     assert b["prompt_tokens"] == 16 and b["gen_tokens"] == 4 and b["threads"] == 2
     assert len(b["prefill_tok_s_all"]) == 2 and len(b["decode_tok_s_all"]) == 2
     assert b["prefill_tok_s"] > 0 and b["decode_tok_s"] > 0 and b["peak_rss_mib"] > 0
+
+
+def test_stops_at_end_of_generation(pensieve_bin, gen_model, tmp_path):
+    # A random-weight model sampled hot reaches </s> (id 2) within a few thousand tokens;
+    # the run must stop there without printing it, and --ignore-eos must go past it.
+    model = gen_model.write_model(tmp_path / "llama.gguf", arch="llama", wtype="q8_0", seed=7)
+    args = ["--prompt-ids", "1 50 60", "-n", "3000", "--temperature", "3", "--top-k", "0",
+            "--top-p", "1", "--min-p", "0", "--seed", "1", "--print-ids", "-c", "4096"]
+    stopped = run(pensieve_bin, model, *args)
+    ids = [int(t) for t in stopped.stdout.split()]
+    n_gen = int(summary(stopped.stderr)[2])
+    assert n_gen < 3000 and len(ids) == n_gen - 1 and 2 not in ids
+    full = [int(t) for t in run(pensieve_bin, model, *args, "--ignore-eos").stdout.split()]
+    assert len(full) == 3000 and full[:n_gen - 1] == ids and full[n_gen - 1] == 2
