@@ -26,6 +26,7 @@ struct pv_sampler {
     uint32_t n_vocab;
     struct cand *cand;     /* [n_vocab] working candidates, owned */
     int32_t *hist;         /* [penalty_last_n] ring of accepted tokens, owned */
+    uint8_t *in_hist;      /* [n_vocab / 8 + 1] bitmap of the ring's tokens while sampling */
     uint32_t n_hist;       /* tokens in the ring (<= penalty_last_n) */
     uint32_t hist_head;    /* next slot to write */
     uint64_t seed_used;    /* the resolved seed (random when PV_SEED_RANDOM) */
@@ -140,6 +141,37 @@ static void select_top(struct cand *c, size_t n, size_t m)
     qsort(c, m, sizeof(*c), cand_cmp);
 }
 
+/* Min-heap (by cand order) of the best candidates seen so far: h[0] is the worst kept. */
+static void heap_sift_down(struct cand *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && cand_before(&h[w], &h[l]))
+            w = l;
+        if (r < n && cand_before(&h[w], &h[r]))
+            w = r;
+        if (w == i)
+            return;
+        cand_swap(&h[i], &h[w]);
+        i = w;
+    }
+}
+
+static void heap_offer(struct cand *h, size_t *n, size_t k, struct cand c)
+{
+    if (*n < k) { /* sift up */
+        size_t i = (*n)++;
+        h[i] = c;
+        while (i > 0 && cand_before(&h[(i - 1) / 2], &h[i])) {
+            cand_swap(&h[i], &h[(i - 1) / 2]);
+            i = (i - 1) / 2;
+        }
+    } else if (cand_before(&c, &h[0])) {
+        h[0] = c;
+        heap_sift_down(h, k, 0);
+    }
+}
+
 /* ---- public API ------------------------------------------------------------------- */
 
 struct pv_sampler_params pv_sampler_default_params(void)
@@ -185,7 +217,8 @@ enum pv_status pv_sampler_new(const struct pv_sampler_params *params, uint32_t n
     s->n_vocab = n_vocab;
     s->cand = try_calloc(n_vocab, sizeof(*s->cand));
     s->hist = try_calloc(p.penalty_last_n ? (size_t)p.penalty_last_n : 1, sizeof(*s->hist));
-    if (!s->cand || !s->hist) {
+    s->in_hist = try_calloc(n_vocab / 8 + 1, 1);
+    if (!s->cand || !s->hist || !s->in_hist) {
         pv_sampler_free(s);
         return pv_err_set(err, PV_ERR_NOMEM, "cannot allocate sampler buffers for %u tokens",
                           n_vocab);
@@ -208,6 +241,7 @@ void pv_sampler_free(struct pv_sampler *s)
         return;
     free(s->cand);
     free(s->hist);
+    free(s->in_hist);
     free(s);
 }
 
@@ -240,35 +274,77 @@ static bool penalties_on(const struct pv_sampler_params *p)
             p->frequency_penalty != 0.0f);
 }
 
+/* The penalized logit of token t, which occurs `count` > 0 times in the history. */
+static float penalize(const struct pv_sampler_params *p, float l, uint32_t count)
+{
+    l = l <= 0.0f ? l * p->repeat_penalty : l / p->repeat_penalty;
+    return l - ((float)count * p->frequency_penalty + p->presence_penalty);
+}
+
+/* Occurrences of hist[i] in the history, or 0 when an earlier slot holds the same token. */
+static uint32_t first_count(const struct pv_sampler *s, uint32_t i)
+{
+    uint32_t count = 0;
+    for (uint32_t j = 0; j < s->n_hist; j++) {
+        if (s->hist[j] != s->hist[i])
+            continue;
+        if (j < i)
+            return 0;
+        count++;
+    }
+    return count;
+}
+
 /*
- * Apply the penalties to c[], which holds every token in id order (c[i].id == i).
- * For each distinct token with count n in the history:
- *   logit = logit <= 0 ? logit * repeat : logit / repeat;  logit -= n*freq + present.
+ * Apply the penalties to c[], which holds every token in id order (c[i].id == i):
+ * logit = logit <= 0 ? logit * repeat : logit / repeat;  logit -= count*freq + present.
  */
 static void apply_penalties(struct pv_sampler *s, struct cand *c)
 {
     for (uint32_t i = 0; i < s->n_hist; i++) {
         int32_t t = s->hist[i];
-        uint32_t count = 0;
-        bool first = true;
-        if (t < 0 || (uint32_t)t >= s->n_vocab)
+        uint32_t count;
+        if (t < 0 || (uint32_t)t >= s->n_vocab || !(count = first_count(s, i)))
             continue;
-        for (uint32_t j = 0; j < s->n_hist; j++) {
-            if (s->hist[j] != t)
-                continue;
-            if (j < i) { /* already handled at its first occurrence */
-                first = false;
-                break;
-            }
-            count++;
-        }
-        if (!first)
-            continue;
-        float l = c[t].logit;
-        l = l <= 0.0f ? l * s->p.repeat_penalty : l / s->p.repeat_penalty;
-        l -= (float)count * s->p.frequency_penalty + s->p.presence_penalty;
-        c[t].logit = l;
+        c[t].logit = penalize(&s->p, c[t].logit, count);
     }
+}
+
+/*
+ * The k best tokens (penalties applied), sorted, into c[0..k): one pass over the logits
+ * with a heap of k, never copying the vocabulary.
+ */
+static void top_k_pass(struct pv_sampler *s, const float *logits, size_t k)
+{
+    struct cand *h = s->cand;
+    size_t n_heap = 0;
+    const bool pen = penalties_on(&s->p);
+
+    if (pen)
+        for (uint32_t i = 0; i < s->n_hist; i++)
+            if (s->hist[i] >= 0 && (uint32_t)s->hist[i] < s->n_vocab)
+                s->in_hist[s->hist[i] >> 3] |= (uint8_t)(1u << (s->hist[i] & 7));
+    for (size_t i = 0; i < s->n_vocab; i++) {
+        struct cand c = {(int32_t)i, logits[i]};
+        if (pen && (s->in_hist[i >> 3] >> (i & 7) & 1))
+            continue; /* offered below, penalized */
+        if (n_heap == k && !(c.logit > h[0].logit || (c.logit == h[0].logit && c.id < h[0].id)))
+            continue;
+        heap_offer(h, &n_heap, k, c);
+    }
+    if (pen)
+        for (uint32_t i = 0; i < s->n_hist; i++) {
+            int32_t t = s->hist[i];
+            uint32_t count;
+            if (t < 0 || (uint32_t)t >= s->n_vocab)
+                continue;
+            s->in_hist[t >> 3] = 0;
+            if ((count = first_count(s, i))) {
+                struct cand c = {t, penalize(&s->p, logits[t], count)};
+                heap_offer(h, &n_heap, k, c);
+            }
+        }
+    qsort(h, n_heap, sizeof(*h), cand_cmp);
 }
 
 /* Keep the shortest best-first prefix of c[0..n) whose probability reaches top_p. */
@@ -318,6 +394,14 @@ int32_t pv_sampler_sample(struct pv_sampler *s, const float *logits)
         return (int32_t)best;
     }
 
+    /* top-k first when it truncates: one pass, no copy of the vocabulary */
+    if (p->temperature > 0.0f && p->top_k > 0 && (size_t)p->top_k < n) {
+        top_k_pass(s, logits, (size_t)p->top_k);
+        n = (size_t)p->top_k;
+        sorted = true;
+        goto truncated;
+    }
+
     for (size_t i = 0; i < n; i++) {
         c[i].id = (int32_t)i;
         c[i].logit = logits[i];
@@ -333,12 +417,7 @@ int32_t pv_sampler_sample(struct pv_sampler *s, const float *logits)
         return c[best].id;
     }
 
-    /* top-k */
-    if (p->top_k > 0 && (size_t)p->top_k < n) {
-        select_top(c, n, (size_t)p->top_k);
-        n = (size_t)p->top_k;
-        sorted = true;
-    }
+truncated:
     /* top-p */
     if (p->top_p < 1.0f)
         n = truncate_top_p(c, n, &sorted, p->top_p > 0.0f ? p->top_p : 0.0f);

@@ -204,6 +204,48 @@ static void test_large_vocab_truncation(void)
     free(l);
 }
 
+/* top-k with penalties on a vocabulary-sized vector: draws stay in the penalized top k */
+static void test_top_k_with_penalties(void)
+{
+    enum { N = 262144, K = 5 };
+    float *l = malloc(N * sizeof(float)), *pen = malloc(N * sizeof(float));
+    uint64_t x = 99;
+    for (int i = 0; i < N; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        l[i] = (float)((x >> 40) % 100000) / 10000.0f;
+    }
+    l[10] = 30.0f, l[11] = 29.0f, l[12] = 28.0f, l[13] = -5.0f;
+    struct pv_sampler_params p = plain(1.0f, 5);
+    p.top_k = K;
+    p.repeat_penalty = 2.0f;
+    p.frequency_penalty = 1.0f;
+    struct pv_sampler *s = make(p, N);
+    int32_t hist[] = {10, 10, 11, 13, 99999};
+    for (size_t i = 0; i < PV_ARRAY_LEN(hist); i++)
+        pv_sampler_accept(s, hist[i]);
+    /* brute force: penalize, then the K-th best value */
+    memcpy(pen, l, N * sizeof(float));
+    pen[10] = 30.0f / 2 - 2, pen[11] = 29.0f / 2 - 1, pen[13] = -5.0f * 2 - 1;
+    pen[99999] = (l[99999] <= 0 ? l[99999] * 2 : l[99999] / 2) - 1;
+    for (int d = 0; d < 200; d++) {
+        int id = pv_sampler_sample(s, l);
+        int above = 0;
+        for (int i = 0; i < N; i++)
+            above += pen[i] > pen[id] || (pen[i] == pen[id] && i < id);
+        CHECK(above < K);
+    }
+    /* with top-k 1 the winner is the best penalized token: 12 (28.0) */
+    pv_sampler_free(s);
+    p.top_k = 1;
+    s = make(p, N);
+    for (size_t i = 0; i < PV_ARRAY_LEN(hist); i++)
+        pv_sampler_accept(s, hist[i]);
+    CHECK_EQ_INT(pv_sampler_sample(s, l), 12);
+    pv_sampler_free(s);
+    free(l);
+    free(pen);
+}
+
 static void test_penalties(void)
 {
     float l[4] = {2.0f, 1.9f, -1.0f, 0.5f};
@@ -269,5 +311,6 @@ static void test_invalid_params(void)
 
 TESTS(TEST_ENTRY(test_greedy_is_first_argmax), TEST_ENTRY(test_seed_reproducible),
       TEST_ENTRY(test_temperature_distribution), TEST_ENTRY(test_top_k_top_p_min_p),
-      TEST_ENTRY(test_large_vocab_truncation), TEST_ENTRY(test_penalties),
+      TEST_ENTRY(test_large_vocab_truncation), TEST_ENTRY(test_top_k_with_penalties),
+      TEST_ENTRY(test_penalties),
       TEST_ENTRY(test_invalid_params))
