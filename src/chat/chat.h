@@ -200,7 +200,8 @@ struct chat_parser_params {
     size_t n_stop;
 };
 
-/* Parser parameters for a rendered request (fill in stop sequences yourself). */
+/* Parser parameters for a rendered request (fill in stop sequences yourself). A request
+   whose output a grammar forces (chat_grammar_for) starts outside <think>. */
 void chat_parser_params_for(const struct chat_template *t, const struct chat_conv *c,
                             const struct chat_prompt *p, struct chat_parser_params *pp);
 
@@ -229,8 +230,8 @@ int chat_parser_n_tool_calls(const struct chat_parser *p);
  * string (maxLength), number, integer, boolean, null, enum/const, anyOf/oneOf/type lists whose
  * alternatives differ in their first character, $ref and the rest: any JSON), "any JSON
  * object", or a tool call {"name": <one of the tools>, "arguments": <its schema>}.
- * Whitespace between tokens is allowed, one byte at a time (compact output: fewer tokens,
- * and no runaway indentation); digit runs in numbers are at most 15 long. Owned by the caller
+ * Between tokens one space is allowed (json.dumps style: fewer tokens, no runaway
+ * indentation); digit runs in numbers are at most 15 long. Owned by the caller
  * until given to a matcher.
  */
 struct chat_grammar;

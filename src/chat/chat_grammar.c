@@ -331,7 +331,8 @@ static bool gpush(struct gstate *s, uint8_t kind, int node)
     return true;
 }
 
-static bool g_ws(uint8_t c) { return c == ' ' || c == '\n' || c == '\t'; }
+/* one space between tokens, as json.dumps writes: no newlines, so no runaway indentation */
+static bool g_ws(uint8_t c) { return c == ' '; }
 
 /* Does some candidate (not in `skip`) start with lit+c? */
 static bool lit_extends(const struct gstate *s, char *const *cands, int n, uint64_t skip, uint8_t c)

@@ -282,5 +282,13 @@ void chat_parser_params_for(const struct chat_template *t, const struct chat_con
     pp->tool_format = json_array_size(c->tools) && c->tool_choice != CHAT_TOOLS_NONE
                           ? t->format : CHAT_TOOLFMT_NONE;
     pp->tools = c->tools;
-    pp->think_open = p->think_open;
+    /* a grammar-forced reply (tool_choice any/tool, response_format) is JSON from the
+     * first token, even when the template opened <think> */
+    bool forced = (json_array_size(c->tools) &&
+                   (c->tool_choice == CHAT_TOOLS_REQUIRED || c->tool_choice == CHAT_TOOLS_NAMED)) ||
+                  c->format != CHAT_FORMAT_TEXT;
+    pp->think_open = p->think_open && !forced;
+    if (forced && pp->tool_format == CHAT_TOOLFMT_NONE && json_array_size(c->tools) &&
+        c->tool_choice != CHAT_TOOLS_NONE)
+        pp->tool_format = CHAT_TOOLFMT_GENERIC;
 }

@@ -17,8 +17,10 @@ from conversations import ROOT
 
 FORCED = ROOT / "build" / "tools" / "chat_forced"
 
-S = {"type": "string"}
-T = {"type": "string", "maxLength": 40}  # free text: bounded, as a real schema would
+# Free-text strings are bounded: the 270M model, decoding greedily, can repeat a character
+# forever inside a string, and no grammar can end a string the schema leaves unbounded.
+S = {"type": "string", "maxLength": 16}
+T = {"type": "string", "maxLength": 32}
 I = {"type": "integer"}
 N = {"type": "number"}
 B = {"type": "boolean"}
@@ -82,12 +84,12 @@ def forced_requests():
         tools = [anthropic_tool(name, desc, schema), anthropic_tool(other[0], other[1], other[3])]
         # alternate the two ways of forcing: a named tool, and "any" tool
         choice = {"type": "tool", "name": name} if i % 2 == 0 else {"type": "any"}
-        reqs.append({"max_tokens": 80, "messages": [{"role": "user", "content": prompt}],
+        reqs.append({"max_tokens": 96, "messages": [{"role": "user", "content": prompt}],
                      "tools": tools, "tool_choice": choice})
     return reqs
 
 
-def run_forced(model, requests, random=False, seed=1, max_tokens=80):
+def run_forced(model, requests, random=False, seed=1, max_tokens=96):
     assert FORCED.exists(), f"{FORCED} is missing: run `make`"
     inp = {"model": str(model), "random": random, "seed": seed, "max_tokens": max_tokens,
            "requests": requests}

@@ -6,11 +6,12 @@ rendered with the conversations of conversations.py by build/tools/chat_render a
 jinja2 configured as transformers does; outputs (or the fact that both fail) must match.
 """
 import json
+import subprocess
 
 import pytest
 
-from conversations import (CONVERSATIONS, TEMPLATES, builtin_template, c_render, contexts,
-                           py_render)
+from conversations import (CONVERSATIONS, RENDER, TEMPLATES, builtin_template, c_render,
+                           contexts, py_render)
 
 # The families the issue names, by template file; each needs >= 20 conversations that
 # render successfully and identically.
@@ -143,3 +144,27 @@ def test_strftime_now_uses_given_time():
     src = "{{ strftime_now('%d %b %Y') }}"
     py, _ = py_render(src, {})
     assert c_render(src, [{}])[0]["text"] == py
+
+
+def gguf_templates():
+    """(file name, template) of every vocabulary GGUF in tests/.cache/vocab that carries
+    tokenizer.chat_template: real model files' metadata (DeepSeek-R1-Distill-Qwen-7B's
+    among them), read by the GGUF reader (chat_render --gguf)."""
+    out = []
+    for p in sorted((TEMPLATES.parent / "vocab").glob("*.gguf")):
+        r = subprocess.run([str(RENDER), "--gguf", str(p)], capture_output=True, timeout=60)
+        if r.returncode == 0:
+            out.append((p.name, r.stdout.decode()))
+        else:
+            assert r.returncode == 3, r.stderr.decode()
+    return out
+
+
+def test_templates_inside_gguf_files_match_jinja2():
+    found = gguf_templates()
+    names = [n for n, _ in found]
+    assert "ggml-vocab-deepseek-r1-qwen.gguf" in names, names
+    for name, tpl in found:
+        good, bad = compare(tpl, contexts())
+        assert not bad, f"{name}: {len(bad)} mismatches, first: {bad[0]}"
+        assert len(good) >= 20 or name != "ggml-vocab-deepseek-r1-qwen.gguf", (name, sorted(good))

@@ -142,8 +142,6 @@ int main(void)
         struct chat_matcher *m = g ? chat_matcher_new(g, table) : NULL;
         struct chat_parser_params pp;
         chat_parser_params_for(tmpl, &conv, &prompt, &pp);
-        if (g && pp.tool_format == CHAT_TOOLFMT_NONE && json_array_size(conv.tools))
-            pp.tool_format = CHAT_TOOLFMT_GENERIC;
         struct out o = {PV_BUF_INIT, PV_BUF_INIT, json_array(), NULL, ""};
         struct chat_parser *parser = chat_parser_new(&pp, on_event, &o);
         struct pv_detok *dt = pv_detok_new(vocab, PV_DETOK_SKIP_SPECIAL);

@@ -4,7 +4,8 @@
  * Reads one JSON object on stdin: {"template": str, "now": epoch seconds, "contexts":
  * [ {variables...}, ... ]} and writes a JSON array with one result per context:
  * {"text": str, "taint": "0101..." (one digit per output byte)} or {"error": str}.
- * `chat_render --builtin NAME` prints a built-in template instead.
+ * `chat_render --builtin NAME` prints a built-in template instead; `chat_render --gguf
+ * FILE` prints the tokenizer.chat_template of a GGUF file (exit 3 when it has none).
  * tests/chat/test_templates.py compares the texts with Python jinja2's.
  */
 #include <jansson.h>
@@ -14,6 +15,7 @@
 
 #include "chat/chat.h"
 #include "chat/jinja.h"
+#include "model/gguf.h"
 
 int main(int argc, char **argv)
 {
@@ -25,6 +27,22 @@ int main(int argc, char **argv)
         }
         fputs(src, stdout);
         return 0;
+    }
+    if (argc == 3 && strcmp(argv[1], "--gguf") == 0) {
+        struct gguf_file *f;
+        struct pv_err e = {0};
+        struct gguf_str str;
+        if (gguf_open(argv[2], &f, &e) != PV_OK) {
+            fprintf(stderr, "chat_render: %s\n", e.msg);
+            return 2;
+        }
+        int rc = 3;
+        if (gguf_get_str(f, "tokenizer.chat_template", &str)) {
+            fwrite(str.p, 1, (size_t)str.n, stdout);
+            rc = 0;
+        }
+        gguf_close(f);
+        return rc;
     }
     json_error_t jerr;
     json_t *in = json_loadf(stdin, 0, &jerr);

@@ -408,6 +408,7 @@ static void test_grammar_schema(void)
     CHECK_EQ_INT(accepts(s, "{\"city\":\"a\",\"n\":1"), 0);              /* incomplete */
     CHECK_EQ_INT(accepts(s, "{ \"city\":\"a\",\"n\":1}"), 1);
     CHECK_EQ_INT(accepts(s, "{  \"city\":\"a\",\"n\":1}"), 0);           /* whitespace run */
+    CHECK_EQ_INT(accepts(s, "{\n\"city\":\"a\",\"n\":1}"), 0);           /* newline */
     CHECK_EQ_INT(accepts("{\"type\":\"string\",\"maxLength\":3}", "\"aé€\""), 1);
     CHECK_EQ_INT(accepts("{\"type\":\"string\",\"maxLength\":3}", "\"abcd\""), 0);
     CHECK_EQ_INT(accepts("{\"const\":42}", "42"), 1);
