@@ -147,3 +147,16 @@ def test_unconstrained_request_is_not_masked(default_model):
     req = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
     res = run_forced(default_model, [req], random=True, max_tokens=3)[0]
     assert not res["constrained"]
+
+
+def test_forced_tool_calls_over_a_bpe_vocabulary_with_think_prompt():
+    """DeepSeek-R1-Distill-Qwen's vocabulary and template (its prompt opens <think>):
+    random logits, the grammar forces the call and the parser must not take it for
+    thinking."""
+    vocab = ROOT / "tests" / ".cache" / "vocab" / "ggml-vocab-deepseek-r1-qwen.gguf"
+    assert vocab.exists(), "scripts/setup makes this vocabulary"
+    reqs = forced_requests()[:8]
+    results = run_forced(vocab, reqs, random=True, seed=3, max_tokens=4000)
+    for req, res in zip(reqs, results):
+        check_tool_result(req, res)
+        assert res["text"] == ""

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "chat/chat.h"
+#include "model/gguf.h"
 
 struct out {
     struct pv_buf text, args;
@@ -95,6 +96,19 @@ int main(void)
         vocab = pv_model_vocab(model);
         tmpl_src = pv_model_chat_template(model);
         arch = pv_model_arch(model);
+    }
+    char *file_tmpl = NULL, *file_arch = NULL;
+    if (random) {
+        /* the vocabulary file's own template and architecture, as a model would give */
+        struct gguf_file *gf;
+        struct gguf_str gs;
+        if (gguf_open(path, &gf, &err) == PV_OK) {
+            if (gguf_get_str(gf, "tokenizer.chat_template", &gs))
+                tmpl_src = file_tmpl = xstrndup(gs.p, (size_t)gs.n);
+            if (gguf_get_str(gf, "general.architecture", &gs))
+                arch = file_arch = xstrndup(gs.p, (size_t)gs.n);
+            gguf_close(gf);
+        }
     }
     if (!tmpl_src) {
         const char *t = json_string_value(json_object_get(in, "template"));
@@ -215,6 +229,8 @@ int main(void)
     chat_template_free(tmpl);
     free(bos_s);
     free(eos_s);
+    free(file_tmpl);
+    free(file_arch);
     pv_context_free(ctx);
     pv_model_free(model);
     pv_vocab_free(own_vocab);

@@ -349,6 +349,24 @@ static void test_render_prefill_and_think_open(void)
     CHECK_EQ_INT(chat_conv_from_openai(body, &c, &err), PV_OK);
     CHECK_EQ_INT(chat_render(t, &c, &p, &err), PV_OK);
     CHECK(p.think_open);
+    struct chat_parser_params pp;
+    chat_parser_params_for(t, &c, &p, &pp);
+    CHECK(pp.think_open);
+    CHECK_EQ_INT(pp.tool_format, CHAT_TOOLFMT_NONE);
+    chat_prompt_release(&p);
+    chat_conv_release(&c);
+    json_decref(body);
+    /* a forced tool call is JSON from the first token: not thinking */
+    body = J("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tool_choice\":\"required\","
+             "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}");
+    CHECK_EQ_INT(chat_conv_from_openai(body, &c, &err), PV_OK);
+    CHECK_EQ_INT(chat_render(t, &c, &p, &err), PV_OK);
+    chat_parser_params_for(t, &c, &p, &pp);
+    CHECK(!pp.think_open);
+    CHECK_EQ_INT(pp.tool_format, CHAT_TOOLFMT_HERMES);
+    struct chat_grammar *g = chat_grammar_for(&c);
+    CHECK(g != NULL);
+    chat_grammar_free(g);
     chat_prompt_release(&p);
     chat_conv_release(&c);
     json_decref(body);
