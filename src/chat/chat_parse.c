@@ -530,7 +530,7 @@ static void process(struct chat_parser *p, bool final)
                 p->eat_fence = false;
                 continue;
             }
-            if (!final && !memcmp(b->data + i, "```", b->len - i))
+            if (!final && b->len - i < 3 && !memcmp(b->data + i, "```", b->len - i))
                 return;
             p->eat_fence = false;
         }
@@ -543,7 +543,7 @@ static void process(struct chat_parser *p, bool final)
                 p->eat_close = false;
                 continue;
             }
-            if (!final && !memcmp(b->data + i, "</tool_call>", b->len - i))
+            if (!final && b->len - i < 12 && !memcmp(b->data + i, "</tool_call>", b->len - i))
                 return;
             p->eat_close = false;
         }

@@ -524,10 +524,64 @@ static void test_taint_reaches_the_tokenizer(void)
     pv_vocab_free(v);
 }
 
+/* Random texts made of marker fragments, for every format: the events never depend on
+ * where the text is split (and nothing crashes under the sanitizers). */
+static void test_parser_random_splits(void)
+{
+    static const char *const frags[] = {
+        "<tool_call>", "</tool_call>", "{\"name\": \"search\", \"arguments\": {\"q\": \"x\"}}", "{", "}",
+        "<think>", "</think>", "[TOOL_CALLS]", "<function=search>", "<parameter=q>", "</parameter>",
+        "</function>", "```json\n", "```", "abc", " ", "\n", "é", "[", "]", "\"", "<|python_tag|>",
+        "[ARGS]", "search", "STOP", "ST", "<", "</"};
+    static const enum chat_tool_format fmts[] = {CHAT_TOOLFMT_NONE, CHAT_TOOLFMT_HERMES,
+                                                 CHAT_TOOLFMT_QWEN3_CODER, CHAT_TOOLFMT_MISTRAL,
+                                                 CHAT_TOOLFMT_LLAMA3, CHAT_TOOLFMT_GENERIC};
+    const char *stops[] = {"STOP"};
+    uint64_t r = 12345;
+    int bad = 0;
+    for (int iter = 0; iter < 300 && !bad; iter++) {
+        struct pv_buf text = PV_BUF_INIT;
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        int nf = 1 + (int)((r >> 33) % 12);
+        for (int k = 0; k < nf; k++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            buf_puts(&text, frags[(r >> 33) % PV_ARRAY_LEN(frags)]);
+        }
+        enum chat_tool_format fmt = fmts[iter % PV_ARRAY_LEN(fmts)];
+        bool think = iter % 7 == 0;
+        size_t n_stops = iter % 3 == 0;
+        char *whole = run_cuts(fmt, think, stops, n_stops, text.data, NULL, 0);
+        for (int t = 0; t < 8 && !bad; t++) {
+            size_t cuts[4];
+            for (int q = 0; q < 4; q++) {
+                r = r * 6364136223846793005ull + 1442695040888963407ull;
+                cuts[q] = text.len ? (r >> 33) % text.len : 0;
+            }
+            for (int a = 0; a < 4; a++) /* sort */
+                for (int b = a + 1; b < 4; b++)
+                    if (cuts[b] < cuts[a]) {
+                        size_t x = cuts[a];
+                        cuts[a] = cuts[b];
+                        cuts[b] = x;
+                    }
+            char *got = run_cuts(fmt, think, stops, n_stops, text.data, cuts, 4);
+            if (strcmp(got, whole) != 0) {
+                fprintf(stderr, "  format %d text \"%s\" cuts %zu,%zu,%zu,%zu:\n    %s\n    %s\n", fmt,
+                        text.data, cuts[0], cuts[1], cuts[2], cuts[3], whole, got);
+                bad++;
+            }
+            free(got);
+        }
+        free(whole);
+        buf_release(&text);
+    }
+    CHECK_EQ_INT(bad, 0);
+}
+
 TESTS(TEST_ENTRY(test_plain_text), TEST_ENTRY(test_thinking), TEST_ENTRY(test_hermes),
       TEST_ENTRY(test_qwen3_coder), TEST_ENTRY(test_mistral), TEST_ENTRY(test_llama3_and_generic),
       TEST_ENTRY(test_stop_sequences), TEST_ENTRY(test_finish_reasons),
       TEST_ENTRY(test_anthropic_conversion), TEST_ENTRY(test_openai_conversion),
       TEST_ENTRY(test_render_fallback_and_taint), TEST_ENTRY(test_render_prefill_and_think_open),
       TEST_ENTRY(test_grammar_schema), TEST_ENTRY(test_grammar_tool_call),
-      TEST_ENTRY(test_taint_reaches_the_tokenizer))
+      TEST_ENTRY(test_taint_reaches_the_tokenizer), TEST_ENTRY(test_parser_random_splits))
