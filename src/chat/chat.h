@@ -61,7 +61,9 @@
  * <tool_call>{"name","arguments"}</tool_call> are appended to the system prompt; earlier
  * calls become that text in the assistant turn, tool results become user turns wrapped in
  * <tool_response>, and same-role neighbours are merged; the Hermes parser reads the reply.
- * Mid-conversation system messages become user text "System: ...".
+ * Mid-conversation system messages become user text "System: ...". For Mistral templates,
+ * which only accept 9-alphanumeric tool-call ids, each id is replaced by a stable 9-character
+ * hash of itself (calls and results keep matching; the prompt stays the same across turns).
  */
 #ifndef PV_CHAT_H
 #define PV_CHAT_H

@@ -174,6 +174,50 @@ static json_t *fallback_messages(const struct chat_conv *c)
     return out;
 }
 
+/* ---- Mistral tool-call ids ---------------------------------------------------------- */
+
+/* Mistral templates refuse tool-call ids that are not 9 alphanumerics; clients send
+ * toolu_.../call_... ids. Each id maps to a stable 9-character hash of itself. */
+static void mistral_id(const char *id, char out[10])
+{
+    static const char b62[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = id; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    for (int i = 0; i < 9; i++) {
+        out[i] = b62[h % 62];
+        h /= 62;
+        if (!h)
+            h = 0x9e3779b97f4a7c15ull;
+    }
+    out[9] = 0;
+}
+
+/* A copy of msgs with every tool-call id mapped (new reference). */
+static json_t *mistral_ids(json_t *msgs)
+{
+    json_t *out = json_deep_copy(msgs), *m;
+    size_t i;
+    char id[10];
+    json_array_foreach(out, i, m) {
+        const char *tid = json_string_value(json_object_get(m, "tool_call_id"));
+        if (tid) {
+            mistral_id(tid, id);
+            json_object_set_new(m, "tool_call_id", json_string(id));
+        }
+        json_t *tc;
+        size_t k;
+        json_array_foreach(json_object_get(m, "tool_calls"), k, tc) {
+            const char *cid = json_string_value(json_object_get(tc, "id"));
+            if (cid) {
+                mistral_id(cid, id);
+                json_object_set_new(tc, "id", json_string(id));
+            }
+        }
+    }
+    return out;
+}
+
 /* ---- render ----------------------------------------------------------------------- */
 
 void chat_prompt_release(struct chat_prompt *p)
@@ -222,7 +266,9 @@ enum pv_status chat_render(const struct chat_template *t, const struct chat_conv
     memset(out, 0, sizeof *out);
     enum pv_status st = PV_OK;
     bool use_tools = json_array_size(c->tools) && c->tool_choice != CHAT_TOOLS_NONE;
-    json_t *msgs = t->native_tools ? json_incref(c->messages) : fallback_messages(c);
+    json_t *msgs = !t->native_tools ? fallback_messages(c)
+                   : t->format == CHAT_TOOLFMT_MISTRAL ? mistral_ids(c->messages)
+                   : json_incref(c->messages);
     size_t n = json_array_size(msgs);
     json_t *last = n ? json_array_get(msgs, n - 1) : NULL;
     const char *last_role = json_string_value(json_object_get(last, "role"));

@@ -578,10 +578,51 @@ static void test_parser_random_splits(void)
     CHECK_EQ_INT(bad, 0);
 }
 
+/* Mistral Nemo's real template raises on ids that are not 9 alphanumerics: Claude Code's
+ * toolu_ ids must still render, consistently between a call and its result. */
+static void test_mistral_tool_ids(void)
+{
+    FILE *f = fopen("tests/.cache/templates/mistralai-Mistral-Nemo-Instruct-2407.jinja", "rb");
+    if (!f) {
+        printf("SKIP test_mistral_tool_ids: templates not unpacked (scripts/setup)\n");
+        return;
+    }
+    char *src = xcalloc(1, 1 << 16);
+    size_t n = fread(src, 1, (1 << 16) - 1, f);
+    fclose(f);
+    src[n] = 0;
+    struct chat_template *t;
+    struct pv_err err = {0};
+    CHECK_EQ_INT(chat_template_new(src, "llama", "<s>", "</s>", &t, &err), PV_OK);
+    CHECK_EQ_INT(chat_template_tool_format(t), CHAT_TOOLFMT_MISTRAL);
+    json_t *body = J("{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"},"
+                     "{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"toolu_01A09q90qw90lq917835lq9\",\"name\":\"get_weather\",\"input\":{\"city\":\"Oslo\"}}]},"
+                     "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"toolu_01A09q90qw90lq917835lq9\",\"content\":\"snow\"}]}],"
+                     "\"tools\":[{\"name\":\"get_weather\",\"input_schema\":{\"type\":\"object\"}}]}");
+    struct chat_conv c;
+    struct chat_prompt p;
+    CHECK_EQ_INT(chat_conv_from_anthropic(body, &c, &err), PV_OK);
+    CHECK_EQ_INT(chat_render(t, &c, &p, &err), PV_OK);
+    if (!err.status) {
+        const char *a = strstr(p.text.data, "\"id\": \""), *b = strstr(p.text.data, "\"call_id\": \"");
+        CHECK(a && b);
+        if (a && b)
+            CHECK(!memcmp(a + 7, b + 12, 9) && a[16] == '"');
+    } else {
+        fprintf(stderr, "  %s\n", err.msg);
+    }
+    chat_prompt_release(&p);
+    chat_conv_release(&c);
+    json_decref(body);
+    chat_template_free(t);
+    free(src);
+}
+
 TESTS(TEST_ENTRY(test_plain_text), TEST_ENTRY(test_thinking), TEST_ENTRY(test_hermes),
       TEST_ENTRY(test_qwen3_coder), TEST_ENTRY(test_mistral), TEST_ENTRY(test_llama3_and_generic),
       TEST_ENTRY(test_stop_sequences), TEST_ENTRY(test_finish_reasons),
       TEST_ENTRY(test_anthropic_conversion), TEST_ENTRY(test_openai_conversion),
       TEST_ENTRY(test_render_fallback_and_taint), TEST_ENTRY(test_render_prefill_and_think_open),
       TEST_ENTRY(test_grammar_schema), TEST_ENTRY(test_grammar_tool_call),
-      TEST_ENTRY(test_taint_reaches_the_tokenizer), TEST_ENTRY(test_parser_random_splits))
+      TEST_ENTRY(test_taint_reaches_the_tokenizer), TEST_ENTRY(test_parser_random_splits),
+      TEST_ENTRY(test_mistral_tool_ids))
