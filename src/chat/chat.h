@@ -4,20 +4,26 @@
  *
  * How the server uses it, per request:
  *
+ *   0. Once per model: chat_template_new(pv_model_chat_template(model), pv_model_arch(model),
+ *      BOS text, EOS text) and, for constrained decoding, chat_token_table_new(vocab).
  *   1. chat_conv_from_anthropic(body) / chat_conv_from_openai(body) -> struct chat_conv
  *      (PV_ERR_INVALID with a message for a 400: images for this text-only model, bad
  *      shapes). Unknown fields are ignored.
- *   2. chat_render(model's chat_template, conv) -> struct chat_prompt: the prompt text and
- *      its segments; tokenize with pv_tokenize_segments(vocab, p.segs, p.n_segs, ...).
+ *   2. chat_render(template, conv) -> struct chat_prompt: the prompt text and its segments;
+ *      tokenize with pv_tokenize_segments(vocab, p.segs, p.n_segs, p.starts_with_bos ? 0 :
+ *      PV_TOKENIZE_ADD_SPECIAL, ...). Also what count_tokens counts.
+ *      chat_grammar_for(conv) -> a grammar when the output is forced (tool_choice
+ *      any/tool/required/named, response_format): wrap it in chat_matcher_new and hand it
+ *      to the engine as its constraint (see "constrained decoding" below).
  *      Template text may hold control tokens; request text (every string of the
  *      conversation) never becomes one, whatever it contains.
  *   3. chat_parser_params_for(template, conv, prompt) + stop sequences -> chat_parser_new;
  *      feed it the detokenized output as it arrives (chat_parser_feed), then
  *      chat_parser_finish. It calls back with struct chat_event, in order; when
  *      chat_parser_stopped() turns true a stop sequence was met: stop generating.
- *      Feed text from a detokenizer that renders control tokens other than end-of-
- *      generation ones: Mistral's [TOOL_CALLS] and Llama's <|python_tag|> are control
- *      tokens the parser must see.
+ *      Feed it text from a detokenizer made without PV_DETOK_SKIP_SPECIAL (and do not push
+ *      end-of-generation tokens): Mistral's [TOOL_CALLS] and Llama's <|python_tag|> are
+ *      control tokens the parser must see.
  *
  * Events and the two wire formats (one event -> one API element):
  *
@@ -150,6 +156,9 @@ struct chat_prompt {
     size_t n_segs;
     bool think_open;              /* the prompt ends inside <think>: output starts as thinking */
     bool prefill;                 /* the last assistant message is continued */
+    bool starts_with_bos;         /* the template wrote the BOS text itself: tokenize with
+                                     flags 0, else with PV_TOKENIZE_ADD_SPECIAL when the
+                                     vocabulary adds BOS (never two BOS tokens) */
 };
 
 /*

@@ -312,6 +312,9 @@ enum pv_status chat_render(const struct chat_template *t, const struct chat_conv
         out->prefill = found;
     }
     out->think_open = ends_with_think(&out->text);
+    size_t bl = strlen(t->bos);
+    out->starts_with_bos = bl && out->text.len >= bl && !memcmp(out->text.data, t->bos, bl) &&
+                           !memchr(out->taint.data, 1, bl);
     st = make_segments(out, err);
 out:
     json_decref(vars);

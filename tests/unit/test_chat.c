@@ -505,6 +505,7 @@ static void test_taint_reaches_the_tokenizer(void)
         turns += ids[i] == sot;
         bos += ids[i] == pv_vocab_bos(v);
     }
+    CHECK(p.starts_with_bos);
     CHECK_EQ_INT(turns, 4); /* user, model, user, and the generation prompt */
     CHECK_EQ_INT(bos, 1);
     /* the same text tokenized as all-trusted would have made 6 */
