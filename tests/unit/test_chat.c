@@ -619,6 +619,56 @@ static void test_mistral_tool_ids(void)
     free(src);
 }
 
+/* The tool-call format and tool support read from real templates. */
+static void test_template_formats(void)
+{
+    static const struct {
+        const char *file;
+        enum chat_tool_format fmt;
+        bool native;
+    } cases[] = {
+        {"Qwen-Qwen2.5-7B-Instruct.jinja", CHAT_TOOLFMT_HERMES, true},
+        {"Qwen-Qwen3-0.6B.jinja", CHAT_TOOLFMT_HERMES, true},
+        {"Qwen3-Coder.jinja", CHAT_TOOLFMT_QWEN3_CODER, true},
+        {"NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja", CHAT_TOOLFMT_HERMES, true},
+        {"meta-llama-Llama-3.1-8B-Instruct.jinja", CHAT_TOOLFMT_LLAMA3, true},
+        {"meta-llama-Llama-3.2-3B-Instruct.jinja", CHAT_TOOLFMT_LLAMA3, true},
+        {"mistralai-Mistral-Nemo-Instruct-2407.jinja", CHAT_TOOLFMT_MISTRAL, true},
+        {"microsoft-Phi-3.5-mini-instruct.jinja", CHAT_TOOLFMT_HERMES, false},
+        {"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", CHAT_TOOLFMT_HERMES, false},
+    };
+    char *src = xmalloc(1 << 17);
+    for (size_t i = 0; i < PV_ARRAY_LEN(cases); i++) {
+        char path[256];
+        snprintf(path, sizeof path, "tests/.cache/templates/%s", cases[i].file);
+        FILE *f = fopen(path, "rb");
+        if (!f) {
+            printf("SKIP test_template_formats: %s missing (scripts/setup)\n", path);
+            break;
+        }
+        size_t n = fread(src, 1, (1 << 17) - 1, f);
+        fclose(f);
+        src[n] = 0;
+        struct chat_template *t;
+        struct pv_err err = {0};
+        CHECK_EQ_INT(chat_template_new(src, NULL, "", "", &t, &err), PV_OK);
+        if (chat_template_tool_format(t) != cases[i].fmt || chat_template_native_tools(t) != cases[i].native)
+            fprintf(stderr, "  %s: format %d native %d\n", cases[i].file, chat_template_tool_format(t),
+                    chat_template_native_tools(t));
+        CHECK_EQ_INT(chat_template_tool_format(t), cases[i].fmt);
+        CHECK_EQ_INT(chat_template_native_tools(t), cases[i].native);
+        chat_template_free(t);
+    }
+    free(src);
+    /* built-ins: Gemma and ChatML read no tools: the fallback, parsed as Hermes */
+    struct chat_template *t;
+    struct pv_err err = {0};
+    CHECK_EQ_INT(chat_template_new(NULL, "qwen2", NULL, NULL, &t, &err), PV_OK);
+    CHECK(!chat_template_native_tools(t));
+    CHECK_EQ_INT(chat_template_tool_format(t), CHAT_TOOLFMT_HERMES);
+    chat_template_free(t);
+}
+
 TESTS(TEST_ENTRY(test_plain_text), TEST_ENTRY(test_thinking), TEST_ENTRY(test_hermes),
       TEST_ENTRY(test_qwen3_coder), TEST_ENTRY(test_mistral), TEST_ENTRY(test_llama3_and_generic),
       TEST_ENTRY(test_stop_sequences), TEST_ENTRY(test_finish_reasons),
@@ -626,4 +676,4 @@ TESTS(TEST_ENTRY(test_plain_text), TEST_ENTRY(test_thinking), TEST_ENTRY(test_he
       TEST_ENTRY(test_render_fallback_and_taint), TEST_ENTRY(test_render_prefill_and_think_open),
       TEST_ENTRY(test_grammar_schema), TEST_ENTRY(test_grammar_tool_call),
       TEST_ENTRY(test_taint_reaches_the_tokenizer), TEST_ENTRY(test_parser_random_splits),
-      TEST_ENTRY(test_mistral_tool_ids))
+      TEST_ENTRY(test_mistral_tool_ids), TEST_ENTRY(test_template_formats))
