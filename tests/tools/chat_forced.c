@@ -10,7 +10,7 @@
  * holding '"', '}', ']' or ',' get +0.5 so values end in a few tokens), so the grammar and
  * the mask alone decide (a test of the matcher over the real vocabulary).
  * Writes one JSON object per request: {"raw", "text", "calls": [{"name","arguments"}],
- * "stop", "n_tokens", "mask_ms"}.
+ * "stop", "n_tokens", "mask_ms"}; with "prompt_only": true only {"prompt", "ids"}.
  */
 #include <jansson.h>
 #include <math.h>
@@ -152,6 +152,18 @@ int main(void)
         size_t n_ids = 0;
         if (pv_tokenize_segments(vocab, prompt.segs, prompt.n_segs, 0, &ids, &n_ids, &err))
             return die("tokenize", &err);
+        if (json_is_true(json_object_get(in, "prompt_only"))) {
+            json_t *ja = json_array();
+            for (size_t k = 0; k < n_ids; k++)
+                json_array_append_new(ja, json_integer(ids[k]));
+            json_array_append_new(results, json_pack("{s:s%,s:o,s:b}", "prompt", prompt.text.data,
+                                                     prompt.text.len, "ids", ja, "starts_with_bos",
+                                                     prompt.starts_with_bos));
+            free(ids);
+            chat_prompt_release(&prompt);
+            chat_conv_release(&conv);
+            continue;
+        }
         struct chat_grammar *g = chat_grammar_for(&conv);
         struct chat_matcher *m = g ? chat_matcher_new(g, table) : NULL;
         struct chat_parser_params pp;
