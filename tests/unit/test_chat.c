@@ -669,6 +669,55 @@ static void test_template_formats(void)
     chat_template_free(t);
 }
 
+/* Malformed bodies: a status, never a crash (run under ASan/UBSan). */
+static void test_conversion_malformed_bodies(void)
+{
+    static const char *const bodies[] = {
+        "{}", "{\"messages\":1}", "{\"messages\":[1,\"x\",null]}", "{\"messages\":[{\"role\":5}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":7}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[1,{\"type\":3},{\"type\":\"text\"}]}]}",
+        "{\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\"}]}]}",
+        "{\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"name\":\"x\",\"input\":[1]}]}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"content\":{\"a\":1}}]}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":7,\"content\":[{\"type\":\"image\"}]}]}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"document\",\"source\":{\"type\":\"text\",\"data\":\"doc\"}}]}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"mid_conv_system\",\"content\":[{\"type\":\"text\",\"text\":\"s\"}]}]}]}",
+        "{\"system\":5,\"messages\":[]}", "{\"system\":[{\"type\":\"text\"}],\"messages\":[]}",
+        "{\"messages\":[],\"tools\":{}}", "{\"messages\":[],\"tools\":[1,{\"name\":3}]}",
+        "{\"messages\":[],\"tool_choice\":{\"type\":\"tool\"}}", "{\"messages\":[],\"thinking\":7}",
+        "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[1,{\"function\":{\"name\":\"f\",\"arguments\":7}},"
+        "{\"function\":{\"name\":\"f\",\"arguments\":\"not json\"}}]}]}",
+        "{\"messages\":[{\"role\":\"tool\",\"content\":[{\"type\":\"text\",\"text\":\"r\"}]}],\"tools\":[{\"function\":{}}]}",
+        "{\"messages\":[],\"tool_choice\":{\"function\":{}},\"response_format\":{\"type\":\"json_schema\"}}",
+    };
+    struct chat_template *t;
+    struct pv_err err = {0};
+    CHECK_EQ_INT(chat_template_new(NULL, "llama", "<s>", "</s>", &t, &err), PV_OK);
+    int ok = 0;
+    for (size_t i = 0; i < PV_ARRAY_LEN(bodies); i++) {
+        json_t *b = J(bodies[i]);
+        for (int api = 0; api < 2; api++) {
+            struct chat_conv c;
+            enum pv_status st = api ? chat_conv_from_openai(b, &c, &err) : chat_conv_from_anthropic(b, &c, &err);
+            if (st == PV_OK) {
+                struct chat_prompt p;
+                if (chat_render(t, &c, &p, &err) == PV_OK)
+                    chat_prompt_release(&p);
+                else
+                    CHECK(err.msg[0] != 0);
+                chat_conv_release(&c);
+                ok++;
+            } else {
+                CHECK(st == PV_ERR_INVALID && err.msg[0] != 0);
+                CHECK(c.messages == NULL);
+            }
+        }
+        json_decref(b);
+    }
+    CHECK(ok > 0);
+    chat_template_free(t);
+}
+
 TESTS(TEST_ENTRY(test_plain_text), TEST_ENTRY(test_thinking), TEST_ENTRY(test_hermes),
       TEST_ENTRY(test_qwen3_coder), TEST_ENTRY(test_mistral), TEST_ENTRY(test_llama3_and_generic),
       TEST_ENTRY(test_stop_sequences), TEST_ENTRY(test_finish_reasons),
@@ -676,4 +725,5 @@ TESTS(TEST_ENTRY(test_plain_text), TEST_ENTRY(test_thinking), TEST_ENTRY(test_he
       TEST_ENTRY(test_render_fallback_and_taint), TEST_ENTRY(test_render_prefill_and_think_open),
       TEST_ENTRY(test_grammar_schema), TEST_ENTRY(test_grammar_tool_call),
       TEST_ENTRY(test_taint_reaches_the_tokenizer), TEST_ENTRY(test_parser_random_splits),
-      TEST_ENTRY(test_mistral_tool_ids), TEST_ENTRY(test_template_formats))
+      TEST_ENTRY(test_mistral_tool_ids), TEST_ENTRY(test_template_formats),
+      TEST_ENTRY(test_conversion_malformed_bodies))
