@@ -1405,6 +1405,60 @@ static struct jnode *parse_body(struct jp *p, const char *const *ends, const cha
     return blk;
 }
 
+/* jinja2 refuses, when it compiles a template, filters and tests it does not know
+ * (even in branches never taken); so does this parser, with the same names. Those jinja2
+ * knows but this interpreter does not implement fail when they run. */
+static const char *const jinja2_filters[] = {
+    "abs", "attr", "batch", "capitalize", "center", "count", "d", "default", "dictsort", "e",
+    "escape", "filesizeformat", "first", "float", "forceescape", "format", "groupby", "indent",
+    "int", "items", "join", "last", "length", "list", "lower", "map", "max", "min", "pprint",
+    "random", "reject", "rejectattr", "replace", "reverse", "round", "safe", "select",
+    "selectattr", "slice", "sort", "string", "striptags", "sum", "title", "tojson", "trim",
+    "truncate", "unique", "upper", "urlencode", "urlize", "wordcount", "wordwrap", "xmlattr", NULL};
+static const char *const jinja2_tests[] = {
+    "boolean", "callable", "defined", "divisibleby", "eq", "equalto", "escaped", "even", "false",
+    "filter", "float", "ge", "gt", "greaterthan", "in", "integer", "iterable", "le", "lower",
+    "lessthan", "lt", "mapping", "ne", "none", "number", "odd", "sameas", "sequence", "string",
+    "test", "true", "undefined", "upper", "==", "!=", "<", "<=", ">", ">=", NULL};
+
+static bool known(const char *const *names, const char *s)
+{
+    for (int i = 0; names[i]; i++)
+        if (strcmp(names[i], s) == 0)
+            return true;
+    return false;
+}
+
+/* `soft`: inside an if statement or a conditional expression of the same frame, where
+ * jinja2 defers the check to when the filter runs (frames: loop, macro, call and filter
+ * bodies, set blocks). */
+static void check_names(struct jp *p, const struct jnode *n, bool soft, int depth)
+{
+    if (!n || depth > 4 * JP_MAX_DEPTH)
+        return;
+    if (!soft && n->kind == E_FILTER && !known(jinja2_filters, n->name))
+        jp_fail(p, n->line, n->col, "no filter named '%s'", n->name);
+    if (!soft && n->kind == E_TEST && !known(jinja2_tests, n->name))
+        jp_fail(p, n->line, n->col, "no test named '%s'", n->name);
+    bool kids_soft = soft, a_soft = soft, b_soft = soft;
+    switch (n->kind) {
+    case N_IF: case E_COND: kids_soft = a_soft = b_soft = true; break;
+    case N_FOR: kids_soft = b_soft = false; break;
+    case N_MACRO: case N_CALLBLOCK: kids_soft = false; break;
+    case N_FILTERBLOCK: case N_SETBLOCK: kids_soft = a_soft = false; break;
+    case N_BLOCK: kids_soft = false; break; /* the root, or a generation block's body */
+    default: break;
+    }
+    check_names(p, n->a, a_soft, depth + 1);
+    check_names(p, n->b, b_soft, depth + 1);
+    check_names(p, n->c, n->kind == E_COND ? true : soft, depth + 1);
+    check_names(p, n->d, soft, depth + 1);
+    for (size_t i = 0; i < n->n_kids; i++)
+        check_names(p, n->kids[i], kids_soft, depth + 1);
+    for (size_t i = 0; i < n->n_kids2; i++)
+        check_names(p, n->kids2[i], kids_soft, depth + 1);
+}
+
 enum pv_status jinja_parse(const char *src, size_t len, struct jinja_template **out,
                            struct pv_err *err)
 {
@@ -1435,6 +1489,7 @@ enum pv_status jinja_parse(const char *src, size_t len, struct jinja_template **
     p.len = w;
     lex(&p);
     t->root = parse_body(&p, NULL, NULL);
+    check_names(&p, t->root, false, 0);
     *out = t;
     return PV_OK;
 }
