@@ -6,8 +6,8 @@
  * probabilities rounded to f16, dot products accumulated in 4 x 8 lanes (by element, or
  * by cell index for the values) and reduced pairwise, softmax sums per 8-cell chunk in
  * double. The model's output is sensitive to last-bit differences (8-bit activation
- * rounding amplifies them), so keeping the order is what lets logits match the oracle. Built with -mavx2
- * -mfma -mf16c; used only after engine_attend_for has checked the CPU at run time.
+ * rounding amplifies them), so keeping the order keeps logits close to the oracle's.
+ * Built with -mavx2 -mfma -mf16c; used only after engine_attend_for has checked the CPU.
  */
 #include <immintrin.h>
 #include <math.h>
