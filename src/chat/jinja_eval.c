@@ -1111,6 +1111,8 @@ static struct jval apply_filter(struct jctx *c, const struct jnode *n, const cha
         const struct jval *pr = arg(a, 0, "precision"), *me = arg(a, 1, "method");
         int64_t p = pr ? need_int(c, n, *pr, "round") : 0;
         const char *m = me ? need_str(c, n, *me, "round")->s : "common";
+        if ((v.t == JV_INT || v.t == JV_BOOL) && !strcmp(m, "common") && p >= 0)
+            return jv_int(need_int(c, n, v, "round")); /* Python: round(int, n) is that int */
         double x = v.t == JV_FLOAT ? v.u.f : (double)need_int(c, n, v, "round");
         double k = pow(10.0, (double)p);
         double r;
@@ -1927,6 +1929,9 @@ static void exec_for(struct jctx *c, const struct jnode *n, struct jscope *sc)
     for (size_t i = 0; i < len; i++) {
         if (++c->steps > c->max_steps)
             jx_fail(c, n, PV_ERR_TOO_LARGE, "chat template ran too long");
+        /* each iteration starts from the enclosing scope: what the body set last time is
+         * gone (jinja2 semantics) */
+        ls = new_scope(c, sc);
         struct jdict *d = loop.u.d;
         d->n = 0;
         jd_set(c, d, jv_str(c, "index", 5, NULL), jv_int((int64_t)i + 1));

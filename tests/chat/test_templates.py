@@ -218,3 +218,42 @@ def test_unknown_filters_fail_where_jinja2_fails(src):
         assert "error" in r, r
     else:
         assert r.get("text") == py, r
+
+
+SEMANTICS = ["{% set x = 0 %}{% for i in range(3) %}{{ x }}{% set x = i %}{% endfor %}{{ x }}",
+ "{% for i in [1,2] %}{% for j in [3,4] %}{{ loop.index }}{{ i }}{% endfor %}{{ loop.index }}{% endfor %}",
+ "{% set ns = namespace(a=1) %}{% for i in [1,2] %}{% set ns.a = ns.a + i %}{% endfor %}{{ ns.a }}",
+ "{% for a, b in [[1,2],[3,4]] %}{{ a }}{{ b }}{% endfor %}",
+ "{% for i in [] %}x{% else %}empty{% endfor %}",
+ "{% for i in [1,2,3] if i > 1 %}{{ loop.index }}/{{ loop.length }}{% endfor %}",
+ "{% macro f(a, b=2) %}{{ a }}-{{ b }}{% endmacro %}{{ f(1) }}{{ f(1, b=3) }}",
+ "{{ '%s' % 'x' if false else 'y' }}", "{{ 7 // 2 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 2 ** 10 }} {{ 1.0 }} {{ 1e20 }} {{ 0.1 + 0.2 }}",
+ "{{ [1, 'a', none, true, {'k': 'v'}] }}", "{{ 'abc'[::-1] }}{{ 'héllo'[1:3] }}{{ [1,2,3][-2:] }}",
+ "{{ 'a,b,,c'.split(',') }}{{ '  x  y '.split() }}{{ 'x'.join(['1','2']) }}",
+ "{{ {'b': 1, 'a': 2} | dictsort }}{{ [3,1,2] | sort }}{{ 'Hello World' | title }}{{ 'hello' | capitalize }}",
+ "{{ x | default('d') }}{{ none | default('d') }}{{ '' | default('d', true) }}",
+ "{% set y = x %}{{ y is defined }}", "{{ range(3) | list }}{{ range(1, 7, 2) | list }}",
+ "{{ 'abc' is string }}{{ 1 is number }}{{ [] is iterable }}{{ {} is mapping }}{{ none is none }}",
+ "{%- for i in range(2) -%}\n  {{ i }}\n{%- endfor %}\n",
+ "  {% if true %}\n    x\n  {% endif %}\n  y",
+ "{# c #}\n  {#- c2 -#}  z", "{% raw %}{{ x }}{% endraw %}",
+ "{{ \"it's\" }}{{ 'say \"hi\"' }}{{ ['it\\'s'] }}",
+ "{{ 3 in [1,2,3] }}{{ 'a' not in 'abc' }}{{ 1 < 2 < 3 }}{{ 1 == 1.0 }}",
+ "{{ [1,2] + [3] }}{{ 'a' ~ 1 ~ none }}{{ 'ab' * 3 }}",
+ "{{ {'a': {'b': [1, {'c': 'é'}]}} | tojson(indent=2) }}", "{{ 'x' | tojson }}{{ none | tojson }}{{ 1.5 | tojson }}",
+ "{{ 10 | round }}{{ 2.567 | round(2) }}{{ -3 | abs }}{{ '42' | int + 1 }}{{ '3.5' | float }}",
+ "{% set t = (1, 2) %}{{ t }}{{ (1,) }}", "{{ loop is defined }}",
+ "{{ [{'a': 1}, {'a': 2}] | map(attribute='a') | list }}{{ [{'a': 1}, {'b': 2}] | selectattr('a') | list }}",
+]
+
+
+@pytest.mark.parametrize("src", SEMANTICS)
+def test_jinja_semantics_match_jinja2(src):
+    """Scoping, loops, macros, arithmetic, slicing, string methods, filters, tests and
+    whitespace control, one construct at a time."""
+    py, err = py_render(src, {"x": 1})
+    r = c_render(src, [{"x": 1}])[0]
+    if py is None:
+        assert "error" in r, (err, r)
+    else:
+        assert r.get("text") == py, r
