@@ -2,7 +2,7 @@
  * cmd_bench.c - `pensieve bench`: prefill and decode speed of the CPU engine.
  *
  * Loads the model once, then R times: clears the context, evaluates a P-token prompt in
- * batches (prefill), and decodes N tokens one at a time, greedy (decode). Prints one line
+ * batches (prefill), and decodes N tokens one at a time, greedy through the sampler (decode). Prints one line
  * of JSON with the medians and every repetition's numbers, so bench/compare.py can put
  * them next to llama.cpp's on the same file, prompt tokens and threads.
  */
@@ -76,22 +76,14 @@ static void print_json_str(const char *s)
     putchar('"');
 }
 
-/* index of the largest logit */
-static int32_t argmax(const float *x, uint32_t n)
-{
-    uint32_t best = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return (int32_t)best;
-}
-
 static int bench_main(int argc, char **argv)
 {
     char path[4096];
     struct pv_err err = {0};
     struct pv_model *model = NULL;
     struct pv_context *ctx = NULL;
+    struct pv_sampler *greedy = NULL;
+    struct pv_sampler_params sp = pv_sampler_default_params();
     struct pv_context_params cp = pv_context_default_params();
     int32_t *prompt;
     size_t n_prompt;
@@ -153,6 +145,9 @@ static int bench_main(int argc, char **argv)
     cp.n_batch = (uint32_t)cli_get(bench_opts, "batch-size")->i;
     if (pv_context_new(model, &cp, &ctx, &err) != PV_OK)
         cli_die("bench", 1, "%s", err.msg);
+    sp.temperature = 0.0f;
+    if (pv_sampler_new(&sp, pv_context_n_vocab(ctx), &greedy, &err) != PV_OK)
+        cli_die("bench", 1, "%s", err.msg);
 
     prefill = xcalloc((size_t)reps, sizeof(double));
     decode = xcalloc((size_t)reps, sizeof(double));
@@ -164,12 +159,12 @@ static int bench_main(int argc, char **argv)
         t_start = clock_now_ns();
         if (pv_context_eval(ctx, prompt, n_prompt, false, &err) != PV_OK)
             cli_die("bench", 1, "%s", err.msg);
-        tok = argmax(pv_context_logits(ctx, -1), pv_context_n_vocab(ctx));
+        tok = pv_sampler_sample(greedy, pv_context_logits(ctx, -1));
         t_prefill = clock_now_ns();
         for (long i = 0; i < n_gen; i++) {
             if (pv_context_eval(ctx, &tok, 1, false, &err) != PV_OK)
                 cli_die("bench", 1, "%s", err.msg);
-            tok = argmax(pv_context_logits(ctx, -1), pv_context_n_vocab(ctx));
+            tok = pv_sampler_sample(greedy, pv_context_logits(ctx, -1));
         }
         t_end = clock_now_ns();
         ttft[r] = (double)(t_prefill - t_start) / 1e6;
@@ -194,6 +189,7 @@ static int bench_main(int argc, char **argv)
     free(decode);
     free(ttft);
     free(prompt);
+    pv_sampler_free(greedy);
     pv_context_free(ctx);
     pv_model_free(model);
     return 0;

@@ -141,6 +141,28 @@ static void select_top(struct cand *c, size_t n, size_t m)
     qsort(c, m, sizeof(*c), cand_cmp);
 }
 
+/* Index of the first largest of x[0..n): the max over 8 independent lanes (so the loop
+   pipelines and vectorizes), then the first index holding it. */
+static size_t argmax(const float *x, size_t n)
+{
+    float lane[8];
+    size_t i = 0;
+    for (int l = 0; l < 8; l++)
+        lane[l] = x[0];
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++)
+            lane[l] = x[i + l] > lane[l] ? x[i + l] : lane[l];
+    float max = lane[0];
+    for (int l = 1; l < 8; l++)
+        max = lane[l] > max ? lane[l] : max;
+    for (; i < n; i++)
+        max = x[i] > max ? x[i] : max;
+    for (i = 0; i < n; i++)
+        if (x[i] == max)
+            return i;
+    return 0; /* every value NaN */
+}
+
 /* Min-heap (by cand order) of the best candidates seen so far: h[0] is the worst kept. */
 static void heap_sift_down(struct cand *h, size_t n, size_t i)
 {
@@ -386,13 +408,8 @@ int32_t pv_sampler_sample(struct pv_sampler *s, const float *logits)
     bool sorted = false;
 
     /* Greedy without penalties: plain argmax, first on ties. */
-    if (p->temperature <= 0.0f && !penalties_on(p)) {
-        size_t best = 0;
-        for (size_t i = 1; i < n; i++)
-            if (logits[i] > logits[best])
-                best = i;
-        return (int32_t)best;
-    }
+    if (p->temperature <= 0.0f && !penalties_on(p))
+        return (int32_t)argmax(logits, n);
 
     /* top-k first when it truncates: one pass, no copy of the vocabulary */
     if (p->temperature > 0.0f && p->top_k > 0 && (size_t)p->top_k < n) {
