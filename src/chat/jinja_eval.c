@@ -1661,6 +1661,44 @@ static struct jval arith(struct jctx *c, const struct jnode *n, int op, struct j
             jsink_put(c, &o, s.u.s->s, s.u.s->len, s.u.s->taint, false);
         return o.len ? jsink_str(c, &o) : jv_str(c, "", 0, NULL);
     }
+    if (op == '%' && a.t == JV_STR) {
+        /* printf-style formatting: %s, %d/%i, %% */
+        const struct jstr *f = a.u.s;
+        const struct jval *args = &b;
+        size_t nargs = 1, k = 0;
+        if (b.t == JV_LIST && b.u.l->is_tuple) {
+            args = b.u.l->v;
+            nargs = b.u.l->n;
+        }
+        struct jsink o = {0};
+        for (size_t i = 0; i < f->len; i++) {
+            if (f->s[i] != '%') {
+                jsink_put(c, &o, f->s + i, 1, NULL, f->taint && f->taint[i]);
+                continue;
+            }
+            char conv = i + 1 < f->len ? f->s[++i] : 0;
+            if (conv == '%') {
+                jsink_put(c, &o, "%", 1, NULL, false);
+                continue;
+            }
+            if (conv != 's' && conv != 'd' && conv != 'i')
+                jx_fail(c, n, PV_ERR_UNSUPPORTED, "string formatting: '%%%c' is not supported", conv ? conv : ' ');
+            if (k >= nargs)
+                jx_fail(c, n, PV_ERR_INVALID, "not enough arguments for format string");
+            struct jval x = args[k++];
+            if (conv != 's') {
+                if (x.t == JV_FLOAT)
+                    x = jv_int((int64_t)x.u.f);
+                else
+                    x = jv_int(need_int(c, n, x, "%d format"));
+            }
+            struct jval sx = str_of(c, x);
+            jsink_put(c, &o, sx.u.s->s, sx.u.s->len, sx.u.s->taint, false);
+        }
+        if (k < nargs)
+            jx_fail(c, n, PV_ERR_INVALID, "not all arguments converted during string formatting");
+        return o.len ? jsink_str(c, &o) : jv_str(c, "", 0, NULL);
+    }
     bool an = a.t == JV_INT || a.t == JV_FLOAT || a.t == JV_BOOL;
     bool bn = b.t == JV_INT || b.t == JV_FLOAT || b.t == JV_BOOL;
     if (!an || !bn)

@@ -246,6 +246,35 @@ SEMANTICS = ["{% set x = 0 %}{% for i in range(3) %}{{ x }}{% set x = i %}{% end
  "{{ [{'a': 1}, {'a': 2}] | map(attribute='a') | list }}{{ [{'a': 1}, {'b': 2}] | selectattr('a') | list }}",
 ]
 
+SEMANTICS += [
+ "{% for k, v in {'a': 1, 'b': [2]}.items() %}{{ k }}={{ v }};{% endfor %}",
+ "{{ {'a': 1}.get('a') }}{{ {'a': 1}.get('b') }}{{ {'a': 1}.get('b', 'z') }}",
+ "{% for i in 'abc' %}{{ loop.previtem }}|{{ loop.nextitem }}|{{ loop.revindex }}{{ loop.cycle('x','y') }};{% endfor %}",
+ "{{ [{'n': 'a'}, {'n': 'b'}] | join(', ', attribute='n') }}",
+ "{% macro w() %}[{{ caller() }}]{% endmacro %}{% call w() %}inner{% endcall %}",
+ "{% filter upper %}abc{{ 'd' }}{% endfilter %}",
+ "{{ 'a\\nb\\n\\nc' | indent(2) }}|{{ 'a\\nb' | indent(2, true) }}",
+ "{{ [1,2,1,3] | unique | list }}{{ 'héllo' | first }}{{ 'héllo' | last }}{{ 'héllo' | length }}",
+ "{{ 'aaa'.replace('a', 'b', 2) }}{{ 'abc'.startswith(('x', 'a')) }}{{ '{} and {}'.format(1, 'b') }}{{ '{0}{name}'.format(1, name=2) }}",
+ "{{ 'Ünï'.upper() }}{{ 'ÀB'.lower() }}{{ '  x '.strip() }}|{{ 'xxaxx'.strip('x') }}|{{ 'a-b'.rstrip('-b') }}",
+ "{{ none }}{{ true }}{{ false }}{{ 1.5e-7 }}{{ 123456789012345678.0 }}{{ -0.0 }}",
+ "{{ [1.0, 2.5, none, 'x\\ty'] }}{{ {'a': (1, 2)} }}",
+ "{{ 'x' if x is odd }}{{ 3 is divisibleby 3 }}{{ x is sameas 1 }}{{ 'ABC' is upper }}",
+ "{% set d = dict(a=1, b=2) %}{{ d }}{{ d | length }}{{ d.keys() | list }}{{ d.values() | list }}",
+ "{{ 'abc'.find('c') }}{{ 'abcabc'.rfind('b') }}{{ 'a b'.title() }}{{ 'abc'.count('b') }}",
+ "{{ 'a<b>&' | e }}{{ 'x' | safe }}",
+ "{{ [3, 1, 2] | max }}{{ [3, 1, 2] | min }}{{ [1, 2.5] | sum }}{{ [[1],[2]] | sum(start=[]) if false else 0 }}",
+ "{{ 'a\\u00e9\\x41\\101' }}",
+ "{%- set a = 1 -%}  {{ a }}  {%- if a %} yes {% endif -%} .",
+ "{% if x %}\n  A\n{% elif y %}\n  B\n{% else %}\n  C\n{% endif %}\nD",
+ "{{ '%s-%d' % ('a', 2) }}",
+ "{{ x.y is defined }}{{ (none).y is defined }}",
+ "{{ [1,2,3] | reverse | list }}{{ 'abc' | reverse }}{{ [1,2,3] | batch(2) | list if false else '' }}",
+ "{{ 'a' < 'b' }}{{ [1,2] < [1,3] }}{{ 2 > 1.5 }}",
+ "{% set l = [1,2] %}{{ l[5] is defined }}{{ l[-1] }}{{ l[0:1] }}",
+ "{{ 'tool' ~ 3 | string }}{{ (3 | string) + 'x' }}",
+]
+
 
 @pytest.mark.parametrize("src", SEMANTICS)
 def test_jinja_semantics_match_jinja2(src):
