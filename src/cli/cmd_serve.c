@@ -51,6 +51,9 @@ static struct cli_opt serve_opts[] = {
     {"ping-interval", 0, CLI_INT, "PENSIEVE_PING_INTERVAL", "SECONDS",
      "streams get a keep-alive ping after this long without events (long prompts)", "10", 1,
      3600},
+    {"stop", 0, CLI_STRING, "PENSIEVE_STOP", "TEXT",
+     "a stop sequence added to every request, like a Modelfile's PARAMETER stop "
+     "(repeatable, at most 4; C escapes \\n \\t \\\\ understood)", NULL},
     {"pid-file", 0, CLI_STRING, "PENSIEVE_PID_FILE", "PATH",
      "where to write the pid for `pensieve stop`; default "
      "$XDG_RUNTIME_DIR or /tmp: pensieve-PORT.pid", NULL},
@@ -80,6 +83,49 @@ void cli_default_pid_file(int port, char *out, size_t cap)
     if (!dir || !*dir)
         dir = "/tmp";
     snprintf(out, cap, "%s/pensieve-%d.pid", dir, port);
+}
+
+/* Undo the C escapes \n, \t and \\ in place (a newline is awkward on a command line). */
+static void unescape(char *s)
+{
+    char *w = s;
+    for (const char *p = s; *p; p++) {
+        if (*p == '\\' && (p[1] == 'n' || p[1] == 't' || p[1] == '\\')) {
+            *w++ = p[1] == 'n' ? '\n' : p[1] == 't' ? '\t' : '\\';
+            p++;
+        } else {
+            *w++ = *p;
+        }
+    }
+    *w = '\0';
+}
+
+/* Every value of a repeatable option: "--NAME v", "--NAME=v" (and "-S v" when short). */
+static int collect(int argc, char **argv, const char *name, char short_name, char **out,
+                   int max)
+{
+    int n = 0;
+    size_t len = strlen(name);
+    for (int a = 1; a < argc; a++) {
+        const char *v = NULL;
+        if (strcmp(argv[a], "--") == 0)
+            break;
+        if (strncmp(argv[a], "--", 2) == 0 && strncmp(argv[a] + 2, name, len) == 0) {
+            if (argv[a][2 + len] == '=')
+                v = argv[a] + 3 + len;
+            else if (argv[a][2 + len] == '\0' && a + 1 < argc)
+                v = argv[++a];
+        } else if (short_name && argv[a][0] == '-' && argv[a][1] == short_name &&
+                   argv[a][2] == '\0' && a + 1 < argc) {
+            v = argv[++a];
+        }
+        if (v) {
+            if (n == max)
+                cli_die("serve", 2, "--%s: at most %d values", name, max);
+            out[n++] = (char *)v;
+        }
+    }
+    return n;
 }
 
 static int serve_main(int argc, char **argv)
@@ -152,6 +198,16 @@ static int serve_main(int argc, char **argv)
                 cli_die("serve", 2, "--alias: at most %d names", SERVER_MAX_ALIASES);
             p.aliases[p.n_aliases++] = tok;
         }
+    }
+    static char *stops[SERVER_MAX_STOP];
+    int n_stop = collect(argc, argv, "stop", 0, stops, SERVER_MAX_STOP);
+    if (n_stop == 0 && cli_get(serve_opts, "stop")->str)
+        stops[n_stop++] = (char *)cli_get(serve_opts, "stop")->str;
+    for (int i = 0; i < n_stop; i++) {
+        stops[i] = xstrdup(stops[i]);
+        unescape(stops[i]);
+        if (*stops[i])
+            p.stop[p.n_stop++] = stops[i];
     }
     const char *pf = cli_get(serve_opts, "pid-file")->str;
     if (pf)

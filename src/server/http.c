@@ -273,9 +273,16 @@ static void access_log(struct http_req *r)
         tps = r->n_output > 1 ? (r->n_output - 1) / ((dur_ms - r->ttft_ms) / 1e3) : 0;
     http_stats_request(r->endpoint, r->status, r->n_prompt, r->n_output, r->ttft_ms, dur_ms);
     if (log_is_json()) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, "
-                              "s:i, s:I}",
-                              "level", "info", "event", "request", "id", r->id, "method",
+        char when[40];
+        struct timespec ts;
+        struct tm tm;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        gmtime_r(&ts.tv_sec, &tm);
+        size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(when + n, sizeof(when) - n, ".%03ldZ", ts.tv_nsec / 1000000);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:f, "
+                              "s:f, s:i, s:I}",
+                              "time", when, "level", "info", "event", "request", "id", r->id, "method",
                               r->method, "endpoint", r->path, "model", r->model, "status",
                               r->status, "prompt_tokens", r->n_prompt, "output_tokens",
                               r->n_output, "ttft_ms", r->ttft_ms < 0 ? 0.0 : r->ttft_ms,

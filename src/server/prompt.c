@@ -17,7 +17,7 @@
 struct prompt_out {
     struct pv_detok *detok;      /* owned */
     struct chat_parser *parser;  /* owned */
-    const char *stop[API_MAX_STOP]; /* borrowed from the request body */
+    const char *stop[API_MAX_STOP + SERVER_MAX_STOP]; /* borrowed: request body, server */
     int n_stop;
     int n_input;
     /* where parser events go during a call */
@@ -101,13 +101,15 @@ static void on_event(void *ud, const struct chat_event *ev)
     }
 }
 
-static struct prompt_out *out_new(const struct pv_vocab *vocab, struct chat_parser_params *pp,
+static struct prompt_out *out_new(const struct http_server *srv, struct chat_parser_params *pp,
                                   const struct api_request *q)
 {
+    const struct pv_vocab *vocab = gen_engine_vocab(srv->engine);
     struct prompt_out *po = xcalloc(1, sizeof(*po));
-    po->n_stop = q->n_stop;
     for (int i = 0; i < q->n_stop; i++)
-        po->stop[i] = q->stop[i];
+        po->stop[po->n_stop++] = q->stop[i];
+    for (int i = 0; i < srv->p.n_stop; i++)
+        po->stop[po->n_stop++] = srv->p.stop[i];
     pp->stop = po->stop;
     pp->n_stop = (size_t)po->n_stop;
     po->detok = pv_detok_new(vocab, PV_DETOK_SKIP_SPECIAL);
@@ -160,7 +162,7 @@ static enum pv_status build_chat(struct http_req *r, const struct api_request *q
     if (st != PV_OK || q->kind == API_COUNT_TOKENS)
         goto out_prompt;
     chat_parser_params_for(r->srv->tmpl, &conv, &cp, &pp);
-    in->out = out_new(vocab, &pp, q);
+    in->out = out_new(r->srv, &pp, q);
     if (!in->out)
         st = pv_err_set(err, PV_ERR_NOMEM, "cannot create the output parser");
 out_prompt:
@@ -186,7 +188,7 @@ enum pv_status prompt_build(struct http_req *r, const struct api_request *q,
             st = pv_err_set(err, PV_ERR_INVALID, "prompt: the prompt is empty");
         if (st == PV_OK) {
             struct chat_parser_params pp = {.tool_format = CHAT_TOOLFMT_NONE};
-            in->out = out_new(vocab, &pp, q);
+            in->out = out_new(r->srv, &pp, q);
             if (!in->out)
                 st = pv_err_set(err, PV_ERR_NOMEM, "cannot create the output parser");
         }

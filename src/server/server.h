@@ -16,6 +16,7 @@
 #include "pensieve.h"
 
 #define SERVER_MAX_ALIASES 16
+#define SERVER_MAX_STOP 4
 
 struct server_params {
     const char *model_path;     /* GGUF file to serve */
@@ -37,6 +38,8 @@ struct server_params {
     int max_tokens_limit;       /* max_tokens above this is rejected as absurd (400) */
     int max_connections;        /* simultaneous connections */
     int ping_interval_s;        /* SSE keep-alive while no tokens flow (long prefill) */
+    const char *stop[SERVER_MAX_STOP]; /* stop sequences added to every request */
+    int n_stop;
     const char *pid_file;       /* written at start, removed at exit; NULL = none */
 };
 

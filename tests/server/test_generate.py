@@ -228,3 +228,14 @@ def test_waiting_stream_gets_keepalive_pings(start_server, default_model):
     data = [l[6:] for l in lines if l.startswith("data: ")]
     assert data[-1] == "[DONE]"
     assert json.loads(data[-2])["choices"][0]["finish_reason"] == "length"
+
+
+def test_server_wide_stop_sequence(start_server, default_model):
+    """--stop applies to every request, besides the request's own stop sequences."""
+    s = start_server(["-m", str(default_model), "--ctx-size", "256", "--stop", "\\n"])
+    body = complete(s, prompt="Here is a list of fruits:\n1.", max_tokens=40).json()
+    choice = body["choices"][0]
+    assert "\n" not in choice["text"]
+    assert choice["finish_reason"] in ("stop", "length")
+    if choice["finish_reason"] == "length":
+        assert body["usage"]["completion_tokens"] == 40

@@ -1,0 +1,79 @@
+"""Claude Code end to end: the real `claude` CLI in print mode against `pensieve serve` on
+the default model. A first turn and a `--continue` turn must both complete (exit 0, the
+model's text on stdout), and the server log must show that both requests carried Claude
+Code's system prompt and tool list. The tiny model's words are not checked: the protocol
+is. The default model never ends a turn under Claude Code's 12K-token prompt (it keeps
+copying the system prompt until max_tokens, which `claude -p` reports as an error), so
+the server runs with `--stop '\n'`, a server-side stop sequence like a Modelfile's
+PARAMETER stop: each answer is one line and ends with stop_reason "stop_sequence".
+Claude Code's first prompt takes minutes to read on 2 cores; the time to first token of
+both turns is printed (run pytest with -s to see it)."""
+import json
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CLAUDE = ROOT / ".tools" / "claude-code" / "node_modules" / ".bin" / "claude"
+
+
+@pytest.fixture(scope="module")
+def claude_bin():
+    assert CLAUDE.exists(), f"{CLAUDE} is missing: scripts/setup installs Claude Code"
+    return CLAUDE
+
+
+def run_claude(claude_bin, server, home, workdir, *args, timeout=1500):
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "ANTHROPIC_BASE_URL": server.url,
+        "ANTHROPIC_API_KEY": "sk-pensieve-test",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK": "1",
+        "API_TIMEOUT_MS": str(timeout * 1000),
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "256",
+    }
+    return subprocess.run([str(claude_bin), "-p", *args], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def messages_log(server):
+    out = []
+    for line in server.output().splitlines():
+        if line.startswith("{"):
+            rec = json.loads(line)
+            if rec.get("event") == "request" and rec["endpoint"] == "/v1/messages":
+                out.append(rec)
+    return out
+
+
+def test_claude_code_two_turns(claude_bin, start_server, default_model, tmp_path):
+    server = start_server(["-m", str(default_model), "--ctx-size", "32768", "--log-format",
+                           "json", "--api-key", "sk-pensieve-test", "--stop", "\\n"])
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+
+    first = run_claude(claude_bin, server, home, work, "Say hello in one short sentence.")
+    assert first.returncode == 0, f"stdout:\n{first.stdout}\nstderr:\n{first.stderr}"
+    assert first.stdout.strip(), "no model text on stdout"
+
+    second = run_claude(claude_bin, server, home, work, "--continue", "And now say goodbye.")
+    assert second.returncode == 0, f"stdout:\n{second.stdout}\nstderr:\n{second.stderr}"
+    assert second.stdout.strip(), "no model text on stdout"
+
+    served = [r for r in messages_log(server) if r["status"] == 200]
+    # every main-loop request carries Claude Code's system prompt and its tools
+    main = [r for r in served if r["tools"] >= 5 and r["system_bytes"] > 2000]
+    assert len(main) >= 2, served
+    first_req, second_req = main[0], main[-1]
+    assert second_req["prompt_tokens"] > first_req["prompt_tokens"] > 5000
+    print(f"\nClaude Code turn 1: {first_req['prompt_tokens']} prompt tokens, "
+          f"TTFT {first_req['ttft_ms'] / 1000:.1f} s; turn 2: {second_req['prompt_tokens']} "
+          f"prompt tokens, TTFT {second_req['ttft_ms'] / 1000:.1f} s")
