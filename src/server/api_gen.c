@@ -10,6 +10,7 @@
  */
 #include <string.h>
 
+#include "chat/chat.h"
 #include "server/api.h"
 #include "server/emit.h"
 #include "server/gen.h"
@@ -174,6 +175,12 @@ void api_generate(struct http_req *r, struct api_request *q)
         .top_k = q->top_k,
         .seed = q->seed,
     };
+    if (pin.matcher) {
+        /* the engine owns the grammar from here on (gen_submit releases it on failure) */
+        gp.constraint = (struct gen_constraint){pin.matcher, chat_constraint_mask,
+                                                chat_constraint_accept, chat_constraint_release};
+        pin.matcher = NULL;
+    }
     if (gen_submit(r->srv->engine, &gp, &g->job, &err) != PV_OK) {
         http_reply_error(r, err.status, NULL, err.msg);
         goto out;

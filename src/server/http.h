@@ -27,6 +27,7 @@ struct MHD_Connection;
 struct http_server;
 struct http_engine;
 struct chat_template;
+struct chat_token_table;
 
 /* Which API's error envelope and overload status a request uses. */
 enum http_api { HTTP_API_ANTHROPIC, HTTP_API_OPENAI, HTTP_API_PLAIN };
@@ -61,6 +62,7 @@ struct http_server {
     struct server_params p;
     struct http_engine *engine;  /* NULL until a model is loaded */
     struct chat_template *tmpl;  /* the model's chat template, parsed once */
+    struct chat_token_table *tok_table; /* vocabulary pieces for grammars, made once */
     char model_name[128];        /* id /v1/models reports */
     uint64_t t_start_ns;
     double created_unix;         /* when the server started, for model listings */

@@ -2,8 +2,9 @@
  * prompt.c - request -> prompt tokens, output tokens -> events (see prompt.h).
  *
  * Conversations are converted and rendered by the chat layer; the rendered text comes
- * in segments, and only template text may become control tokens. The template prints
- * BOS itself; when it does not and the vocabulary wants one, BOS is put in front.
+ * in segments, and only template text may become control tokens; BOS comes from the
+ * template when it prints one, else from the vocabulary's flags. Forced output (tool
+ * choice, response_format) gets a grammar matcher the engine applies to the logits.
  * /v1/completions prompts are tokenized as given (BOS as the vocabulary says). Output:
  * detokenizer -> chat parser (thinking, tool calls in the template's format, stop
  * sequences) -> emitter.
@@ -27,6 +28,9 @@ struct prompt_out {
 
 enum pv_status prompt_init(struct http_server *srv, struct pv_err *err)
 {
+    srv->tok_table = chat_token_table_new(gen_engine_vocab(srv->engine));
+    if (!srv->tok_table)
+        return pv_err_set(err, PV_ERR_NOMEM, "cannot build the token table for grammars");
     const struct pv_model *m = gen_engine_model(srv->engine);
     const struct pv_vocab *v = gen_engine_vocab(srv->engine);
     char bos[64] = "", eos[64] = "";
@@ -44,6 +48,8 @@ void prompt_free(struct http_server *srv)
 {
     chat_template_free(srv->tmpl);
     srv->tmpl = NULL;
+    chat_token_table_free(srv->tok_table);
+    srv->tok_table = NULL;
 }
 
 void prompt_out_free(struct prompt_out *po)
@@ -57,6 +63,8 @@ void prompt_out_free(struct prompt_out *po)
 
 void prompt_in_release(struct prompt_in *in)
 {
+    chat_matcher_free(in->matcher);
+    in->matcher = NULL;
     free(in->tokens);
     in->tokens = NULL;
     in->n_tokens = 0;
@@ -112,30 +120,14 @@ static struct prompt_out *out_new(const struct http_server *srv, struct chat_par
         po->stop[po->n_stop++] = srv->p.stop[i];
     pp->stop = po->stop;
     pp->n_stop = (size_t)po->n_stop;
-    po->detok = pv_detok_new(vocab, PV_DETOK_SKIP_SPECIAL);
+    /* control tokens stay visible: the parser reads markers such as [TOOL_CALLS] */
+    po->detok = pv_detok_new(vocab, 0);
     po->parser = chat_parser_new(pp, on_event, po);
     if (!po->detok || !po->parser) {
         prompt_out_free(po);
         return NULL;
     }
     return po;
-}
-
-/* A BOS in front when the vocabulary wants one and the template did not print it. */
-static enum pv_status ensure_bos(const struct pv_vocab *v, struct prompt_in *in,
-                                 struct pv_err *err)
-{
-    const int32_t bos = pv_vocab_bos(v);
-    if (!pv_vocab_adds_bos(v) || bos < 0 || (in->n_tokens && in->tokens[0] == bos))
-        return PV_OK;
-    int32_t *t = try_realloc(in->tokens, (in->n_tokens + 1) * sizeof(int32_t));
-    if (!t)
-        return pv_err_set(err, PV_ERR_NOMEM, "out of memory for the prompt");
-    memmove(t + 1, t, in->n_tokens * sizeof(int32_t));
-    t[0] = bos;
-    in->tokens = t;
-    in->n_tokens++;
-    return PV_OK;
 }
 
 static enum pv_status build_chat(struct http_req *r, const struct api_request *q,
@@ -155,12 +147,20 @@ static enum pv_status build_chat(struct http_req *r, const struct api_request *q
     st = chat_render(r->srv->tmpl, &conv, &cp, err);
     if (st != PV_OK)
         goto out_conv;
-    st = pv_tokenize_segments(vocab, cp.segs, cp.n_segs, 0, &in->tokens, &in->n_tokens, err);
-    if (st != PV_OK)
-        goto out_prompt;
-    st = ensure_bos(vocab, in, err);
+    st = pv_tokenize_segments(vocab, cp.segs, cp.n_segs,
+                              cp.starts_with_bos ? 0 : PV_TOKENIZE_ADD_SPECIAL, &in->tokens,
+                              &in->n_tokens, err);
     if (st != PV_OK || q->kind == API_COUNT_TOKENS)
         goto out_prompt;
+    /* forced output (tool_choice any/tool/required/named, response_format): a grammar */
+    struct chat_grammar *g = chat_grammar_for(&conv);
+    if (g) {
+        in->matcher = chat_matcher_new(g, r->srv->tok_table);
+        if (!in->matcher) {
+            st = pv_err_set(err, PV_ERR_NOMEM, "cannot create the output grammar");
+            goto out_prompt;
+        }
+    }
     chat_parser_params_for(r->srv->tmpl, &conv, &cp, &pp);
     in->out = out_new(r->srv, &pp, q);
     if (!in->out)

@@ -16,11 +16,13 @@
 #include "server/emit.h"
 
 struct prompt_out;
+struct chat_matcher;
 
 struct prompt_in {
     int32_t *tokens;             /* [n_tokens], owned (prompt_in_release) */
     size_t n_tokens;
     struct prompt_out *out;      /* output side for this request, owned until taken */
+    struct chat_matcher *matcher; /* grammar of forced output or NULL; owned until taken */
 };
 
 /* Parse the model's chat template once (srv->tmpl). */

@@ -209,3 +209,51 @@ def test_mid_stream_failure_is_an_error_event(start_server, default_model):
                                               "message": "server is shutting down"}}
     assert "event: message_stop" not in rest
     assert s.proc.wait(30) == 0
+
+
+WEATHER = {"name": "get_weather", "description": "Current weather of a city",
+           "input_schema": {"type": "object",
+                            "properties": {"city": {"type": "string", "maxLength": 20},
+                                           "unit": {"type": "string", "enum": ["c", "f"]}},
+                            "required": ["city", "unit"]}}
+
+
+def test_forced_tool_round_trip(client):
+    import jsonschema
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    m = client.messages.create(model="m", max_tokens=120, tools=[WEATHER], messages=ask,
+                               tool_choice={"type": "tool", "name": "get_weather"})
+    assert m.stop_reason == "tool_use", m
+    calls = [b for b in m.content if b.type == "tool_use"]
+    assert len(calls) == 1
+    call = calls[0]
+    assert call.name == "get_weather" and call.id.startswith("toolu_")
+    jsonschema.validate(call.input, WEATHER["input_schema"])
+    # the tool result goes back; the model answers (any text, or another call)
+    follow = ask + [{"role": "assistant", "content": [b.model_dump() for b in m.content]},
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
+                                                  "content": "18 degrees, sunny"}]}]
+    final = client.messages.create(model="m", max_tokens=16, tools=[WEATHER], messages=follow)
+    assert final.stop_reason in ("end_turn", "max_tokens", "tool_use")
+    assert final.usage.input_tokens > m.usage.input_tokens
+
+
+def test_forced_tool_call_streamed(client, srv):
+    import jsonschema
+    body = {"model": "m", "max_tokens": 120, "stream": True, "tools": [WEATHER],
+            "tool_choice": {"type": "any"},
+            "messages": [{"role": "user", "content": "Weather in Oslo, in celsius?"}]}
+    events = raw_events(srv, body)
+    check_grammar(events)
+    starts = [d for n, d in events if n == "content_block_start"
+              and d["content_block"]["type"] == "tool_use"]
+    assert len(starts) == 1
+    idx = starts[0]["index"]
+    args = "".join(d["delta"]["partial_json"] for n, d in events
+                   if n == "content_block_delta" and d["index"] == idx)
+    jsonschema.validate(json.loads(args), WEATHER["input_schema"])
+    assert [d for n, d in events if n == "message_delta"][-1]["delta"]["stop_reason"] == "tool_use"
+    with client.messages.stream(**{k: v for k, v in body.items() if k != "stream"}) as s:
+        final = s.get_final_message()
+    tool = [b for b in final.content if b.type == "tool_use"][0]
+    jsonschema.validate(tool.input, WEATHER["input_schema"])

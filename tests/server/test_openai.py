@@ -73,3 +73,49 @@ def test_context_overflow_error(start_server, default_model):
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi " * 100}])
     assert e.value.code == "context_length_exceeded"
+
+
+FN = {"type": "function", "function": {
+    "name": "lookup", "description": "Look up a word",
+    "parameters": {"type": "object", "properties": {"word": {"type": "string", "maxLength": 16},
+                                                    "lang": {"type": "string",
+                                                             "enum": ["en", "fr"]}},
+                   "required": ["word", "lang"]}}}
+
+
+def test_tools_required(client):
+    import jsonschema
+    c = client.chat.completions.create(model="m", max_tokens=120, tools=[FN],
+                                       tool_choice="required",
+                                       messages=[{"role": "user", "content": "Define 'cat'."}])
+    ch = c.choices[0]
+    assert ch.finish_reason == "tool_calls", ch
+    call = ch.message.tool_calls[0]
+    assert call.type == "function" and call.function.name == "lookup"
+    jsonschema.validate(json.loads(call.function.arguments), FN["function"]["parameters"])
+    # streamed: fragments of the arguments join into the same kind of object
+    chunks = list(client.chat.completions.create(
+        model="m", max_tokens=120, tools=[FN], stream=True,
+        tool_choice={"type": "function", "function": {"name": "lookup"}},
+        messages=[{"role": "user", "content": "Define 'dog'."}]))
+    args = "".join(tc.function.arguments or "" for ch in chunks if ch.choices
+                   for tc in (ch.choices[0].delta.tool_calls or []))
+    jsonschema.validate(json.loads(args), FN["function"]["parameters"])
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_json_schema_output(client):
+    import jsonschema
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+                                               "age": {"type": "integer"}},
+              "required": ["name", "age"]}
+    c = client.chat.completions.create(
+        model="m", max_tokens=80, messages=[{"role": "user", "content": "A person, as JSON."}],
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "person", "schema": schema}})
+    assert c.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(c.choices[0].message.content), schema)
+    c = client.chat.completions.create(
+        model="m", max_tokens=80, messages=[{"role": "user", "content": "Any JSON object."}],
+        response_format={"type": "json_object"})
+    assert isinstance(json.loads(c.choices[0].message.content), dict)
