@@ -148,7 +148,7 @@ def test_client_disconnect_cancels_generation(gen_server):
     assert n_out < 50
 
 
-def test_queue_full_answers_503(start_server, default_model):
+def test_queue_full_answers_503_and_529(start_server, default_model):
     s = start_server(["-m", str(default_model), "--ctx-size", "256", "--parallel", "1",
                       "--queue", "0"])
     holder = complete(s, max_tokens=60, stream=True)
@@ -157,6 +157,10 @@ def test_queue_full_answers_503(start_server, default_model):
     r = complete(s, max_tokens=2)
     assert r.status_code == 503, r.text
     assert r.json()["error"]["type"] == "server_error"
+    r = requests.post(s.url + "/v1/messages", timeout=60, json={
+        "model": "m", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 529, r.text
+    assert r.json()["error"]["type"] == "overloaded_error"
     holder.close()
 
 
