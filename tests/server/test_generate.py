@@ -243,3 +243,28 @@ def test_server_wide_stop_sequence(start_server, default_model):
     assert choice["finish_reason"] in ("stop", "length")
     if choice["finish_reason"] == "length":
         assert body["usage"]["completion_tokens"] == 40
+
+
+def test_slow_non_streamed_generation_outlives_idle_timeout(start_server, default_model):
+    """--timeout drops idle clients, not a reply that is silent longer than it: here a
+    non-streamed request waits ~2.5 s for the only slot, against a 1 s idle timeout."""
+    s = start_server(["-m", str(default_model), "--ctx-size", "1024", "--parallel", "1",
+                      "--timeout", "1"])
+    holder = complete(s, max_tokens=1000, stream=True)
+    held = holder.iter_lines()
+    next(held)  # the slot is busy
+    result = {}
+
+    def waiting():
+        t0 = time.monotonic()
+        result["r"] = complete(s, max_tokens=4)
+        result["took"] = time.monotonic() - t0
+
+    t = threading.Thread(target=waiting)
+    t.start()
+    time.sleep(2.5)
+    holder.close()  # cancels the holder: the waiting request runs
+    t.join(120)
+    assert result["took"] > 2.0
+    assert result["r"].status_code == 200, result["r"].text
+    assert result["r"].json()["usage"]["completion_tokens"] >= 1
