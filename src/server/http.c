@@ -621,8 +621,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                          : HTTP_API_ANTHROPIC;
 
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "content-length");
-        long long clen = 0;
-        bool has_clen = cl && parse_long(cl, 0, LONG_MAX, (long *)&clen);
+        long clen = 0;
+        bool has_clen = cl && parse_long(cl, 0, LONG_MAX, &clen);
         if (!precheck(r, rt, (unsigned long long)clen, has_clen))
             return r->handled ? MHD_YES : MHD_NO;
         return MHD_YES;
