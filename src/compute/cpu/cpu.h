@@ -91,6 +91,9 @@ void cpu_avx2_ops_fill(struct cpu_kernels *k);
 
 /* Scalar activations and softmax (ops.c), the references of the SIMD ones. */
 void cpu_gelu_mul_ref(float *x, const float *g, int n);
+/* gelu_tanh(fp16 h) rounded to fp16, as f32, for every fp16 bit pattern h (ops.c). */
+extern float cpu_gelu_table[1 << 16];
+void cpu_gelu_table_fill(void);
 void cpu_silu_mul_ref(float *x, const float *g, int n);
 void cpu_softmax_ref(float *x, int n);
 

@@ -51,13 +51,29 @@ void cpu_rope(float *x, int n_heads, int head_dim, int n_rot, int32_t pos, float
     }
 }
 
-/* x = 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))) * g */
+/*
+ * GELU is read from a table indexed by x rounded to fp16 and holding fp16 results, the
+ * precision llama.cpp's CPU backend computes it in (ggml's GELU_FP16): a model like
+ * Gemma 3 amplifies last-bit differences here into visible logit differences.
+ */
+float cpu_gelu_table[1 << 16];
+
+void cpu_gelu_table_fill(void)
+{
+    for (uint32_t h = 0; h < (1u << 16); h++) {
+        float v = pv_fp16_to_f32((uint16_t)h);
+        float t = tanhf(0.7978845608f * v * (1.0f + 0.044715f * v * v));
+        cpu_gelu_table[h] = pv_fp16_to_f32(pv_f32_to_fp16(0.5f * v * (1.0f + t)));
+    }
+}
+
+/* x = gelu_tanh(x) * g: 0 for x <= -10, x for x >= 10, else the table at fp16(x) */
 void cpu_gelu_mul_ref(float *x, const float *g, int n)
 {
     for (int i = 0; i < n; i++) {
         float v = x[i];
-        float t = tanhf(0.7978845608f * v * (1.0f + 0.044715f * v * v));
-        x[i] = 0.5f * v * (1.0f + t) * g[i];
+        float y = v <= -10.0f ? 0.0f : v >= 10.0f ? v : cpu_gelu_table[pv_f32_to_fp16(v)];
+        x[i] = y * g[i];
     }
 }
 

@@ -30,16 +30,17 @@ static inline __m256 exp_ps(__m256 x)
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-/* x = x / (1 + exp(-2 sqrt(2/pi) x (1 + 0.044715 x^2))) * g */
+/* x = gelu_tanh(x) * g through the fp16 table, exactly as cpu_gelu_mul_ref */
 static void gelu_mul(float *x, const float *g, int n)
 {
-    const __m256 c = _mm256_set1_ps(-2.0f * 0.7978845608f), k = _mm256_set1_ps(0.044715f);
-    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 lo = _mm256_set1_ps(-10.0f), hi = _mm256_set1_ps(10.0f);
     int i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 v = _mm256_loadu_ps(x + i);
-        __m256 z = _mm256_mul_ps(_mm256_mul_ps(c, v), _mm256_fmadd_ps(_mm256_mul_ps(k, v), v, one));
-        __m256 y = _mm256_div_ps(v, _mm256_add_ps(one, exp_ps(z)));
+        __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256 y = _mm256_i32gather_ps(cpu_gelu_table, _mm256_cvtepu16_epi32(h), 4);
+        y = _mm256_blendv_ps(y, v, _mm256_cmp_ps(v, hi, _CMP_GE_OQ));
+        y = _mm256_andnot_ps(_mm256_cmp_ps(v, lo, _CMP_LE_OQ), y);
         _mm256_storeu_ps(x + i, _mm256_mul_ps(y, _mm256_loadu_ps(g + i)));
     }
     if (i < n)

@@ -828,15 +828,10 @@ static inline float hmax_ps(__m256 v)
     return _mm_cvtss_f32(m);
 }
 
-/* roundf: half away from zero, exactly */
-static inline __m256i round_away_epi32(__m256 v)
+/* round to nearest, ties to even */
+static inline __m256i round_even_epi32(__m256 v)
 {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 ax = _mm256_andnot_ps(sign, v);
-    __m256 t = _mm256_round_ps(ax, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    __m256 up = _mm256_cmp_ps(_mm256_sub_ps(ax, t), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
-    t = _mm256_add_ps(t, _mm256_and_ps(up, _mm256_set1_ps(1.0f)));
-    return _mm256_cvtps_epi32(_mm256_or_ps(t, _mm256_and_ps(sign, v)));
+    return _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
 /* 32 int32 in four vectors -> 32 int8 in order */
@@ -856,11 +851,11 @@ static inline __m256i q8_0_block(const float *x, float *d_out)
     __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
                              _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
     float amax = hmax_ps(m);
-    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
     __m256 vid = _mm256_set1_ps(id);
     *d_out = d;
-    return pack_32(round_away_epi32(_mm256_mul_ps(v0, vid)), round_away_epi32(_mm256_mul_ps(v1, vid)),
-                   round_away_epi32(_mm256_mul_ps(v2, vid)), round_away_epi32(_mm256_mul_ps(v3, vid)));
+    return pack_32(round_even_epi32(_mm256_mul_ps(v0, vid)), round_even_epi32(_mm256_mul_ps(v1, vid)),
+                   round_even_epi32(_mm256_mul_ps(v2, vid)), round_even_epi32(_mm256_mul_ps(v3, vid)));
 }
 
 static void quantize_q8_0(const float *x, void *vy, int64_t n)

@@ -338,7 +338,11 @@ void cpu_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n)
 
 /* ---- activation quantizers -------------------------------------------------------- */
 
-/* d = max|x| / 127, q = round(x / d) (half away from zero) */
+/*
+ * d = max|x| / 127 (stored as fp16), q = round(x * 127 / max|x|) with ties to even: the
+ * way llama.cpp's x86 CPU backend quantizes activations, so that integer dots see the
+ * same q as it does.
+ */
 void cpu_quantize_q8_0_ref(const float *x, void *vy, int64_t n)
 {
     struct pv_block_q8_0 *y = vy;
@@ -346,10 +350,10 @@ void cpu_quantize_q8_0_ref(const float *x, void *vy, int64_t n)
         float amax = 0.0f;
         for (int j = 0; j < PV_QK8_0; j++)
             amax = fmaxf(amax, fabsf(x[j]));
-        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         y[i].d = pv_f32_to_fp16(d);
         for (int j = 0; j < PV_QK8_0; j++)
-            y[i].qs[j] = (int8_t)roundf(x[j] * id);
+            y[i].qs[j] = (int8_t)rintf(x[j] * id);
     }
 }
 
@@ -378,10 +382,10 @@ void cpu_quantize_q8_1_ref(const float *x, void *vy, int64_t n)
         float amax = 0.0f;
         for (int j = 0; j < PV_QK8_1; j++)
             amax = fmaxf(amax, fabsf(x[j]));
-        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         int sum = 0;
         for (int j = 0; j < PV_QK8_1; j++) {
-            y[i].qs[j] = (int8_t)roundf(x[j] * id);
+            y[i].qs[j] = (int8_t)rintf(x[j] * id);
             sum += y[i].qs[j];
         }
         y[i].d = pv_f32_to_fp16(d);
@@ -703,6 +707,7 @@ void cpu_ref_fill(struct cpu_kernels *k)
 {
     for (uint32_t h = 0; h < (1u << 16); h++)
         fp16_table[h] = pv_fp16_to_f32((uint16_t)h);
+    cpu_gelu_table_fill();
     for (uint32_t x = 0; x < 256; x++) {
         uint8_t b[8];
         for (int i = 0; i < 8; i++)
