@@ -196,7 +196,14 @@ def test_eight_simultaneous_streams(srv):
 
 
 def test_mid_stream_failure_is_an_error_event(start_server, default_model):
-    s = start_server(["-m", str(default_model), "--ctx-size", "512", "--grace", "0"])
+    """A stream already answered with 200 that cannot finish (here: shutdown with no grace
+    while it waits behind a long generation) ends with an `error` event."""
+    s = start_server(["-m", str(default_model), "--ctx-size", "1024", "--grace", "0",
+                      "--parallel", "1"])
+    holder = requests.post(s.url + "/v1/completions", stream=True, timeout=300, json={
+        "model": "m", "prompt": "Once upon a time", "max_tokens": 1000, "stream": True})
+    held = holder.iter_lines()  # keep the iterator: dropping it closes the connection
+    next(held)
     r = requests.post(s.url + "/v1/messages", stream=True, timeout=300, json={
         "model": "m", "max_tokens": 400, "stream": True, "messages": USER})
     lines = r.iter_lines(decode_unicode=True)

@@ -149,9 +149,9 @@ def test_client_disconnect_cancels_generation(gen_server):
 
 
 def test_queue_full_answers_503_and_529(start_server, default_model):
-    s = start_server(["-m", str(default_model), "--ctx-size", "256", "--parallel", "1",
+    s = start_server(["-m", str(default_model), "--ctx-size", "1024", "--parallel", "1",
                       "--queue", "0"])
-    holder = complete(s, max_tokens=60, stream=True)
+    holder = complete(s, max_tokens=1000, stream=True)  # greedy: no end before 1000
     it = holder.iter_lines()
     next(it)  # the first chunk: the slot is busy now
     r = complete(s, max_tokens=2)
@@ -219,9 +219,9 @@ def test_sigterm_lets_running_request_finish(start_server, default_model):
 
 def test_waiting_stream_gets_keepalive_pings(start_server, default_model):
     """A stream that cannot start yet (its slot is busy) is kept alive with SSE comments."""
-    s = start_server(["-m", str(default_model), "--ctx-size", "256", "--parallel", "1",
+    s = start_server(["-m", str(default_model), "--ctx-size", "1024", "--parallel", "1",
                       "--ping-interval", "1"])
-    holder = complete(s, max_tokens=200, stream=True)
+    holder = complete(s, max_tokens=1000, stream=True)  # greedy: no end before 1000
     held = holder.iter_lines()  # keep the iterator: dropping it closes the connection
     next(held)  # generating: the only slot is taken
     waiting = complete(s, max_tokens=2, stream=True)
