@@ -4,7 +4,9 @@
  * pool_run() publishes a job by bumping a generation counter; workers spin on it for a
  * short while (decode steps come every few milliseconds, and waking a sleeping thread
  * costs more than a step of a small model), then sleep on a condition variable. The
- * caller does part 0 itself and waits for the rest on an atomic counter.
+ * parts 0..nth-1 of a job are claimed by whichever thread gets to them first, the caller
+ * included, so a worker that the OS has not scheduled yet delays nothing: the caller
+ * runs its part and only waits for parts already running elsewhere.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -22,16 +24,12 @@ struct pv_pool {
     pv_pool_fn fn;               /* current job */
     void *ctx;
     atomic_uint generation;      /* bumped once per job */
-    atomic_int pending;          /* workers still running the current job */
+    atomic_ullong claim;         /* (generation << 32) | next unclaimed part */
+    atomic_int done;             /* parts of the current job finished */
     atomic_bool stop;
     pthread_mutex_t lock;
     pthread_cond_t wake;
     int sleepers;                /* workers waiting on `wake`, under lock */
-};
-
-struct worker_arg {
-    struct pv_pool *pool;
-    int ith;
 };
 
 static inline void cpu_relax(void)
@@ -41,13 +39,26 @@ static inline void cpu_relax(void)
 #endif
 }
 
+/* Claim and run parts of job `gen` until none is left (or a newer job has started). */
+static void run_parts(struct pv_pool *pool, unsigned gen)
+{
+    const int nth = pool->n_threads;
+    for (;;) {
+        unsigned long long c = atomic_load_explicit(&pool->claim, memory_order_acquire);
+        if ((unsigned)(c >> 32) != gen || (int)(c & 0xffffffffu) >= nth)
+            return;
+        if (!atomic_compare_exchange_weak_explicit(&pool->claim, &c, c + 1,
+                                                   memory_order_acq_rel, memory_order_acquire))
+            continue;
+        pool->fn(pool->ctx, (int)(c & 0xffffffffu), nth);
+        atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
+    }
+}
+
 static void *worker_main(void *p)
 {
-    struct worker_arg *arg = p;
-    struct pv_pool *pool = arg->pool;
-    int ith = arg->ith;
+    struct pv_pool *pool = p;
     unsigned seen = 0;
-    free(arg);
 
     for (;;) {
         unsigned gen;
@@ -68,8 +79,7 @@ static void *worker_main(void *p)
         if (atomic_load(&pool->stop))
             return NULL;
         seen = gen;
-        pool->fn(pool->ctx, ith, pool->n_threads);
-        atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_release);
+        run_parts(pool, gen);
     }
 }
 
@@ -82,13 +92,9 @@ struct pv_pool *pool_new(int n_threads)
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->wake, NULL);
     pool->threads = xcalloc((size_t)n_threads, sizeof(pthread_t));
-    for (int i = 1; i < n_threads; i++) {
-        struct worker_arg *arg = xmalloc(sizeof(*arg));
-        arg->pool = pool;
-        arg->ith = i;
-        if (pthread_create(&pool->threads[i - 1], NULL, worker_main, arg) != 0)
+    for (int i = 1; i < n_threads; i++)
+        if (pthread_create(&pool->threads[i - 1], NULL, worker_main, pool) != 0)
             PV_BUG("cannot start worker thread %d", i);
-    }
     return pool;
 }
 
@@ -119,16 +125,18 @@ void pool_run(struct pv_pool *pool, pv_pool_fn fn, void *ctx)
         fn(ctx, 0, 1);
         return;
     }
+    unsigned gen = atomic_load(&pool->generation) + 1;
     pool->fn = fn;
     pool->ctx = ctx;
-    atomic_store(&pool->pending, pool->n_threads - 1);
-    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
+    atomic_store(&pool->done, 0);
+    atomic_store_explicit(&pool->claim, (unsigned long long)gen << 32, memory_order_release);
+    atomic_store_explicit(&pool->generation, gen, memory_order_release);
     pthread_mutex_lock(&pool->lock);
     if (pool->sleepers)
         pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->lock);
-    fn(ctx, 0, pool->n_threads);
-    while (atomic_load_explicit(&pool->pending, memory_order_acquire) > 0)
+    run_parts(pool, gen);
+    while (atomic_load_explicit(&pool->done, memory_order_acquire) < pool->n_threads)
         cpu_relax();
 }
 

@@ -158,9 +158,10 @@ double clock_wall_s(void);
 /* ---- thread pool ------------------------------------------------------------------ */
 
 /*
- * A fork-join pool: pool_run() calls fn(ctx, ith, nth) once for every ith in [0, nth) -
- * on the calling thread for ith 0 and on the workers for the rest - and returns when all
- * have finished. Workers spin briefly between jobs, then sleep. One caller at a time.
+ * A fork-join pool: pool_run() calls fn(ctx, ith, nth) once for every ith in [0, nth),
+ * each part on whichever thread claims it first (the caller included; a part never runs
+ * twice), and returns when all have finished. Workers spin briefly between jobs, then
+ * sleep. One caller at a time.
  */
 struct pv_pool;
 typedef void (*pv_pool_fn)(void *ctx, int ith, int nth);
