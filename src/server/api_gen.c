@@ -189,6 +189,11 @@ void api_generate(struct http_req *r, struct api_request *q)
     pin.out = NULL;
     emit_init(&g->em, r, q, (int)pin.n_tokens);
 
+    /* a stream is never silent for longer than a few ping intervals; a non-streamed
+     * reply is silent until it is complete (client hang-ups are still noticed) */
+    const int ping_s = r->srv->p.ping_interval_s;
+    http_set_idle_timeout(r, q->stream ? (unsigned)PV_MAX(r->srv->p.conn_timeout_s, 3 * ping_s)
+                                       : 0u);
     if (q->stream) {
         struct http_stream *s = xcalloc(1, sizeof(*s));
         s->req = r;

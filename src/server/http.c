@@ -102,6 +102,11 @@ static bool key_equal(const char *key, const char *cand)
     return acc == 0;
 }
 
+void http_set_idle_timeout(struct http_req *r, unsigned seconds)
+{
+    MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT, seconds);
+}
+
 bool http_client_gone(struct http_req *r)
 {
     const union MHD_ConnectionInfo *ci =

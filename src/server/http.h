@@ -98,6 +98,9 @@ struct http_stream {
 };
 /* Queue a text/event-stream reply driven by `s` (heap-allocated; the reply owns it). */
 void http_reply_stream(struct http_req *r, struct http_stream *s);
+/* Set the idle timeout of r's connection in seconds (0: none). --timeout guards reading
+ * the request; while a reply is generated, silence is the server's, not the client's. */
+void http_set_idle_timeout(struct http_req *r, unsigned seconds);
 /* True when the client of `r` closed its side of the connection. */
 bool http_client_gone(struct http_req *r);
 

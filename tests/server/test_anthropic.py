@@ -9,6 +9,11 @@ import anthropic
 import pytest
 import requests
 
+def utf8_lines(resp):
+    """Lines of a streamed response as text (split on CR/LF only, decoded as UTF-8)."""
+    return (line.decode("utf-8") for line in resp.iter_lines())
+
+
 USER = [{"role": "user", "content": "Say hello."}]
 
 
@@ -31,7 +36,7 @@ def raw_events(srv, body):
     assert r.headers["content-type"] == "text/event-stream"
     assert r.headers["request-id"].startswith("req_")
     events, name = [], None
-    for line in r.iter_lines(decode_unicode=True):
+    for line in utf8_lines(r):
         if line.startswith("event: "):
             assert name is None, "two event lines without data"
             name = line[7:]
@@ -202,11 +207,11 @@ def test_mid_stream_failure_is_an_error_event(start_server, default_model):
                       "--parallel", "1"])
     holder = requests.post(s.url + "/v1/completions", stream=True, timeout=300, json={
         "model": "m", "prompt": "Once upon a time", "max_tokens": 1000, "stream": True})
-    held = holder.iter_lines()  # keep the iterator: dropping it closes the connection
+    held = utf8_lines(holder)  # keep the iterator: dropping it closes the connection
     next(held)
     r = requests.post(s.url + "/v1/messages", stream=True, timeout=300, json={
         "model": "m", "max_tokens": 400, "stream": True, "messages": USER})
-    lines = r.iter_lines(decode_unicode=True)
+    lines = utf8_lines(r)
     assert next(lines) == "event: message_start"
     s.proc.send_signal(signal.SIGTERM)
     rest = list(lines)

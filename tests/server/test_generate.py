@@ -11,13 +11,18 @@ import openai
 import pytest
 import requests
 
+def utf8_lines(resp):
+    """Lines of a streamed response as text (split on CR/LF only, decoded as UTF-8)."""
+    return (line.decode("utf-8") for line in resp.iter_lines())
+
+
 PROMPT = "The capital of France is"
 
 
 def sse_data(resp):
     """The data payloads of an SSE response, in order."""
     out = []
-    for line in resp.iter_lines(decode_unicode=True):
+    for line in utf8_lines(resp):
         if line.startswith("data: "):
             out.append(line[6:])
     return out
@@ -152,7 +157,7 @@ def test_queue_full_answers_503_and_529(start_server, default_model):
     s = start_server(["-m", str(default_model), "--ctx-size", "1024", "--parallel", "1",
                       "--queue", "0"])
     holder = complete(s, max_tokens=1000, stream=True)  # greedy: no end before 1000
-    it = holder.iter_lines()
+    it = utf8_lines(holder)
     next(it)  # the first chunk: the slot is busy now
     r = complete(s, max_tokens=2)
     assert r.status_code == 503, r.text
@@ -207,7 +212,7 @@ def test_metrics_count_generation(gen_server):
 def test_sigterm_lets_running_request_finish(start_server, default_model):
     s = start_server(["-m", str(default_model), "--ctx-size", "256"])
     r = complete(s, max_tokens=6, stream=True)
-    it = r.iter_lines(decode_unicode=True)
+    it = utf8_lines(r)
     first = next(l for l in it if l.startswith("data: "))
     s.proc.send_signal(signal.SIGTERM)
     rest = [l[6:] for l in it if l.startswith("data: ")]
@@ -222,10 +227,10 @@ def test_waiting_stream_gets_keepalive_pings(start_server, default_model):
     s = start_server(["-m", str(default_model), "--ctx-size", "1024", "--parallel", "1",
                       "--ping-interval", "1"])
     holder = complete(s, max_tokens=1000, stream=True)  # greedy: no end before 1000
-    held = holder.iter_lines()  # keep the iterator: dropping it closes the connection
+    held = utf8_lines(holder)  # keep the iterator: dropping it closes the connection
     next(held)  # generating: the only slot is taken
     waiting = complete(s, max_tokens=2, stream=True)
-    lines = waiting.iter_lines(decode_unicode=True)
+    lines = utf8_lines(waiting)
     first = next(l for l in lines if l)
     assert first == ": ping"
     holder.close()  # frees the slot: the waiting request runs
@@ -251,7 +256,7 @@ def test_slow_non_streamed_generation_outlives_idle_timeout(start_server, defaul
     s = start_server(["-m", str(default_model), "--ctx-size", "1024", "--parallel", "1",
                       "--timeout", "1"])
     holder = complete(s, max_tokens=1000, stream=True)
-    held = holder.iter_lines()
+    held = utf8_lines(holder)
     next(held)  # the slot is busy
     result = {}
 
