@@ -370,9 +370,11 @@ def test_pensieve_stop(start_server, default_model, pensieve_bin, tmp_path):
 
 
 def test_non_loopback_without_key_warns(pensieve_bin, default_model):
-    from conftest import free_port
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     p = subprocess.Popen([str(pensieve_bin), "serve", "-m", str(default_model), "--host",
-                          "0.0.0.0", "--port", str(free_port())], stderr=subprocess.PIPE)
+                          "0.0.0.0", "--port", str(port)], stderr=subprocess.PIPE)
     time.sleep(1.0)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=20)
