@@ -89,48 +89,17 @@ uint32_t cpu_dot_type(uint32_t type)
     }
 }
 
+/* Block geometry comes from the one type table (compute/types.c). */
 uint32_t cpu_type_blck(uint32_t type)
 {
-    switch (type) {
-    case PV_TYPE_F32:
-    case PV_TYPE_F16:
-    case PV_TYPE_BF16: return 1;
-    case PV_TYPE_Q4_0:
-    case PV_TYPE_Q4_1:
-    case PV_TYPE_Q5_0:
-    case PV_TYPE_Q5_1:
-    case PV_TYPE_Q8_0:
-    case PV_TYPE_Q8_1: return 32;
-    case PV_TYPE_Q2_K:
-    case PV_TYPE_Q3_K:
-    case PV_TYPE_Q4_K:
-    case PV_TYPE_Q5_K:
-    case PV_TYPE_Q6_K:
-    case PV_TYPE_Q8_K: return PV_QK_K;
-    default: return 0;
-    }
+    const struct pv_type_info *t = pv_type_get(type);
+    return t ? t->blck : 0;
 }
 
 uint32_t cpu_type_bytes(uint32_t type)
 {
-    switch (type) {
-    case PV_TYPE_F32: return 4;
-    case PV_TYPE_F16:
-    case PV_TYPE_BF16: return 2;
-    case PV_TYPE_Q4_0: return sizeof(struct pv_block_q4_0);
-    case PV_TYPE_Q4_1: return sizeof(struct pv_block_q4_1);
-    case PV_TYPE_Q5_0: return sizeof(struct pv_block_q5_0);
-    case PV_TYPE_Q5_1: return sizeof(struct pv_block_q5_1);
-    case PV_TYPE_Q8_0: return sizeof(struct pv_block_q8_0);
-    case PV_TYPE_Q8_1: return sizeof(struct pv_block_q8_1);
-    case PV_TYPE_Q2_K: return sizeof(struct pv_block_q2_K);
-    case PV_TYPE_Q3_K: return sizeof(struct pv_block_q3_K);
-    case PV_TYPE_Q4_K: return sizeof(struct pv_block_q4_K);
-    case PV_TYPE_Q5_K: return sizeof(struct pv_block_q5_K);
-    case PV_TYPE_Q6_K: return sizeof(struct pv_block_q6_K);
-    case PV_TYPE_Q8_K: return sizeof(struct pv_block_q8_K);
-    default: return 0;
-    }
+    const struct pv_type_info *t = pv_type_get(type);
+    return t ? t->type_bytes : 0;
 }
 
 size_t cpu_row_bytes(uint32_t type, int64_t n)
