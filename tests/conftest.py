@@ -14,6 +14,11 @@ import time
 import pytest
 import requests
 
+# llama.cpp, the oracle of the engine tests, runs its reference CPU kernels: its tiled
+# K-quant batch matmul is off (read once, at its first matmul, so set before any test).
+# See tests/engine/oracle.py for why.
+os.environ.setdefault("GGML_CPU_TILED_MM", "0")
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = ROOT / "build" / "pensieve"
 DEFAULT_MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"

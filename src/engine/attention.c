@@ -41,7 +41,7 @@ static void attend_generic(const struct engine_attn_item *it, bool f16)
         const void *k = (const char *)it->k + (size_t)j * it->k_stride;
         float dot = 0.0f;
         for (int i = 0; i < it->hd_k; i++)
-            dot += it->q[i] * kv_at(k, i, f16);
+            dot += it->q[i] * it->q_scale * kv_at(k, i, f16);
         s[j] = it->scale * dot;
         max = s[j] > max ? s[j] : max;
     }
@@ -86,8 +86,8 @@ engine_attend_fn engine_attend_for(enum pv_kv_type type)
 
 size_t engine_attn_scratch_floats(const struct model_hparams *hp, uint32_t n_ctx)
 {
-    /* scores [n_ctx] + q [hd_k] + 32 accumulator lanes of [hd_v] */
-    return (size_t)n_ctx + hp->head_dim_k + 32 * (size_t)hp->head_dim_v;
+    /* scores [n_ctx] + q [hd_k] + 64 accumulator lanes of [hd_v] */
+    return (size_t)n_ctx + hp->head_dim_k + 64 * (size_t)hp->head_dim_v;
 }
 
 struct attn_job {
@@ -118,7 +118,9 @@ static void attn_worker(void *arg, int ith, int nth)
         .v_stride = v_row,
         .hd_k = hd_k,
         .hd_v = hd_v,
-        .scale = hp->attn_scale,
+        .q_scale = hp->attn_scale_q ? hp->attn_scale : 1.0f,
+        .scale = hp->attn_scale_q ? 1.0f : hp->attn_scale,
+        .batch = job->n > 1,
         .scores = scratch,
         .qbuf = scratch + ctx->n_ctx,
         .lanes = scratch + ctx->n_ctx + hd_k,

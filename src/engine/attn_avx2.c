@@ -1,13 +1,26 @@
 /*
  * attn_avx2.c - attention of one query head over an F16 KV cache, AVX2/FMA/F16C.
  *
- * It computes what llama.cpp's CPU graph computes (F16 cache, no flash attention), in
- * the same order of floating-point operations as its one-token (decode) path: q and the
- * probabilities rounded to f16, dot products accumulated in 4 x 8 lanes (by element, or
- * by cell index for the values) and reduced pairwise, softmax sums per 8-cell chunk in
- * double. The model's output is sensitive to last-bit differences (8-bit activation
- * rounding amplifies them), so keeping the order keeps logits close to the oracle's.
- * Built with -mavx2 -mfma -mf16c; used only after engine_attend_for has checked the CPU.
+ * It computes what llama.cpp's CPU graph computes for an F16 cache without flash
+ * attention, in the same order of floating-point operations as its x86 build with
+ * AVX-512 (what a native build gives on the machines we test on), so that both engines
+ * produce the same bits; a small model turns last-bit differences into visible logit
+ * differences (8-bit activation roundings flip), so the order is the contract here:
+ *
+ *   - q (already scaled, for models that scale q) and the probabilities are rounded to
+ *     f16, as the graph converts them to the K / V type before each product;
+ *   - a batch (prefill, n >= 2) forms every product as a matrix multiply does (tinyBLAS):
+ *     one 16-lane accumulator per output, element e in lane e % 16, FMA in order;
+ *   - one token (decode) forms it as ggml's f16 dot does: 4 accumulators of 16 lanes,
+ *     element e in accumulator (e / 16) % 4, summed (a0 + a2) + (a1 + a3), rest in double;
+ *   - 16 lanes reduce as _mm512_reduce_add_ps does: halves, quarters, then pairs;
+ *   - softmax: exp by the same polynomial as ggml_v_expf, summed per 16 cells (counted
+ *     from cell 0) into a double, then scaled by (float)(1 / sum).
+ *
+ * A 16-lane accumulator is a pair of __m256 (lanes 0-7, 8-15). Cells outside the
+ * visible range have probability 0 in llama.cpp, which adds exactly nothing to a lane,
+ * so they are skipped here. Built with -mavx2 -mfma -mf16c; used only after
+ * engine_attend_for has checked the CPU.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -25,113 +38,163 @@ static inline float round_f16(float x)
     return _cvtsh_ss(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT));
 }
 
-/* sum of 8 lanes: (l0+l4, l1+l5, l2+l6, l3+l7) -> (a0+a2, a1+a3) -> b0+b1 */
-static inline float reduce8(__m256 x)
+/* the sum of 16 lanes (lo = 0-7, hi = 8-15): l + (l + 8), then + 4, then (0 + 2) + (1 + 3) */
+static inline float reduce16(__m256 lo, __m256 hi)
 {
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    __m128 b = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    return _mm_cvtss_f32(_mm_add_ss(b, _mm_movehdup_ps(b)));
+    __m256 h = _mm256_add_ps(lo, hi);
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    __m128 r = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    return _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
 }
 
-/* (l0+l4, l1+l5, l2+l6, l3+l7) -> (a0+a1, a2+a3) -> sum: the order of two hadds */
-static inline float reduce8_hadd(__m256 x)
+/* q . k over n elements in the batch order (n a multiple of 16; else the tail in double) */
+static float dot_batch(const float *q, const uint16_t *k, int n)
 {
-    __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    __m128 t1 = _mm_hadd_ps(t0, t0);
-    return _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
-}
-
-/* sum q[i]*k[i]: 4 accumulators of 8 lanes per 32 elements, pairwise reduced; rest in double */
-static float dot_f16_lanes(const float *q, const uint16_t *k, int n)
-{
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                     _mm256_setzero_ps()};
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
     int i = 0;
-    for (; i + 32 <= n; i += 32)
-        for (int a = 0; a < 4; a++)
-            acc[a] = _mm256_fmadd_ps(load_f16(k + i + 8 * a), _mm256_loadu_ps(q + i + 8 * a), acc[a]);
-    acc[0] = _mm256_add_ps(acc[0], acc[2]);
-    acc[1] = _mm256_add_ps(acc[1], acc[3]);
-    double sum = reduce8_hadd(_mm256_add_ps(acc[0], acc[1]));
+    for (; i + 16 <= n; i += 16) {
+        lo = _mm256_fmadd_ps(load_f16(k + i), _mm256_loadu_ps(q + i), lo);
+        hi = _mm256_fmadd_ps(load_f16(k + i + 8), _mm256_loadu_ps(q + i + 8), hi);
+    }
+    double sum = reduce16(lo, hi);
     for (; i < n; i++)
         sum += (double)(q[i] * _cvtsh_ss(k[i]));
     return (float)sum;
 }
 
+/* q . k over n elements in the one-token order: 4 x 16 lanes per 64 elements, rest in double */
+static float dot_one(const float *q, const uint16_t *k, int n)
+{
+    __m256 lo[4], hi[4];
+    for (int a = 0; a < 4; a++)
+        lo[a] = hi[a] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 64 <= n; i += 64)
+        for (int a = 0; a < 4; a++) {
+            const int e = i + 16 * a;
+            lo[a] = _mm256_fmadd_ps(load_f16(k + e), _mm256_loadu_ps(q + e), lo[a]);
+            hi[a] = _mm256_fmadd_ps(load_f16(k + e + 8), _mm256_loadu_ps(q + e + 8), hi[a]);
+        }
+    __m256 l = _mm256_add_ps(_mm256_add_ps(lo[0], lo[2]), _mm256_add_ps(lo[1], lo[3]));
+    __m256 h = _mm256_add_ps(_mm256_add_ps(hi[0], hi[2]), _mm256_add_ps(hi[1], hi[3]));
+    double sum = reduce16(l, h);
+    for (; i < n; i++)
+        sum += (double)(q[i] * _cvtsh_ss(k[i]));
+    return (float)sum;
+}
+
+/* e^x for x <= 0 by ggml_v_expf's reduction and polynomial; 0 below 2^-126 (such terms
+ * vanish in every sum they reach and round to 0 in f16) */
+static inline __m256 exp_neg_ps(__m256 x)
+{
+    const __m256 shift = _mm256_set1_ps(0x1.8p23f);
+    __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
+    __m256 n = _mm256_sub_ps(z, shift);
+    __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    __m256 u = _mm256_mul_ps(b, b);
+    __m256 j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
+    /* j * 2^n, exact as a product (one rounding if it is subnormal) */
+    __m256 ok = _mm256_cmp_ps(n, _mm256_set1_ps(-126.0f), _CMP_GE_OQ);
+    __m256 nc = _mm256_max_ps(n, _mm256_set1_ps(-126.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(nc), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(ok, _mm256_mul_ps(j, _mm256_castsi256_ps(e)));
+}
+
+/* out[d] = sum_j p[j] v_j[d] for cells [j0, pos], each cell j in slot j % slots of the
+ * lane accumulators (slots = 16 batch, 64 one token), then the slots reduced in order */
+static void weighted_values(const struct engine_attn_item *it, const float *p, int slots)
+{
+    const int hd_v = it->hd_v;
+    float *lanes = it->lanes;
+    memset(lanes, 0, (size_t)slots * (size_t)hd_v * sizeof(float));
+    for (uint32_t j = it->j0; j <= it->pos; j++) {
+        const uint16_t *v = (const uint16_t *)((const char *)it->v + (size_t)j * it->v_stride);
+        const __m256 pj = _mm256_set1_ps(p[j]);
+        float *acc = lanes + (size_t)(j % (uint32_t)slots) * hd_v;
+        int d = 0;
+        for (; d + 8 <= hd_v; d += 8)
+            _mm256_storeu_ps(acc + d, _mm256_fmadd_ps(load_f16(v + d), pj, _mm256_loadu_ps(acc + d)));
+        for (; d < hd_v; d++)
+            acc[d] = fmaf(_cvtsh_ss(v[d]), p[j], acc[d]);
+    }
+#define SLOT(s) (lanes + (size_t)(s) * hd_v + d)
+    int d = 0;
+    for (; d + 8 <= hd_v; d += 8) {
+        __m256 l[16];
+        for (int s = 0; s < 16; s++) {
+            l[s] = _mm256_loadu_ps(SLOT(s));
+            if (slots == 64) /* (a0 + a2) + (a1 + a3) for 16-lane accumulator a */
+                l[s] = _mm256_add_ps(_mm256_add_ps(l[s], _mm256_loadu_ps(SLOT(32 + s))),
+                                     _mm256_add_ps(_mm256_loadu_ps(SLOT(16 + s)), _mm256_loadu_ps(SLOT(48 + s))));
+        }
+        __m256 h[8], q[4];
+        for (int s = 0; s < 8; s++)
+            h[s] = _mm256_add_ps(l[s], l[s + 8]);
+        for (int s = 0; s < 4; s++)
+            q[s] = _mm256_add_ps(h[s], h[s + 4]);
+        _mm256_storeu_ps(it->out + d, _mm256_add_ps(_mm256_add_ps(q[0], q[2]), _mm256_add_ps(q[1], q[3])));
+    }
+    for (; d < hd_v; d++) {
+        float l[16], h[8], q[4];
+        for (int s = 0; s < 16; s++) {
+            l[s] = *SLOT(s);
+            if (slots == 64)
+                l[s] = (l[s] + *SLOT(32 + s)) + (*SLOT(16 + s) + *SLOT(48 + s));
+        }
+        for (int s = 0; s < 8; s++)
+            h[s] = l[s] + l[s + 8];
+        for (int s = 0; s < 4; s++)
+            q[s] = h[s] + h[s + 4];
+        it->out[d] = (q[0] + q[2]) + (q[1] + q[3]);
+    }
+#undef SLOT
+}
+
 void engine_attend_f16_avx2(const struct engine_attn_item *it)
 {
-    const int hd_k = it->hd_k, hd_v = it->hd_v;
-    const uint32_t j0 = it->j0, pos = it->pos, count = pos - j0 + 1;
-    float *s = it->scores, *q = it->qbuf, *lanes = it->lanes;
+    const int hd_k = it->hd_k;
+    const uint32_t j0 = it->j0, pos = it->pos;
+    float *s = it->scores, *q = it->qbuf;
     float max = -INFINITY;
     double sum = 0.0;
 
-    /* q in f16 precision */
+    /* q in f16 precision, after the scale that models like Gemma apply to q */
     for (int i = 0; i < hd_k; i++)
-        q[i] = round_f16(it->q[i]);
+        q[i] = round_f16(it->q[i] * it->q_scale);
 
     /* s_j = (q . k_j) * scale for the visible cells [j0, pos] */
     for (uint32_t j = j0; j <= pos; j++) {
         const uint16_t *k = (const uint16_t *)((const char *)it->k + (size_t)j * it->k_stride);
-        s[j] = dot_f16_lanes(q, k, hd_k) * it->scale;
+        /* a matrix multiply needs rows of whole 16-lane steps, else llama.cpp falls back */
+        s[j] = (it->batch && hd_k % 16 == 0 ? dot_batch(q, k, hd_k) : dot_one(q, k, hd_k)) * it->scale;
         max = s[j] > max ? s[j] : max;
     }
 
-    /* e_j = exp(s_j - max), summed per 8-cell chunk (masked cells are 0) */
-    for (uint32_t c = j0 / 8; c <= pos / 8; c++) {
-        float e[8];
-        for (uint32_t l = 0; l < 8; l++) {
-            uint32_t j = 8 * c + l;
-            e[l] = j >= j0 && j <= pos ? expf(s[j] - max) : 0.0f;
-            if (j >= j0 && j <= pos)
-                s[j] = e[l];
+    /* e_j = exp(s_j - max) per 16 cells counted from cell 0 (hidden cells are 0) */
+    for (uint32_t c = j0 / 16; c <= pos / 16; c++) {
+        float x[16];
+        for (uint32_t l = 0; l < 16; l++) {
+            uint32_t j = 16 * c + l;
+            x[l] = j >= j0 && j <= pos ? s[j] - max : -INFINITY;
         }
-        sum += reduce8(_mm256_loadu_ps(e));
+        __m256 lo = exp_neg_ps(_mm256_loadu_ps(x)), hi = exp_neg_ps(_mm256_loadu_ps(x + 8));
+        _mm256_storeu_ps(x, lo);
+        _mm256_storeu_ps(x + 8, hi);
+        for (uint32_t l = 0; l < 16; l++) {
+            uint32_t j = 16 * c + l;
+            if (j >= j0 && j <= pos)
+                s[j] = x[l];
+        }
+        sum += reduce16(lo, hi);
     }
 
-    /* out[d] = sum_j f16(p_j) v_j[d], in 32 lanes by cell index j % 32, reduced as
-       dot_f16_lanes reduces its accumulators */
-    {
-        const float inv = (float)(1.0 / sum);
-        if (count < 32)
-            for (uint32_t l = 0; l < 32; l++)
-                memset(lanes + (size_t)l * hd_v, 0, (size_t)hd_v * sizeof(float));
-        for (uint32_t j = j0; j <= pos; j++) {
-            const uint16_t *v = (const uint16_t *)((const char *)it->v + (size_t)j * it->v_stride);
-            const __m256 p = _mm256_set1_ps(round_f16(s[j] * inv));
-            float *acc = lanes + (size_t)(j % 32) * hd_v;
-            const bool first = j - j0 < 32 && count >= 32;
-            int d = 0;
-            for (; d + 8 <= hd_v; d += 8) {
-                __m256 prev = first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + d);
-                _mm256_storeu_ps(acc + d, _mm256_fmadd_ps(load_f16(v + d), p, prev));
-            }
-            for (; d < hd_v; d++)
-                acc[d] = fmaf(_cvtsh_ss(v[d]), _mm256_cvtss_f32(p), first ? 0.0f : acc[d]);
-        }
-        int d = 0;
-        for (; d + 8 <= hd_v; d += 8) {
-            __m256 a[8];
-            for (int l = 0; l < 8; l++) {
-                __m256 x0 = _mm256_add_ps(_mm256_loadu_ps(lanes + (size_t)l * hd_v + d),
-                                          _mm256_loadu_ps(lanes + (size_t)(16 + l) * hd_v + d));
-                __m256 x1 = _mm256_add_ps(_mm256_loadu_ps(lanes + (size_t)(8 + l) * hd_v + d),
-                                          _mm256_loadu_ps(lanes + (size_t)(24 + l) * hd_v + d));
-                a[l] = _mm256_add_ps(x0, x1);
-            }
-            __m256 t0 = _mm256_add_ps(a[0], a[4]), t1 = _mm256_add_ps(a[1], a[5]);
-            __m256 t2 = _mm256_add_ps(a[2], a[6]), t3 = _mm256_add_ps(a[3], a[7]);
-            _mm256_storeu_ps(it->out + d, _mm256_add_ps(_mm256_add_ps(t0, t1), _mm256_add_ps(t2, t3)));
-        }
-        for (; d < hd_v; d++) {
-            float a[8];
-            for (int l = 0; l < 8; l++) {
-                float x0 = lanes[(size_t)l * hd_v + d] + lanes[(size_t)(16 + l) * hd_v + d];
-                float x1 = lanes[(size_t)(8 + l) * hd_v + d] + lanes[(size_t)(24 + l) * hd_v + d];
-                a[l] = x0 + x1;
-            }
-            float t0 = a[0] + a[4], t1 = a[1] + a[5], t2 = a[2] + a[6], t3 = a[3] + a[7];
-            it->out[d] = (t0 + t1) + (t2 + t3);
-        }
-    }
+    /* p_j = f16(e_j * (float)(1 / sum)), then the weighted sum of the values */
+    const float inv = (float)(1.0 / sum);
+    for (uint32_t j = j0; j <= pos; j++)
+        s[j] = round_f16(s[j] * inv);
+    weighted_values(it, s, it->batch ? 16 : 64);
 }

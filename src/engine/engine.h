@@ -26,10 +26,12 @@ struct engine_attn_item {
     size_t k_stride, v_stride;
     uint32_t j0, pos;            /* visible cells */
     int hd_k, hd_v;
+    float q_scale;               /* multiplies q before anything else (Gemma), else 1 */
     float scale;                 /* multiplies q.k */
+    bool batch;                  /* part of a batch of 2 or more tokens (prefill) */
     float *scores;               /* scratch [n_ctx], indexed by cell */
     float *qbuf;                 /* scratch [hd_k] */
-    float *lanes;                /* scratch [32][hd_v] */
+    float *lanes;                /* scratch [64][hd_v] */
     float *out;                  /* [hd_v] */
 };
 typedef void (*engine_attend_fn)(const struct engine_attn_item *it);

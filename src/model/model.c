@@ -188,6 +188,7 @@ static enum pv_status read_hparams(struct loader *L)
 
     hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim_k);
     hp->embd_scale = 1.0f;
+    hp->attn_scale_q = false;
     hp->rope_neox = true;
     hp->ffn_gelu = false;
     hp->n_swa = 0;
@@ -199,6 +200,7 @@ static enum pv_status read_hparams(struct loader *L)
         hp->rope_base_swa = 10000.0f;
         hp->embd_scale = sqrtf((float)hp->n_embd);
         hp->ffn_gelu = true;
+        hp->attn_scale_q = true;
         /* Gemma 3 27B (62 layers) scales by its query_pre_attn_scalar = n_embd / n_head. */
         if (hp->n_layer == 62)
             hp->attn_scale = 1.0f / sqrtf((float)(hp->n_embd / hp->n_head));

@@ -38,6 +38,7 @@ struct model_hparams {
     float rope_freq_scale;  /* 1 / linear scaling factor; 1 when none */
     bool rope_neox;         /* NEOX pairs (x[i], x[i+n_rot/2]); else NORM (x[2i], x[2i+1]) */
     float attn_scale;       /* multiplies q.k: 1/sqrt(head_dim_k) unless the arch says otherwise */
+    bool attn_scale_q;      /* the graph applies attn_scale to q itself (Gemma), not to q.k */
     float embd_scale;       /* multiplies token embeddings: sqrt(n_embd) for gemma3, else 1 */
     bool ffn_gelu;          /* GELU-tanh gate (gemma3); else SiLU */
 };

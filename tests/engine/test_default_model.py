@@ -1,13 +1,18 @@
 """The default model (Gemma 3 270M Q4_K_M, real weights) against llama.cpp on the same file.
 
-Same prompt token ids on both sides (tokenized by llama.cpp). Checks: logits at every
-position of a 64+ token prompt (max |diff| relative to the logit range is printed) and
-32-token greedy continuations of 24 varied prompts (at least 10 identical; any divergence
-only where llama.cpp's own top two tokens were nearly tied). Both engines quantize
-activations to 8 bits for the quantized matmuls; last-bit differences (summation order,
-exp, rounding) flip some of those roundings and this model amplifies them, so logits
-differ by a few tenths (NOISE). Top-1 must agree at >= 99% of the positions where
-llama.cpp's top two are further apart than NOISE, and at >= 93% of all positions.
+Same prompt token ids on both sides (tokenized by llama.cpp), llama.cpp on its reference
+CPU kernels (oracle.py says why). Checks: logits at every position of a 64+ token prompt,
+with the same top-1 token at >= 99% of the positions (the number of bit-identical rows and
+max |diff| relative to the logit range are printed), and 32-token greedy continuations of
+24 varied prompts (at least 10 identical; any divergence only where llama.cpp's own top
+two tokens were nearly tied).
+
+Pensieve keeps llama.cpp's float order in the dots, RoPE, softmax and attention, so on a
+machine like the CI's (x86 with AVX-512, where llama-cpp-python builds natively with it)
+the logits are bit-identical. A configuration that changes the order on purpose (an F32
+KV cache, batches of 7) is checked with the noise allowance below instead, and so is a
+llama.cpp built without AVX-512 (its attention then sums in 8 lanes, pensieve in 16); the
+test prints which.
 """
 import numpy as np
 import pytest
@@ -23,10 +28,10 @@ LONG_PROMPT = (
     "to trim the wick, wind the clockwork and write the weather in a leather logbook."
 )
 
-# Logit differences between the engines come from last-bit differences (summation order,
-# exp, rounding of 8-bit activations) that this small model amplifies to a few tenths of a
-# logit (up to ~2 at the worst position); where llama.cpp's own top two are closer than
-# this, either token is a fair answer.
+# Where the float order differs, last-bit differences (summation order, exp, rounding of
+# 8-bit activations) are amplified by this small model to a few tenths of a logit (up to
+# ~2 at the worst position); where llama.cpp's own top two are closer than this, either
+# token is a fair answer.
 NOISE = 1.0
 
 GREEDY_PROMPTS = [
@@ -57,23 +62,31 @@ GREEDY_PROMPTS = [
 ]
 
 
+def llama_has_avx512():
+    import llama_cpp
+    return b"AVX512 = 1" in llama_cpp.llama_print_system_info()
+
+
 @pytest.fixture(scope="module")
 def llm(default_model):
     return llama_model(default_model, n_ctx=512)
 
 
-def check_prompt_logits(ours, ref, label):
+def check_prompt_logits(ours, ref, label, same_order=True):
+    """same_order: pensieve runs in llama.cpp's float order (the default configuration)."""
     c = compare(ours, ref)
     clear = c["gap"] > NOISE
     top1_clear = float(np.mean(c["agree"][clear]))
-    print(f"\n{label}, {len(ref)} positions: max |diff| {c['max_abs']:.4f} over a logit range "
-          f"of {c['range']:.2f} (relative {c['rel']:.4f}), mean |diff| "
-          f"{float(np.mean(np.abs(ours - ref))):.4f}; top-1 agreement {c['top1']:.4f} overall, "
-          f"{top1_clear:.4f} where llama.cpp's top two differ by more than {NOISE}")
+    exact = int(np.sum(np.all(ours == ref, axis=1)))
+    print(f"\n{label}, {len(ref)} positions: {exact} bit-identical; max |diff| "
+          f"{c['max_abs']:.4f} over a logit range of {c['range']:.2f} (relative {c['rel']:.4f}), "
+          f"mean |diff| {float(np.mean(np.abs(ours - ref))):.4f}; top-1 agreement "
+          f"{c['top1']:.4f} overall, {top1_clear:.4f} where llama.cpp's top two differ by more "
+          f"than {NOISE}")
     assert c["rel"] < 0.05, c
     assert float(np.mean(np.abs(ours - ref))) < 0.01 * c["range"], c
     assert top1_clear >= 0.99, c
-    assert c["top1"] >= 0.93, c
+    assert c["top1"] >= (0.99 if same_order else 0.93), c
 
 
 def test_prompt_logits_match_llama_cpp(pensieve_bin, default_model, llm, tmp_path):
@@ -81,7 +94,10 @@ def test_prompt_logits_match_llama_cpp(pensieve_bin, default_model, llm, tmp_pat
     assert len(tokens) >= 64
     ref = llama_logits(llm, tokens)
     ours = pensieve_logits(pensieve_bin, default_model, tokens, tmp_path)
-    check_prompt_logits(ours, ref, "default model")
+    same = llama_has_avx512()
+    check_prompt_logits(ours, ref, "default model" if same else
+                        "default model (llama.cpp built without AVX-512: noise allowance)",
+                        same_order=same)
 
 
 def test_f32_kv_cache_and_small_batches(pensieve_bin, default_model, llm, tmp_path):
@@ -89,7 +105,7 @@ def test_f32_kv_cache_and_small_batches(pensieve_bin, default_model, llm, tmp_pa
     ref = llama_logits(llm, tokens)
     ours = pensieve_logits(pensieve_bin, default_model, tokens, tmp_path, "--kv-f32",
                            "--batch-size", "7")
-    check_prompt_logits(ours, ref, "f32 kv cache, batches of 7")
+    check_prompt_logits(ours, ref, "f32 kv cache, batches of 7", same_order=False)
 
 
 def test_greedy_continuations_match_llama_cpp(pensieve_bin, default_model, llm):

@@ -304,7 +304,8 @@ static void test_vec_dot_all_types(void)
     free(aw);
 }
 
-/* Each multi-token SIMD dot equals the scalar dot of every token to 1e-5 of sum|w*a|. */
+/* Each multi-token SIMD dot equals the one-token SIMD dot bit for bit, and the scalar
+ * dot of every token to 1e-5 of sum|w*a|. */
 static void test_vec_dot_multi(void)
 {
     const struct cpu_kernels *ref = cpu_kernels_ref(), *best = cpu_kernels_best();
@@ -339,15 +340,18 @@ static void test_vec_dot_multi(void)
                 s[i] = -1.0f;
             best->vec_dot_multi[type](N, s, 2, w, m, m_row, nt);
             if (best->unpack[type]) { /* the batch path: unpacked weights, same results */
-                struct cpu_block_u8 u[N / 32];
+                struct cpu_block_s8 u[N / 32];
                 float su[CPU_MULTI_MAX];
                 best->unpack[type](w, u, N);
-                best->vec_dot_u8(N, su, 1, u, m, m_row, nt, type == PV_TYPE_Q4_0 ? 8.0f : 16.0f);
+                best->vec_dot_s8(N, su, 1, u, m, m_row, nt);
                 for (int r = 0; r < nt; r++)
-                    CHECK_NEAR(su[r], s[2 * r], 1e-5 * (fabsf(s[2 * r]) + 1.0f));
+                    CHECK(su[r] == s[2 * r]); /* the same float order: the same bits */
             }
             for (int r = 0; r < nt; r++) {
-                float s_ref;
+                float s_ref, s_one;
+                /* a batch gives the bits of one token at a time */
+                best->vec_dot[type](N, &s_one, w, m + (size_t)r * m_row);
+                CHECK(s_one == s[2 * r]);
                 ref->vec_dot[type](N, &s_ref, w, a + (size_t)r * a_row);
                 cpu_dequantize_row(dt, a + (size_t)r * a_row, af, N);
                 double mag = 0.0;

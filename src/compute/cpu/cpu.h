@@ -24,8 +24,8 @@ typedef void (*cpu_vec_dot_multi_fn)(int n, float *s, size_t s_stride, const voi
                                      const void *a, size_t a_stride, int nt);
 /*
  * A Q8_0 activation block widened for the multi-token dots: d is the block's fp16 d as
- * f32 and s = d * sum(qs), so Q4_0 / Q5_0 weights can be used unsigned (q + 8, q + 16)
- * with the offset taken back through s, and no fp16 conversion happens per token.
+ * f32, so no fp16 conversion happens per weight row; s = d * sum(qs) serves Q4_1/Q5_1-
+ * style offsets in the scalar reference.
  */
 struct cpu_block_q8_0x {
     float d;
@@ -34,18 +34,18 @@ struct cpu_block_q8_0x {
 };
 /*
  * A Q4_0 / Q5_0 weight block unpacked once for a whole prefill batch: d as f32, the
- * quants as unsigned bytes in element order (q + 8 for Q4_0, q + 16 for Q5_0).
+ * quants as signed bytes in element order (q - 8 for Q4_0, q - 16 for Q5_0).
  */
-struct cpu_block_u8 {
+struct cpu_block_s8 {
     float d;
-    uint8_t q[PV_QK8_0];
+    int8_t q[PV_QK8_0];
 };
-/* Unpack n elements of a weight row into cpu_block_u8 blocks. */
+/* Unpack n elements of a weight row into cpu_block_s8 blocks. */
 typedef void (*cpu_unpack_fn)(const void *w, void *out, int64_t n);
-/* s[t * s_stride] = sum_i d_i (d_a (q_i . a_i) - off s_a) for t < nt: unpacked blocks
- * against widened Q8_0 rows, off = 8 (Q4_0) or 16 (Q5_0). */
-typedef void (*cpu_vec_dot_u8_fn)(int n, float *s, size_t s_stride, const void *w,
-                                  const void *a, size_t a_stride, int nt, float off);
+/* s[t * s_stride] = dot(unpacked row w, widened Q8_0 row t) for t < nt, in the same
+ * float order as the type's vec_dot (so batch and one-token results are the same bits). */
+typedef void (*cpu_vec_dot_s8_fn)(int n, float *s, size_t s_stride, const void *w,
+                                  const void *a, size_t a_stride, int nt);
 
 /* Widen n elements of Q8_0 blocks at src into dst. dst may overlap src when src starts
  * 6 bytes per block after dst (the blocks are read before their slot is written). */
@@ -62,7 +62,7 @@ struct cpu_kernels {
     cpu_vec_dot_fn vec_dot[PV_TYPE_COUNT];      /* by weight type; NULL = unsupported */
     cpu_vec_dot_multi_fn vec_dot_multi[PV_TYPE_COUNT]; /* NULL: vec_dot per row instead */
     cpu_unpack_fn unpack[PV_TYPE_COUNT];       /* Q4_0/Q5_0 for batches; NULL: not used */
-    cpu_vec_dot_u8_fn vec_dot_u8;               /* with unpack */
+    cpu_vec_dot_s8_fn vec_dot_s8;               /* with unpack */
     cpu_quantize_fn quantize[PV_TYPE_COUNT];    /* by dot type: F16, BF16, Q8_0, Q8_1, Q8_K */
     float (*dot_f32_f16)(const float *x, const uint16_t *h, int n);
     void (*axpy_f16)(float *y, float a, const uint16_t *h, int n);
@@ -70,7 +70,11 @@ struct cpu_kernels {
     void (*gelu_mul)(float *x, const float *g, int n);
     void (*silu_mul)(float *x, const float *g, int n);
     void (*softmax)(float *x, int n);
+    void (*rope_rotate)(float *x, int n_heads, int head_dim, int half, const float *cs, bool neox);
 };
+
+/* Largest n_rot / 2 cpu_rope handles (head sizes of 1024). */
+#define CPU_ROPE_MAX_HALF 512
 
 /* The table in use: AVX2 when the CPU has AVX2+FMA+F16C, unless PENSIEVE_NO_SIMD is set
  * (non-empty, not "0"). */
@@ -96,6 +100,7 @@ extern float cpu_gelu_table[1 << 16];
 void cpu_gelu_table_fill(void);
 void cpu_silu_mul_ref(float *x, const float *g, int n);
 void cpu_softmax_ref(float *x, int n);
+void cpu_rope_rotate_ref(float *x, int n_heads, int head_dim, int half, const float *cs, bool neox);
 
 /* Dot type of a weight type: the type its activations are quantized to (F32 for F32). */
 uint32_t cpu_dot_type(uint32_t type);

@@ -65,9 +65,8 @@ void cpu_scratch_release(void)
 struct mm_job {
     cpu_vec_dot_fn dot;
     cpu_vec_dot_multi_fn dot_multi; /* NULL when the type has none */
-    cpu_unpack_fn unpack;        /* non-NULL: unpack each chunk once, then dot_u8 */
-    cpu_vec_dot_u8_fn dot_u8;
-    float u8_offset;             /* 8 (Q4_0) or 16 (Q5_0) */
+    cpu_unpack_fn unpack;        /* non-NULL: unpack each chunk once, then dot_s8 */
+    cpu_vec_dot_s8_fn dot_s8;
     uint8_t *unpacked;           /* [nth] areas of unpacked_bytes, one per thread */
     size_t unpacked_bytes;
     cpu_quantize_fn quantize;    /* NULL when the activations are used as f32 */
@@ -116,7 +115,7 @@ static void mm_rows(void *p, int ith, int nth)
         int64_t r1 = PV_MIN(r0 + job->chunk_rows, job->n_rows);
         int t = 0;
         if (job->unpack) {
-            size_t u_row = (size_t)(job->ne0 / PV_QK8_0) * sizeof(struct cpu_block_u8);
+            size_t u_row = (size_t)(job->ne0 / PV_QK8_0) * sizeof(struct cpu_block_s8);
             uint8_t *u = job->unpacked + (size_t)ith * job->unpacked_bytes;
             for (int64_t r = r0; r < r1; r++)
                 job->unpack(job->w + (size_t)r * job->w_row_bytes, u + (size_t)(r - r0) * u_row, job->ne0);
@@ -125,8 +124,8 @@ static void mm_rows(void *p, int ith, int nth)
                 const uint8_t *a = job->a + (size_t)t * job->a_row_bytes;
                 float *y = job->y + (size_t)t * (size_t)job->n_rows;
                 for (int64_t r = r0; r < r1; r++)
-                    job->dot_u8((int)job->ne0, &y[r], (size_t)job->n_rows, u + (size_t)(r - r0) * u_row, a,
-                                job->a_row_bytes, nt, job->u8_offset);
+                    job->dot_s8((int)job->ne0, &y[r], (size_t)job->n_rows, u + (size_t)(r - r0) * u_row, a,
+                                job->a_row_bytes, nt);
             }
         }
         if (job->dot_multi && job->n_tokens > 1) {
@@ -182,10 +181,9 @@ void cpu_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x,
             job.widen = true;
             job.a_row_bytes = (size_t)(W->ne[0] / PV_QK8_0) * sizeof(struct cpu_block_q8_0x);
             /* a batch of several token groups: unpack each weight chunk once */
-            if (k->unpack[W->type] && k->vec_dot_u8 && n_tokens > CPU_MULTI_MAX) {
+            if (k->unpack[W->type] && k->vec_dot_s8 && n_tokens > CPU_MULTI_MAX) {
                 job.unpack = k->unpack[W->type];
-                job.dot_u8 = k->vec_dot_u8;
-                job.u8_offset = W->type == PV_TYPE_Q4_0 ? 8.0f : 16.0f;
+                job.dot_s8 = k->vec_dot_s8;
             }
         }
         job.a = NULL; /* placed with the unpacked areas below */
@@ -205,7 +203,7 @@ void cpu_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x,
         size_t act_aligned = (act_bytes + 63) & ~(size_t)63;
         if (job.unpack)
             job.unpacked_bytes = (size_t)job.chunk_rows * (size_t)(W->ne[0] / PV_QK8_0) *
-                                 sizeof(struct cpu_block_u8);
+                                 sizeof(struct cpu_block_s8);
         uint8_t *base = scratch_get(&tl_act, act_aligned + job.unpacked_bytes * (size_t)nth);
         job.a = base;
         job.unpacked = base + act_aligned;

@@ -31,22 +31,39 @@ void cpu_rmsnorm_rows(const float *x, const float *w, float *y, int n_rows, int 
         cpu_rmsnorm(x + (size_t)r * (size_t)n, w, y + (size_t)r * (size_t)n, n, eps);
 }
 
-/* (a, b) -> (a cos - b sin, a sin + b cos), theta_i = freq_scale * pos * base^(-2i/n_rot) / ff[i] */
+/*
+ * (a, b) -> (a cos - b sin, a sin + b cos), theta_i = freq_scale * pos * base^(-2i/n_rot) / ff[i].
+ * theta_i is built by repeated multiplication, and the rotation kernel fuses the first
+ * product of each pair (fma(a, c, -b s), fma(a, s, b c)): llama.cpp's arithmetic, bit
+ * for bit, which matters to a model that amplifies last-bit differences.
+ */
 void cpu_rope(float *x, int n_heads, int head_dim, int n_rot, int32_t pos, float base,
               float freq_scale, const float *ff, bool neox)
 {
     const float theta_scale = powf(base, -2.0f / (float)n_rot);
     const int half = n_rot / 2;
+    float cs[2 * CPU_ROPE_MAX_HALF];
     float theta_base = (float)pos;
+    PV_ASSERT(half <= CPU_ROPE_MAX_HALF);
     for (int i = 0; i < half; i++, theta_base *= theta_scale) {
         float theta = freq_scale * (theta_base / (ff ? ff[i] : 1.0f));
-        float c = cosf(theta), s = sinf(theta);
-        int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
-        for (int h = 0; h < n_heads; h++) {
-            float *v = x + (size_t)h * (size_t)head_dim;
-            float a = v[i0], b = v[i1];
-            v[i0] = a * c - b * s;
-            v[i1] = a * s + b * c;
+        cs[2 * i] = cosf(theta);
+        cs[2 * i + 1] = sinf(theta);
+    }
+    cpu_kernels_get()->rope_rotate(x, n_heads, head_dim, half, cs, neox);
+}
+
+/* rotate pair i of each head by (cs[2i], cs[2i+1]): elements (i, i + half) for NEOX, else
+ * (2i, 2i + 1) */
+void cpu_rope_rotate_ref(float *x, int n_heads, int head_dim, int half, const float *cs, bool neox)
+{
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + (size_t)h * (size_t)head_dim;
+        for (int i = 0; i < half; i++) {
+            int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+            float a = v[i0], b = v[i1], c = cs[2 * i], s = cs[2 * i + 1];
+            v[i0] = fmaf(a, c, -(b * s));
+            v[i1] = fmaf(a, s, b * c);
         }
     }
 }
@@ -62,7 +79,8 @@ void cpu_gelu_table_fill(void)
 {
     for (uint32_t h = 0; h < (1u << 16); h++) {
         float v = pv_fp16_to_f32((uint16_t)h);
-        float t = tanhf(0.7978845608f * v * (1.0f + 0.044715f * v * v));
+        /* 1 + 0.044715 v^2 fused as llama.cpp's build computes it: the same table */
+        float t = tanhf(0.7978845608f * v * fmaf(0.044715f * v, v, 1.0f));
         cpu_gelu_table[h] = pv_fp16_to_f32(pv_f32_to_fp16(0.5f * v * (1.0f + t)));
     }
 }

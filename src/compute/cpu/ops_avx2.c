@@ -100,8 +100,29 @@ static void softmax(float *x, int n)
         x[i] *= (float)(1.0 / sum);
 }
 
+/* cpu_rope_rotate_ref with 8 pairs at a time for NEOX (the halves are contiguous) */
+static void rope_rotate(float *x, int n_heads, int head_dim, int half, const float *cs, bool neox)
+{
+    if (!neox || half % 8 != 0) {
+        cpu_rope_rotate_ref(x, n_heads, head_dim, half, cs, neox);
+        return;
+    }
+    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    for (int i = 0; i < half; i += 8) {
+        __m256 c = _mm256_i32gather_ps(cs + 2 * i, even, 4);
+        __m256 s = _mm256_i32gather_ps(cs + 2 * i + 1, even, 4);
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + (size_t)h * (size_t)head_dim + i;
+            __m256 a = _mm256_loadu_ps(v), b = _mm256_loadu_ps(v + half);
+            _mm256_storeu_ps(v, _mm256_fmsub_ps(a, c, _mm256_mul_ps(b, s)));
+            _mm256_storeu_ps(v + half, _mm256_fmadd_ps(a, s, _mm256_mul_ps(b, c)));
+        }
+    }
+}
+
 void cpu_avx2_ops_fill(struct cpu_kernels *k)
 {
+    k->rope_rotate = rope_rotate;
     k->gelu_mul = gelu_mul;
     k->silu_mul = silu_mul;
     k->softmax = softmax;

@@ -6,6 +6,14 @@
  * into 16-bit pair sums, _mm256_madd_epi16 (by ones or by the sub-block scales) into
  * 32-bit sums, then one float FMA per block with d_w * d_a. The quantizers round exactly
  * as the scalar ones do, so both paths feed the dots the same integers.
+ *
+ * The float side of the Q4_0 / Q5_0 / Q8_0 / Q4_K / Q6_K dots keeps the order of
+ * llama.cpp's x86 kernels, so that both engines give the same bits: lane m of a block
+ * holds the exact integer sum over elements 4m..4m+3 of each 32-element group, one
+ * 8-lane accumulator takes acc = fma(d_w * d_a, lane, acc) block after block, and the
+ * lanes are summed hi + lo, then pairwise (hsum_ps); Q4_K's minimums go through a
+ * 4-lane accumulator of their own. A small model turns last-bit differences into
+ * visible logit differences (an 8-bit activation rounding flips), so the order matters.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -67,58 +75,41 @@ static inline __m128 block_d(const void *blk)
     return _mm_cvtph_ps(_mm_loadu_si32(blk));
 }
 
-/* A Q4_0 / Q5_0 block as unsigned bytes (q + 8, q + 16), a Q8_0 block as s8. */
+/* A Q4_0 / Q5_0 / Q8_0 block as 32 signed bytes in element order (q - 8, q - 16, q). */
 static ALWAYS_INLINE __m256i legacy_bytes(uint32_t type, const void *blk)
 {
     if (type == PV_TYPE_Q4_0)
-        return nibbles_32(((const struct pv_block_q4_0 *)blk)->qs);
+        return _mm256_sub_epi8(nibbles_32(((const struct pv_block_q4_0 *)blk)->qs), _mm256_set1_epi8(8));
     if (type == PV_TYPE_Q5_0) {
         const struct pv_block_q5_0 *b = blk;
-        return _mm256_or_si256(nibbles_32(b->qs), _mm256_and_si256(bits_32(b->qh), _mm256_set1_epi8(0x10)));
+        /* q - 16: the nibble, with 0xF0 or-ed in where the fifth bit is clear */
+        return _mm256_or_si256(nibbles_32(b->qs), _mm256_andnot_si256(bits_32(b->qh), _mm256_set1_epi8((char)0xF0)));
     }
     return _mm256_loadu_si256((const __m256i *)((const struct pv_block_q8_0 *)blk)->qs);
 }
 
-/* one block of legacy_one: acc += d_w d_a (q_u . a); corr += d_w s_a */
-static ALWAYS_INLINE void legacy_step(uint32_t type, const void *blk, const struct cpu_block_q8_0x *a,
-                                      __m256 *acc, __m128 *corr)
+/* acc = fma(d_w d_a, lanes of q . a, acc): |q| and a signed by q, so maddubs sees u8 x s8 */
+static ALWAYS_INLINE __m256 legacy_fma(__m256i q, __m256i abs_q, float dw, const struct cpu_block_q8_0x *a,
+                                       __m256 acc)
 {
-    __m256i qw = legacy_bytes(type, blk);
-    __m256i qa = _mm256_loadu_si256((const __m256i *)a->qs);
-    __m128 dw = block_d(blk);
-    __m256 p;
-    if (type == PV_TYPE_Q8_0) {
-        p = dot_u8s8_ps(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qa, qw));
-    } else {
-        p = dot_u8s8_ps(qw, qa);
-        *corr = _mm_fmadd_ss(dw, _mm_load_ss(&a->s), *corr);
-    }
-    __m256 sc = _mm256_mul_ps(_mm256_broadcastss_ps(dw), _mm256_broadcast_ss(&a->d));
-    *acc = _mm256_fmadd_ps(sc, p, *acc);
+    __m256i qa = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)a->qs), q);
+    return _mm256_fmadd_ps(_mm256_set1_ps(dw * a->d), dot_u8s8_ps(abs_q, qa), acc);
 }
 
-/*
- * Q4_0 / Q5_0 / Q8_0 against one widened Q8_0 row (cpu_block_q8_0x):
- * sum = sum_i d_w (d_a sum(q_u a) - off s_a), off = 8 / 16 / 0; Q8_0 uses the sign trick.
- * Two accumulators over alternate blocks keep the FMA chain off the critical path.
- */
+/* Q4_0 / Q5_0 / Q8_0 against one widened Q8_0 row (cpu_block_q8_0x), one accumulator */
 static ALWAYS_INLINE void legacy_one(uint32_t type, size_t blk_bytes, int n, float *s, const void *vw,
                                      const void *va)
 {
     const struct cpu_block_q8_0x *a = va;
     const uint8_t *w = vw;
     const int nb = n / PV_QK8_0;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    __m128 corr0 = _mm_setzero_ps(), corr1 = _mm_setzero_ps();
-    int i = 0;
-    for (; i + 1 < nb; i += 2) {
-        legacy_step(type, w + (size_t)i * blk_bytes, &a[i], &acc0, &corr0);
-        legacy_step(type, w + (size_t)(i + 1) * blk_bytes, &a[i + 1], &acc1, &corr1);
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        const void *blk = w + (size_t)i * blk_bytes;
+        __m256i q = legacy_bytes(type, blk);
+        acc = legacy_fma(q, _mm256_sign_epi8(q, q), _mm_cvtss_f32(block_d(blk)), &a[i], acc);
     }
-    if (i < nb)
-        legacy_step(type, w + (size_t)i * blk_bytes, &a[i], &acc0, &corr0);
-    const float off = type == PV_TYPE_Q4_0 ? 8.0f : type == PV_TYPE_Q5_0 ? 16.0f : 0.0f;
-    *s = hsum_ps(_mm256_add_ps(acc0, acc1)) - off * _mm_cvtss_f32(_mm_add_ss(corr0, corr1));
+    *s = hsum_ps(acc);
 }
 
 static void vec_dot_q4_0(int n, float *s, const void *w, const void *a)
@@ -210,13 +201,33 @@ static inline __m128i k4_scales_mins(const uint8_t *scales)
                           (int)(((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4))); /* mins 4..7 */
 }
 
-/* sum_j m_j * (bsums[2j] + bsums[2j+1]), the mins in bytes 8..15 of sm */
-static inline int k4_min_sum(__m128i sm, const int16_t *bsums)
+/* lanes j = m_2j s_2j + m_2j+1 s_2j+1, s_k = bsums[2k] + bsums[2k+1] (the sub-block sums),
+ * the mins in bytes 8..15 of sm */
+static inline __m128i k4_min_lanes(__m128i sm, const int16_t *bsums)
 {
     __m128i b = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)bsums),
                                _mm_loadu_si128((const __m128i *)(bsums + 8)));
     __m128i m = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
-    return hsum_epi32_128(_mm_madd_epi16(m, b));
+    return _mm_madd_epi16(m, b);
+}
+
+/* sum_j m_j * (bsums[2j] + bsums[2j+1]) */
+static inline int k4_min_sum(__m128i sm, const int16_t *bsums)
+{
+    return hsum_epi32_128(k4_min_lanes(sm, bsums));
+}
+
+/* acc_m += dmin * lanes (dmin negative), 4 lanes */
+static inline __m128 k4_min_fma(float dmin, __m128i sm, const int16_t *bsums, __m128 acc_m)
+{
+    return _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(k4_min_lanes(sm, bsums)), acc_m);
+}
+
+/* (a0 + a2) + (a1 + a3) */
+static inline float hsum4_ps(__m128 v)
+{
+    v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    return _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
 }
 
 /* the 8 scales of sm as words in both 128-bit lanes */
@@ -232,11 +243,11 @@ static void vec_dot_q4_K(int n, float *s, const void *vw, const void *va)
     const int nb = n / PV_QK_K;
     const __m256i lo4 = _mm256_set1_epi8(0x0F);
     __m256 acc = _mm256_setzero_ps();
-    float acc_m = 0.0f;
+    __m128 acc_m = _mm_setzero_ps();
     for (int i = 0; i < nb; i++) {
         __m128i sm = k4_scales_mins(w[i].scales);
-        const float d = a[i].d * H2F(w[i].d), dmin = a[i].d * H2F(w[i].dmin);
-        acc_m += dmin * (float)k4_min_sum(sm, a[i].bsums);
+        const float d = a[i].d * H2F(w[i].d), dmin = -a[i].d * H2F(w[i].dmin);
+        acc_m = k4_min_fma(dmin, sm, a[i].bsums, acc_m);
         const uint8_t *q = w[i].qs;
         const int8_t *q8 = a[i].qs;
         __m256i sumi = _mm256_setzero_si256();
@@ -253,7 +264,7 @@ static void vec_dot_q4_K(int n, float *s, const void *vw, const void *va)
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    *s = hsum_ps(acc) - acc_m;
+    *s = hsum_ps(acc) + hsum4_ps(acc_m);
 }
 
 static void vec_dot_q5_K(int n, float *s, const void *vw, const void *va)
@@ -424,19 +435,6 @@ static void vec_dot_q3_K(int n, float *s, const void *vw, const void *va)
 /* activation row t of a batch */
 #define ACT_ROW(type, a, stride, t) ((const type *)((const uint8_t *)(a) + (size_t)(t) * (stride)))
 
-/* one token of a legacy_multi block, the weight block already unpacked */
-static ALWAYS_INLINE void legacy_token(uint32_t type, __m256i qw, __m256i uw, __m128 dw,
-                                       const struct cpu_block_q8_0x *a, __m256 *acc, __m128 *corr)
-{
-    __m256i qa = _mm256_loadu_si256((const __m256i *)a->qs);
-    if (type == PV_TYPE_Q8_0)
-        qa = _mm256_sign_epi8(qa, qw);
-    else
-        *corr = _mm_fmadd_ss(dw, _mm_load_ss(&a->s), *corr);
-    __m256 sc = _mm256_mul_ps(_mm256_broadcastss_ps(dw), _mm256_broadcast_ss(&a->d));
-    *acc = _mm256_fmadd_ps(sc, dot_u8s8_ps(uw, qa), *acc);
-}
-
 /* Q4_0 / Q5_0 / Q8_0 against up to 4 widened Q8_0 rows, as legacy_one, each weight block
  * unpacked once. Accumulators are named variables (not arrays) so they stay in registers. */
 static ALWAYS_INLINE void legacy_multi(uint32_t type, size_t blk_bytes, int n, float *s, size_t ss,
@@ -449,28 +447,25 @@ static ALWAYS_INLINE void legacy_multi(uint32_t type, size_t blk_bytes, int n, f
     const struct cpu_block_q8_0x *a2 = ACT_ROW(struct cpu_block_q8_0x, va, as, nt > 2 ? 2 : 0);
     const struct cpu_block_q8_0x *a3 = ACT_ROW(struct cpu_block_q8_0x, va, as, nt > 3 ? 3 : 0);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    __m128 corr0 = _mm_setzero_ps(), corr1 = corr0, corr2 = corr0, corr3 = corr0;
     for (int i = 0; i < nb; i++) {
         const void *blk = w + (size_t)i * blk_bytes;
-        __m256i qw = legacy_bytes(type, blk);
-        __m128 dw = block_d(blk);
-        __m256i uw = type == PV_TYPE_Q8_0 ? _mm256_sign_epi8(qw, qw) : qw;
-        legacy_token(type, qw, uw, dw, &a0[i], &acc0, &corr0);
+        __m256i q = legacy_bytes(type, blk), abs_q = _mm256_sign_epi8(q, q);
+        float dw = _mm_cvtss_f32(block_d(blk));
+        acc0 = legacy_fma(q, abs_q, dw, &a0[i], acc0);
         if (nt > 1)
-            legacy_token(type, qw, uw, dw, &a1[i], &acc1, &corr1);
+            acc1 = legacy_fma(q, abs_q, dw, &a1[i], acc1);
         if (nt > 2)
-            legacy_token(type, qw, uw, dw, &a2[i], &acc2, &corr2);
+            acc2 = legacy_fma(q, abs_q, dw, &a2[i], acc2);
         if (nt > 3)
-            legacy_token(type, qw, uw, dw, &a3[i], &acc3, &corr3);
+            acc3 = legacy_fma(q, abs_q, dw, &a3[i], acc3);
     }
-    const float off = type == PV_TYPE_Q4_0 ? 8.0f : type == PV_TYPE_Q5_0 ? 16.0f : 0.0f;
-    s[0] = hsum_ps(acc0) - off * _mm_cvtss_f32(corr0);
+    s[0] = hsum_ps(acc0);
     if (nt > 1)
-        s[ss] = hsum_ps(acc1) - off * _mm_cvtss_f32(corr1);
+        s[ss] = hsum_ps(acc1);
     if (nt > 2)
-        s[2 * ss] = hsum_ps(acc2) - off * _mm_cvtss_f32(corr2);
+        s[2 * ss] = hsum_ps(acc2);
     if (nt > 3)
-        s[3 * ss] = hsum_ps(acc3) - off * _mm_cvtss_f32(corr3);
+        s[3 * ss] = hsum_ps(acc3);
 }
 
 /* sumi += sc1 (ql . a[0..31]) + sc2 (qh . a[32..63]) for one token */
@@ -494,17 +489,17 @@ static ALWAYS_INLINE void q4_K_multi(int n, float *s, size_t ss, const void *vw,
     const struct pv_block_q8_K *a2 = ACT_ROW(struct pv_block_q8_K, va, as, nt > 2 ? 2 : 0);
     const struct pv_block_q8_K *a3 = ACT_ROW(struct pv_block_q8_K, va, as, nt > 3 ? 3 : 0);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    float m0 = 0.0f, m1 = 0.0f, m2 = 0.0f, m3 = 0.0f;
+    __m128 m0 = _mm_setzero_ps(), m1 = m0, m2 = m0, m3 = m0;
     for (int i = 0; i < nb; i++) {
         __m128i sm = k4_scales_mins(w[i].scales);
         const float dw = H2F(w[i].d), dminw = H2F(w[i].dmin);
-        m0 += a0[i].d * dminw * (float)k4_min_sum(sm, a0[i].bsums);
+        m0 = k4_min_fma(-a0[i].d * dminw, sm, a0[i].bsums, m0);
         if (nt > 1)
-            m1 += a1[i].d * dminw * (float)k4_min_sum(sm, a1[i].bsums);
+            m1 = k4_min_fma(-a1[i].d * dminw, sm, a1[i].bsums, m1);
         if (nt > 2)
-            m2 += a2[i].d * dminw * (float)k4_min_sum(sm, a2[i].bsums);
+            m2 = k4_min_fma(-a2[i].d * dminw, sm, a2[i].bsums, m2);
         if (nt > 3)
-            m3 += a3[i].d * dminw * (float)k4_min_sum(sm, a3[i].bsums);
+            m3 = k4_min_fma(-a3[i].d * dminw, sm, a3[i].bsums, m3);
         __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
         __m256i scw = k4_scale_words(sm);
         for (int c = 0; c < 4; c++) {
@@ -528,13 +523,13 @@ static ALWAYS_INLINE void q4_K_multi(int n, float *s, size_t ss, const void *vw,
         if (nt > 3)
             acc3 = _mm256_fmadd_ps(_mm256_set1_ps(a3[i].d * dw), _mm256_cvtepi32_ps(s3), acc3);
     }
-    s[0] = hsum_ps(acc0) - m0;
+    s[0] = hsum_ps(acc0) + hsum4_ps(m0);
     if (nt > 1)
-        s[ss] = hsum_ps(acc1) - m1;
+        s[ss] = hsum_ps(acc1) + hsum4_ps(m1);
     if (nt > 2)
-        s[2 * ss] = hsum_ps(acc2) - m2;
+        s[2 * ss] = hsum_ps(acc2) + hsum4_ps(m2);
     if (nt > 3)
-        s[3 * ss] = hsum_ps(acc3) - m3;
+        s[3 * ss] = hsum_ps(acc3) + hsum4_ps(m3);
 }
 
 /* sumi += (q . a[0..31]) scaled per 16 by sc */
@@ -624,7 +619,7 @@ static ALWAYS_INLINE void unpack_legacy(uint32_t type, size_t blk_bytes, const v
                                         int64_t n)
 {
     const uint8_t *w = vw;
-    struct cpu_block_u8 *out = vout;
+    struct cpu_block_s8 *out = vout;
     for (int64_t i = 0; i < n / PV_QK8_0; i++) {
         const void *blk = w + (size_t)i * blk_bytes;
         out[i].d = _mm_cvtss_f32(block_d(blk));
@@ -642,54 +637,43 @@ static void unpack_q5_0(const void *w, void *out, int64_t n)
     unpack_legacy(PV_TYPE_Q5_0, sizeof(struct pv_block_q5_0), w, out, n);
 }
 
-/* one token: acc += d_w d_a (q . a), corr += d_w s_a */
-static ALWAYS_INLINE void u8_token(__m256i q, __m256 dw, const struct cpu_block_q8_0x *a, __m256 *acc,
-                                   __m128 *corr)
+/* unpacked Q4_0 / Q5_0 rows against up to 4 widened Q8_0 rows, in legacy_one's order */
+static ALWAYS_INLINE void s8_multi(int n, float *s, size_t ss, const void *vw, const void *va,
+                                   size_t as, const int nt)
 {
-    __m256 p = dot_u8s8_ps(q, _mm256_loadu_si256((const __m256i *)a->qs));
-    *corr = _mm_fmadd_ss(_mm256_castps256_ps128(dw), _mm_load_ss(&a->s), *corr);
-    *acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&a->d)), p, *acc);
-}
-
-static ALWAYS_INLINE void u8_multi(int n, float *s, size_t ss, const void *vw, const void *va,
-                                   size_t as, const int nt, float off)
-{
-    const struct cpu_block_u8 *w = vw;
+    const struct cpu_block_s8 *w = vw;
     const int nb = n / PV_QK8_0;
     const struct cpu_block_q8_0x *a0 = ACT_ROW(struct cpu_block_q8_0x, va, as, 0);
     const struct cpu_block_q8_0x *a1 = ACT_ROW(struct cpu_block_q8_0x, va, as, nt > 1 ? 1 : 0);
     const struct cpu_block_q8_0x *a2 = ACT_ROW(struct cpu_block_q8_0x, va, as, nt > 2 ? 2 : 0);
     const struct cpu_block_q8_0x *a3 = ACT_ROW(struct cpu_block_q8_0x, va, as, nt > 3 ? 3 : 0);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    __m128 corr0 = _mm_setzero_ps(), corr1 = corr0, corr2 = corr0, corr3 = corr0;
     for (int i = 0; i < nb; i++) {
-        __m256i q = _mm256_loadu_si256((const __m256i *)w[i].q);
-        __m256 dw = _mm256_broadcast_ss(&w[i].d);
-        u8_token(q, dw, &a0[i], &acc0, &corr0);
+        __m256i q = _mm256_loadu_si256((const __m256i *)w[i].q), abs_q = _mm256_sign_epi8(q, q);
+        acc0 = legacy_fma(q, abs_q, w[i].d, &a0[i], acc0);
         if (nt > 1)
-            u8_token(q, dw, &a1[i], &acc1, &corr1);
+            acc1 = legacy_fma(q, abs_q, w[i].d, &a1[i], acc1);
         if (nt > 2)
-            u8_token(q, dw, &a2[i], &acc2, &corr2);
+            acc2 = legacy_fma(q, abs_q, w[i].d, &a2[i], acc2);
         if (nt > 3)
-            u8_token(q, dw, &a3[i], &acc3, &corr3);
+            acc3 = legacy_fma(q, abs_q, w[i].d, &a3[i], acc3);
     }
-    s[0] = hsum_ps(acc0) - off * _mm_cvtss_f32(corr0);
+    s[0] = hsum_ps(acc0);
     if (nt > 1)
-        s[ss] = hsum_ps(acc1) - off * _mm_cvtss_f32(corr1);
+        s[ss] = hsum_ps(acc1);
     if (nt > 2)
-        s[2 * ss] = hsum_ps(acc2) - off * _mm_cvtss_f32(corr2);
+        s[2 * ss] = hsum_ps(acc2);
     if (nt > 3)
-        s[3 * ss] = hsum_ps(acc3) - off * _mm_cvtss_f32(corr3);
+        s[3 * ss] = hsum_ps(acc3);
 }
 
-static void vec_dot_u8(int n, float *s, size_t ss, const void *w, const void *a, size_t as, int nt,
-                       float off)
+static void vec_dot_s8(int n, float *s, size_t ss, const void *w, const void *a, size_t as, int nt)
 {
     switch (nt) {
-    case 1: u8_multi(n, s, ss, w, a, as, 1, off); break;
-    case 2: u8_multi(n, s, ss, w, a, as, 2, off); break;
-    case 3: u8_multi(n, s, ss, w, a, as, 3, off); break;
-    default: u8_multi(n, s, ss, w, a, as, 4, off); break;
+    case 1: s8_multi(n, s, ss, w, a, as, 1); break;
+    case 2: s8_multi(n, s, ss, w, a, as, 2); break;
+    case 3: s8_multi(n, s, ss, w, a, as, 3); break;
+    default: s8_multi(n, s, ss, w, a, as, 4); break;
     }
 }
 
@@ -952,7 +936,7 @@ void cpu_avx2_fill(struct cpu_kernels *k)
     k->vec_dot_multi[PV_TYPE_Q6_K] = vec_dot_multi_q6_K;
     k->unpack[PV_TYPE_Q4_0] = unpack_q4_0;
     k->unpack[PV_TYPE_Q5_0] = unpack_q5_0;
-    k->vec_dot_u8 = vec_dot_u8;
+    k->vec_dot_s8 = vec_dot_s8;
     k->quantize[PV_TYPE_F16] = quantize_f16;
     k->quantize[PV_TYPE_Q8_0] = quantize_q8_0;
     k->quantize[PV_TYPE_Q8_1] = quantize_q8_1;

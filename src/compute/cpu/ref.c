@@ -740,4 +740,5 @@ void cpu_ref_fill(struct cpu_kernels *k)
     k->gelu_mul = cpu_gelu_mul_ref;
     k->silu_mul = cpu_silu_mul_ref;
     k->softmax = cpu_softmax_ref;
+    k->rope_rotate = cpu_rope_rotate_ref;
 }
