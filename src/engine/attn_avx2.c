@@ -2,20 +2,22 @@
  * attn_avx2.c - attention of one query head over an F16 KV cache, AVX2/FMA/F16C.
  *
  * It computes what llama.cpp's CPU graph computes for an F16 cache without flash
- * attention, in the same order of floating-point operations as its x86 build with
- * AVX-512 (what a native build gives on the machines we test on), so that both engines
- * produce the same bits; a small model turns last-bit differences into visible logit
- * differences (8-bit activation roundings flip), so the order is the contract here:
+ * attention, in the same order of floating-point operations as its native x86 build on
+ * the same CPU, so that both engines produce the same bits; a small model turns last-bit
+ * differences into visible logit differences (8-bit activation roundings flip), so the
+ * order is the contract here. W is llama.cpp's vector width: 16 lanes where the CPU has
+ * AVX-512 (F and DQ), else 8.
  *
  *   - q (already scaled, for models that scale q) and the probabilities are rounded to
  *     f16, as the graph converts them to the K / V type before each product;
  *   - a batch (prefill, n >= 2) forms every product as a matrix multiply does (tinyBLAS):
- *     one 16-lane accumulator per output, element e in lane e % 16, FMA in order;
- *   - one token (decode) forms it as ggml's f16 dot does: 4 accumulators of 16 lanes,
- *     element e in accumulator (e / 16) % 4, summed (a0 + a2) + (a1 + a3), rest in double;
- *   - 16 lanes reduce as _mm512_reduce_add_ps does: halves, quarters, then pairs;
- *   - softmax: exp by the same polynomial as ggml_v_expf, summed per 16 cells (counted
- *     from cell 0) into a double, then scaled by (float)(1 / sum).
+ *     one W-lane accumulator per output, element e in lane e % W, FMA in order, the lanes
+ *     summed by halves, then (0 + 2) + (1 + 3);
+ *   - one token (decode) forms it as ggml's f16 dot does: 4 accumulators of W lanes,
+ *     element e in accumulator (e / W) % 4, summed (a0 + a2) + (a1 + a3), then by halves
+ *     and pairs (W = 16) or by halves and two horizontal adds (W = 8); the rest in double;
+ *   - softmax: exp by ggml_v_expf's polynomial for that width, summed per W cells
+ *     (counted from cell 0) into a double, then scaled by (float)(1 / sum).
  *
  * A 16-lane accumulator is a pair of __m256 (lanes 0-7, 8-15). Cells outside the
  * visible range have probability 0 in llama.cpp, which adds exactly nothing to a lane,
@@ -38,79 +40,124 @@ static inline float round_f16(float x)
     return _cvtsh_ss(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT));
 }
 
-/* the sum of 16 lanes (lo = 0-7, hi = 8-15): l + (l + 8), then + 4, then (0 + 2) + (1 + 3) */
-static inline float reduce16(__m256 lo, __m256 hi)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* lanes l + (l + 4), then (0 + 2) + (1 + 3): tinyBLAS's and softmax's sum of 8 lanes */
+static inline float hsum8(__m256 x)
 {
-    __m256 h = _mm256_add_ps(lo, hi);
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
     __m128 r = _mm_add_ps(q, _mm_movehl_ps(q, q));
     return _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
 }
 
-/* q . k over n elements in the batch order (n a multiple of 16; else the tail in double) */
-static float dot_batch(const float *q, const uint16_t *k, int n)
+/* lanes l + (l + 4), then (0 + 1) + (2 + 3): ggml's f16 dot on AVX2 (two horizontal adds) */
+static inline float hsum8_hadd(__m256 x)
 {
-    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        lo = _mm256_fmadd_ps(load_f16(k + i), _mm256_loadu_ps(q + i), lo);
-        hi = _mm256_fmadd_ps(load_f16(k + i + 8), _mm256_loadu_ps(q + i + 8), hi);
-    }
-    double sum = reduce16(lo, hi);
-    for (; i < n; i++)
-        sum += (double)(q[i] * _cvtsh_ss(k[i]));
-    return (float)sum;
+    __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    __m128 t1 = _mm_hadd_ps(t0, t0);
+    return _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
 }
 
-/* q . k over n elements in the one-token order: 4 x 16 lanes per 64 elements, rest in double */
-static float dot_one(const float *q, const uint16_t *k, int n)
+/* the sum of 16 lanes (lo = 0-7, hi = 8-15) as _mm512_reduce_add_ps: l + (l + 8), then
+ * as hsum8 */
+static inline float reduce16(__m256 lo, __m256 hi)
+{
+    return hsum8(_mm256_add_ps(lo, hi));
+}
+
+/* q . k over n elements (a multiple of W) in the batch order */
+static ALWAYS_INLINE float dot_batch(const float *q, const uint16_t *k, int n, const int w)
+{
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += w) {
+        lo = _mm256_fmadd_ps(load_f16(k + i), _mm256_loadu_ps(q + i), lo);
+        if (w == 16)
+            hi = _mm256_fmadd_ps(load_f16(k + i + 8), _mm256_loadu_ps(q + i + 8), hi);
+    }
+    return w == 16 ? reduce16(lo, hi) : hsum8(lo);
+}
+
+/* q . k over n elements in the one-token order: 4 x W lanes per 4W elements, rest in double */
+static ALWAYS_INLINE float dot_one(const float *q, const uint16_t *k, int n, const int w)
 {
     __m256 lo[4], hi[4];
     for (int a = 0; a < 4; a++)
         lo[a] = hi[a] = _mm256_setzero_ps();
     int i = 0;
-    for (; i + 64 <= n; i += 64)
+    for (; i + 4 * w <= n; i += 4 * w)
         for (int a = 0; a < 4; a++) {
-            const int e = i + 16 * a;
+            const int e = i + w * a;
             lo[a] = _mm256_fmadd_ps(load_f16(k + e), _mm256_loadu_ps(q + e), lo[a]);
-            hi[a] = _mm256_fmadd_ps(load_f16(k + e + 8), _mm256_loadu_ps(q + e + 8), hi[a]);
+            if (w == 16)
+                hi[a] = _mm256_fmadd_ps(load_f16(k + e + 8), _mm256_loadu_ps(q + e + 8), hi[a]);
         }
     __m256 l = _mm256_add_ps(_mm256_add_ps(lo[0], lo[2]), _mm256_add_ps(lo[1], lo[3]));
     __m256 h = _mm256_add_ps(_mm256_add_ps(hi[0], hi[2]), _mm256_add_ps(hi[1], hi[3]));
-    double sum = reduce16(l, h);
+    double sum = w == 16 ? reduce16(l, h) : hsum8_hadd(l);
     for (; i < n; i++)
         sum += (double)(q[i] * _cvtsh_ss(k[i]));
     return (float)sum;
 }
 
-/* e^x for x <= 0 by ggml_v_expf's reduction and polynomial; 0 below 2^-126 (such terms
- * vanish in every sum they reach and round to 0 in f16) */
-static inline __m256 exp_neg_ps(__m256 x)
+/*
+ * e^x for x <= 0 by ggml_v_expf's reduction and polynomial for width W: x = n ln2 + b,
+ * e^b = 1 + b c1 + b^2 q(b); W = 16 forms (1 + b c1 + b^2 q) 2^n, W = 8 forms
+ * k + k (b c1 + b^2 q) with k = 2^n. Results below 2^-126 are 0 here: such terms vanish in
+ * every sum they reach (the largest term is 1) and round to 0 in f16.
+ */
+static ALWAYS_INLINE __m256 exp_neg_ps(__m256 x, const int w)
 {
-    const __m256 shift = _mm256_set1_ps(0x1.8p23f);
+    const __m256 shift = _mm256_set1_ps(0x1.8p23f), c1 = _mm256_set1_ps(0x1.ffffecp-1f);
     __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
     __m256 n = _mm256_sub_ps(z, shift);
     __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
                                 _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
     __m256 u = _mm256_mul_ps(b, b);
-    __m256 j = _mm256_fmadd_ps(
-        _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
-                        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
-        u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
-    /* j * 2^n, exact as a product (one rounding if it is subnormal) */
+    __m256 q = _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)),
+                               u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f)));
     __m256 ok = _mm256_cmp_ps(n, _mm256_set1_ps(-126.0f), _CMP_GE_OQ);
     __m256 nc = _mm256_max_ps(n, _mm256_set1_ps(-126.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(nc), _mm256_set1_epi32(127)), 23);
-    return _mm256_and_ps(ok, _mm256_mul_ps(j, _mm256_castsi256_ps(e)));
+    __m256 k = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(nc), _mm256_set1_epi32(127)), 23));
+    __m256 r;
+    if (w == 16) /* the product by 2^n is exact (one rounding if subnormal), as scalef */
+        r = _mm256_mul_ps(_mm256_fmadd_ps(q, u, _mm256_fmadd_ps(c1, b, _mm256_set1_ps(1.0f))), k);
+    else
+        r = _mm256_fmadd_ps(_mm256_fmadd_ps(q, u, _mm256_mul_ps(c1, b)), k, k);
+    return _mm256_and_ps(ok, r);
 }
 
-/* out[d] = sum_j p[j] v_j[d] for cells [j0, pos], each cell j in slot j % slots of the
- * lane accumulators (slots = 16 batch, 64 one token), then the slots reduced in order */
-static void weighted_values(const struct engine_attn_item *it, const float *p, int slots)
+/* the sum of one output's W lanes l[0..W) (8 floats each: 8 outputs side by side), in the
+ * batch order (one_token false) or the one-token order */
+static ALWAYS_INLINE __m256 lanes_sum(const __m256 *l, const int w, bool one_token)
 {
-    const int hd_v = it->hd_v;
+    if (w == 16) {
+        __m256 h[8], q[4];
+        for (int s = 0; s < 8; s++)
+            h[s] = _mm256_add_ps(l[s], l[s + 8]);
+        for (int s = 0; s < 4; s++)
+            q[s] = _mm256_add_ps(h[s], h[s + 4]);
+        return _mm256_add_ps(_mm256_add_ps(q[0], q[2]), _mm256_add_ps(q[1], q[3]));
+    }
+    __m256 t[4];
+    for (int s = 0; s < 4; s++)
+        t[s] = _mm256_add_ps(l[s], l[s + 4]);
+    if (one_token) /* two horizontal adds */
+        return _mm256_add_ps(_mm256_add_ps(t[0], t[1]), _mm256_add_ps(t[2], t[3]));
+    return _mm256_add_ps(_mm256_add_ps(t[0], t[2]), _mm256_add_ps(t[1], t[3]));
+}
+
+/* out[d] = sum_j p[j] v_j[d] for cells [j0, pos], cell j in slot j % slots of the lane
+ * accumulators (slots = W for a batch, 4W for one token), then the slots summed in order */
+static ALWAYS_INLINE void weighted_values(const struct engine_attn_item *it, const float *p,
+                                          const int w)
+{
+    const int hd_v = it->hd_v, slots = it->batch ? w : 4 * w;
+    const uint32_t count = it->pos - it->j0 + 1;
     float *lanes = it->lanes;
-    memset(lanes, 0, (size_t)slots * (size_t)hd_v * sizeof(float));
+    /* a slot no cell reaches stays 0; only the ones in use are cleared */
+    for (uint32_t c = 0; c < (uint32_t)slots && c < count; c++)
+        memset(lanes + (size_t)((it->j0 + c) % (uint32_t)slots) * hd_v, 0, (size_t)hd_v * sizeof(float));
     for (uint32_t j = it->j0; j <= it->pos; j++) {
         const uint16_t *v = (const uint16_t *)((const char *)it->v + (size_t)j * it->v_stride);
         const __m256 pj = _mm256_set1_ps(p[j]);
@@ -121,40 +168,29 @@ static void weighted_values(const struct engine_attn_item *it, const float *p, i
         for (; d < hd_v; d++)
             acc[d] = fmaf(_cvtsh_ss(v[d]), p[j], acc[d]);
     }
-#define SLOT(s) (lanes + (size_t)(s) * hd_v + d)
-    int d = 0;
-    for (; d + 8 <= hd_v; d += 8) {
+    bool used[64];
+    for (int s = 0; s < slots; s++)
+        used[s] = count >= (uint32_t)slots || (uint32_t)((s - (int)(it->j0 % (uint32_t)slots) + slots) % slots) < count;
+#define SLOT(s) (used[s] ? _mm256_loadu_ps(lanes + (size_t)(s) * hd_v + d) : _mm256_setzero_ps())
+    for (int d = 0; d < hd_v; d += 8) {
         __m256 l[16];
-        for (int s = 0; s < 16; s++) {
-            l[s] = _mm256_loadu_ps(SLOT(s));
-            if (slots == 64) /* (a0 + a2) + (a1 + a3) for 16-lane accumulator a */
-                l[s] = _mm256_add_ps(_mm256_add_ps(l[s], _mm256_loadu_ps(SLOT(32 + s))),
-                                     _mm256_add_ps(_mm256_loadu_ps(SLOT(16 + s)), _mm256_loadu_ps(SLOT(48 + s))));
+        for (int s = 0; s < w; s++)
+            l[s] = slots == w ? SLOT(s)
+                              : _mm256_add_ps(_mm256_add_ps(SLOT(s), SLOT(2 * w + s)),
+                                              _mm256_add_ps(SLOT(w + s), SLOT(3 * w + s)));
+        __m256 r = lanes_sum(l, w, slots != w);
+        if (d + 8 <= hd_v) {
+            _mm256_storeu_ps(it->out + d, r);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, r);
+            memcpy(it->out + d, tmp, (size_t)(hd_v - d) * sizeof(float));
         }
-        __m256 h[8], q[4];
-        for (int s = 0; s < 8; s++)
-            h[s] = _mm256_add_ps(l[s], l[s + 8]);
-        for (int s = 0; s < 4; s++)
-            q[s] = _mm256_add_ps(h[s], h[s + 4]);
-        _mm256_storeu_ps(it->out + d, _mm256_add_ps(_mm256_add_ps(q[0], q[2]), _mm256_add_ps(q[1], q[3])));
-    }
-    for (; d < hd_v; d++) {
-        float l[16], h[8], q[4];
-        for (int s = 0; s < 16; s++) {
-            l[s] = *SLOT(s);
-            if (slots == 64)
-                l[s] = (l[s] + *SLOT(32 + s)) + (*SLOT(16 + s) + *SLOT(48 + s));
-        }
-        for (int s = 0; s < 8; s++)
-            h[s] = l[s] + l[s + 8];
-        for (int s = 0; s < 4; s++)
-            q[s] = h[s] + h[s + 4];
-        it->out[d] = (q[0] + q[2]) + (q[1] + q[3]);
     }
 #undef SLOT
 }
 
-void engine_attend_f16_avx2(const struct engine_attn_item *it)
+static ALWAYS_INLINE void attend(const struct engine_attn_item *it, const int w)
 {
     const int hd_k = it->hd_k;
     const uint32_t j0 = it->j0, pos = it->pos;
@@ -166,35 +202,48 @@ void engine_attend_f16_avx2(const struct engine_attn_item *it)
     for (int i = 0; i < hd_k; i++)
         q[i] = round_f16(it->q[i] * it->q_scale);
 
-    /* s_j = (q . k_j) * scale for the visible cells [j0, pos] */
+    /* s_j = (q . k_j) * scale for the visible cells [j0, pos]; a matrix multiply needs
+       rows of whole W-lane steps, else llama.cpp takes the one-token dot */
+    const bool batch = it->batch && hd_k % w == 0;
     for (uint32_t j = j0; j <= pos; j++) {
         const uint16_t *k = (const uint16_t *)((const char *)it->k + (size_t)j * it->k_stride);
-        /* a matrix multiply needs rows of whole 16-lane steps, else llama.cpp falls back */
-        s[j] = (it->batch && hd_k % 16 == 0 ? dot_batch(q, k, hd_k) : dot_one(q, k, hd_k)) * it->scale;
+        s[j] = (batch ? dot_batch(q, k, hd_k, w) : dot_one(q, k, hd_k, w)) * it->scale;
         max = s[j] > max ? s[j] : max;
     }
 
-    /* e_j = exp(s_j - max) per 16 cells counted from cell 0 (hidden cells are 0) */
-    for (uint32_t c = j0 / 16; c <= pos / 16; c++) {
+    /* e_j = exp(s_j - max) per W cells counted from cell 0 (hidden cells are 0) */
+    for (uint32_t c = j0 / (uint32_t)w; c <= pos / (uint32_t)w; c++) {
         float x[16];
-        for (uint32_t l = 0; l < 16; l++) {
-            uint32_t j = 16 * c + l;
+        for (int l = 0; l < w; l++) {
+            uint32_t j = (uint32_t)w * c + (uint32_t)l;
             x[l] = j >= j0 && j <= pos ? s[j] - max : -INFINITY;
         }
-        __m256 lo = exp_neg_ps(_mm256_loadu_ps(x)), hi = exp_neg_ps(_mm256_loadu_ps(x + 8));
+        __m256 lo = exp_neg_ps(_mm256_loadu_ps(x), w);
+        __m256 hi = w == 16 ? exp_neg_ps(_mm256_loadu_ps(x + 8), w) : _mm256_setzero_ps();
         _mm256_storeu_ps(x, lo);
-        _mm256_storeu_ps(x + 8, hi);
-        for (uint32_t l = 0; l < 16; l++) {
-            uint32_t j = 16 * c + l;
+        if (w == 16)
+            _mm256_storeu_ps(x + 8, hi);
+        for (int l = 0; l < w; l++) {
+            uint32_t j = (uint32_t)w * c + (uint32_t)l;
             if (j >= j0 && j <= pos)
                 s[j] = x[l];
         }
-        sum += reduce16(lo, hi);
+        sum += w == 16 ? reduce16(lo, hi) : hsum8(lo);
     }
 
     /* p_j = f16(e_j * (float)(1 / sum)), then the weighted sum of the values */
     const float inv = (float)(1.0 / sum);
     for (uint32_t j = j0; j <= pos; j++)
         s[j] = round_f16(s[j] * inv);
-    weighted_values(it, s, it->batch ? 16 : 64);
+    weighted_values(it, s, w);
+}
+
+void engine_attend_f16_avx2(const struct engine_attn_item *it)
+{
+    attend(it, 8);
+}
+
+void engine_attend_f16_avx512_order(const struct engine_attn_item *it)
+{
+    attend(it, 16);
 }

@@ -257,7 +257,7 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
     ctx->kv_elt_bytes = p.kv_type == PV_KV_F32 ? 4 : 2;
     ctx->kv_dim_k = model->hp.n_head_kv * model->hp.head_dim_k;
     ctx->kv_dim_v = model->hp.n_head_kv * model->hp.head_dim_v;
-    ctx->attend = engine_attend_for(p.kv_type);
+    ctx->attend = engine_attend_for(p.kv_type, model->hp.head_dim_v);
 
     /* sizes below were overflow-checked by pv_context_estimate */
     plan_scratch(model, &s);

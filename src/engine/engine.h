@@ -87,10 +87,13 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
 void engine_attention(struct pv_context *ctx, int il, const float *q, size_t q_stride,
                       float *att, int n, uint32_t pos0, bool swa);
 
-/* The attention kernel for a cache type: AVX2/F16C for F16 when the CPU has them. */
-engine_attend_fn engine_attend_for(enum pv_kv_type type);
+/* The attention kernel for a cache type: AVX2/F16C for F16 when the CPU has them and
+ * head_dim_v is a multiple of 8, in the lane order of llama.cpp on this CPU. */
+engine_attend_fn engine_attend_for(enum pv_kv_type type, uint32_t head_dim_v);
 /* The AVX2/F16C kernel (engine/attn_avx2.c); call only when the CPU has them. */
 void engine_attend_f16_avx2(const struct engine_attn_item *it);
+/* the same in the order of llama.cpp's AVX-512 build (16 lanes), still with AVX2 code */
+void engine_attend_f16_avx512_order(const struct engine_attn_item *it);
 /* Floats of attention scratch one thread needs at context size n_ctx. */
 size_t engine_attn_scratch_floats(const struct model_hparams *hp, uint32_t n_ctx);
 

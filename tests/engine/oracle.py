@@ -10,7 +10,13 @@ set in tests/conftest.py). Pensieve keeps the float order of those reference ker
 gets the same bits on the default model. The fast paths differ from llama.cpp's own
 reference by last-bit noise that a 270M model amplifies: with them on, llama.cpp agrees
 with itself at about 98% of the top-1 tokens of the long prompt (measured 2026-11-26).
+
+llama-cpp-python builds llama.cpp natively, so its attention sums in 16 lanes where the
+CPU has AVX-512 and in 8 otherwise. Pensieve picks the same from the CPU; if llama.cpp was
+built without AVX-512 on an AVX-512 machine, pensieve runs with PENSIEVE_NO_AVX512=1.
 """
+import functools
+import os
 import contextlib
 import pathlib
 import subprocess
@@ -66,9 +72,23 @@ def llama_greedy(llm, tokens, n):
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def llama_has_avx512():
+    import llama_cpp
+    return b"AVX512 = 1" in llama_cpp.llama_print_system_info()
+
+
+def pensieve_env():
+    """The environment of a pensieve run: the lane order of the llama.cpp build."""
+    env = dict(os.environ)
+    if not llama_has_avx512():
+        env["PENSIEVE_NO_AVX512"] = "1"
+    return env
+
+
 def pensieve(bin_path, model, *args, timeout=300):
     r = subprocess.run([str(bin_path), "run", "-m", str(model), "--threads", "2", *args],
-                       capture_output=True, text=True, timeout=timeout)
+                       capture_output=True, text=True, timeout=timeout, env=pensieve_env())
     assert r.returncode == 0, f"pensieve run failed ({r.returncode}): {r.stderr}"
     return r
 

@@ -7,18 +7,17 @@ max |diff| relative to the logit range are printed), and 32-token greedy continu
 24 varied prompts (at least 10 identical; any divergence only where llama.cpp's own top
 two tokens were nearly tied).
 
-Pensieve keeps llama.cpp's float order in the dots, RoPE, softmax and attention, so on a
-machine like the CI's (x86 with AVX-512, where llama-cpp-python builds natively with it)
-the logits are bit-identical. A configuration that changes the order on purpose (an F32
-KV cache, batches of 7) is checked with the noise allowance below instead, and so is a
-llama.cpp built without AVX-512 (its attention then sums in 8 lanes, pensieve in 16); the
-test prints which.
+Pensieve keeps llama.cpp's float order in the dots, RoPE, softmax and attention (in the
+lane width of llama.cpp's build, see oracle.py), so the logits are bit-identical: checked
+on x86 with AVX-512 (16 lanes) and with an AVX2-only llama.cpp build (8 lanes). A
+configuration that changes the order on purpose (an F32 KV cache, batches of 7) is
+checked with the noise allowance below instead.
 """
 import numpy as np
 import pytest
 
-from oracle import (compare, llama_greedy, llama_logits, llama_model, pensieve_greedy,
-                      pensieve_logits)
+from oracle import (compare, llama_greedy, llama_has_avx512, llama_logits, llama_model,
+                    pensieve_greedy, pensieve_logits)
 
 LONG_PROMPT = (
     "The history of the lighthouse at the edge of the harbour begins in 1842, when the "
@@ -62,11 +61,6 @@ GREEDY_PROMPTS = [
 ]
 
 
-def llama_has_avx512():
-    import llama_cpp
-    return b"AVX512 = 1" in llama_cpp.llama_print_system_info()
-
-
 @pytest.fixture(scope="module")
 def llm(default_model):
     return llama_model(default_model, n_ctx=512)
@@ -94,10 +88,8 @@ def test_prompt_logits_match_llama_cpp(pensieve_bin, default_model, llm, tmp_pat
     assert len(tokens) >= 64
     ref = llama_logits(llm, tokens)
     ours = pensieve_logits(pensieve_bin, default_model, tokens, tmp_path)
-    same = llama_has_avx512()
-    check_prompt_logits(ours, ref, "default model" if same else
-                        "default model (llama.cpp built without AVX-512: noise allowance)",
-                        same_order=same)
+    lanes = 16 if llama_has_avx512() else 8
+    check_prompt_logits(ours, ref, f"default model ({lanes}-lane attention)")
 
 
 def test_f32_kv_cache_and_small_batches(pensieve_bin, default_model, llm, tmp_path):
