@@ -258,6 +258,10 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
     ctx->kv_dim_k = model->hp.n_head_kv * model->hp.head_dim_k;
     ctx->kv_dim_v = model->hp.n_head_kv * model->hp.head_dim_v;
     ctx->attend = engine_attend_for(p.kv_type, model->hp.head_dim_v);
+    {
+        const char *dump = getenv("PENSIEVE_DUMP_DIR");
+        ctx->dump_dir = dump && *dump ? xstrdup(dump) : NULL;
+    }
 
     /* sizes below were overflow-checked by pv_context_estimate */
     plan_scratch(model, &s);
@@ -312,6 +316,7 @@ void pv_context_free(struct pv_context *ctx)
     free(ctx->fused);
     free(ctx->att_scratch);
     free(ctx->logits);
+    free(ctx->dump_dir);
     free(ctx);
 }
 

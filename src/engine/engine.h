@@ -70,6 +70,11 @@ struct pv_context {
 
     int32_t eog[4];              /* end-of-generation ids when the model has no vocabulary */
     size_t n_eog;
+
+    /* PENSIEVE_DUMP_DIR at creation, owned, or NULL: every forward step appends its
+       intermediate tensors there as f32 rows, <name>-<layer>.f32 (tests/tools/
+       compare_tensors.py sets them beside llama.cpp's) */
+    char *dump_dir;
 };
 
 /*

@@ -7,12 +7,35 @@
  * optional frequency factors (llama3), sliding-window layers and post-norms (gemma3),
  * GELU-tanh or SiLU gated FFN, fused gate-up (phi3). A prompt goes through in batches:
  * every matmul sees n tokens at once. Nothing is allocated here.
+ *
+ * With a dump directory (PENSIEVE_DUMP_DIR) each step appends its intermediate tensors
+ * under the names llama.cpp's graph gives them, for tests/tools/compare_tensors.py.
  */
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "compute/compute.h"
 #include "engine/engine.h"
+
+/* Append n rows (stride apart) of width dim to <dump_dir>/<name>-<il>.f32. */
+static void dump(const struct pv_context *ctx, const char *name, int il, const float *x,
+                 size_t stride, int n, int dim)
+{
+    if (!ctx->dump_dir)
+        return;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s-%d.f32", ctx->dump_dir, name, il);
+    FILE *f = fopen(path, "ab");
+    if (!f) {
+        log_warn("cannot write %s: %s", path, strerror(errno));
+        return;
+    }
+    for (int t = 0; t < n; t++)
+        fwrite(x + (size_t)t * stride, sizeof(float), (size_t)dim, f);
+    fclose(f);
+}
 
 static const float *f32(const struct pv_tensor *t)
 {
@@ -87,6 +110,7 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
                 x[i] *= hp->embd_scale;
     }
 
+    dump(ctx, "inp_scaled", -1, ctx->x, n_embd, n, n_embd);
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         const struct model_layer *L = &m->layers[il];
         float *q, *k, *v;
@@ -94,6 +118,7 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
 
         /* 2. attention input norm */
         rmsnorm_rows(ctx->x, L->attn_norm, ctx->xb, n, n_embd, eps);
+        dump(ctx, "attn_norm", (int)il, ctx->xb, n_embd, n, n_embd);
 
         /* 3. q, k, v projections (fused for phi3: one matmul, rows [q | k | v]) */
         if (L->wqkv) {
@@ -109,6 +134,9 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
             q = ctx->q, k = ctx->k, v = ctx->v;
             q_stride = (size_t)q_dim, k_stride = ctx->kv_dim_k, v_stride = ctx->kv_dim_v;
         }
+        dump(ctx, "Qcur", (int)il, q, q_stride, n, q_dim);
+        dump(ctx, "Kcur", (int)il, k, k_stride, n, (int)ctx->kv_dim_k);
+        dump(ctx, "Vcur", (int)il, v, v_stride, n, (int)ctx->kv_dim_v);
         if (L->bq) {
             add_bias(q, q_stride, L->bq, n, q_dim);
             add_bias(k, k_stride, L->bk, n, (int)ctx->kv_dim_k);
@@ -120,6 +148,8 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
             rmsnorm_heads(q, q_stride, L->q_norm, n, n_head, hd_k, eps);
             rmsnorm_heads(k, k_stride, L->k_norm, n, n_head_kv, hd_k, eps);
         }
+        dump(ctx, "Qcur_normed", (int)il, q, q_stride, n, q_dim);
+        dump(ctx, "Kcur_normed", (int)il, k, k_stride, n, (int)ctx->kv_dim_k);
         {
             const float freq_scale = L->rope_freq_scale;
             for (int t = 0; t < n; t++) {
@@ -131,6 +161,9 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
             }
         }
 
+        dump(ctx, "Qcur_rope", (int)il, q, q_stride, n, q_dim);
+        dump(ctx, "Kcur_rope", (int)il, k, k_stride, n, (int)ctx->kv_dim_k);
+
         /* 5. append k, v to the cache; attend over positions [0, pos0 + n) */
         {
             char *kl = (char *)ctx->k_cache + (size_t)il * ctx->n_ctx * ctx->kv_dim_k * ctx->kv_elt_bytes;
@@ -141,14 +174,18 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
         engine_attention(ctx, (int)il, q, q_stride, ctx->att, n, pos0, L->is_swa);
 
         /* 6. output projection, optional post-norm (gemma3), residual */
+        dump(ctx, "kqv_out", (int)il, ctx->att, q_dim, n, q_dim);
         cpu_matmul(pool, L->wo, ctx->att, ctx->proj, n);
+        dump(ctx, "attn_out", (int)il, ctx->proj, n_embd, n, n_embd);
         if (L->post_attn_norm)
             rmsnorm_rows(ctx->proj, L->post_attn_norm, ctx->proj, n, n_embd, eps);
         for (size_t i = 0; i < (size_t)n * n_embd; i++)
             ctx->x[i] += ctx->proj[i];
+        dump(ctx, "sa_out", (int)il, ctx->x, n_embd, n, n_embd);
 
         /* 7. gated FFN: down(act(gate . h) * (up . h)) */
         rmsnorm_rows(ctx->x, L->ffn_norm, ctx->xb, n, n_embd, eps);
+        dump(ctx, "ffn_norm", (int)il, ctx->xb, n_embd, n, n_embd);
         if (L->ffn_gate_up) {
             /* fused rows [gate | up]; activate in place, then pack rows to [n][n_ff] */
             cpu_matmul(pool, L->ffn_gate_up, ctx->xb, ctx->fused, n);
@@ -163,16 +200,21 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
         } else {
             cpu_matmul(pool, L->ffn_gate, ctx->xb, ctx->ffn_gate, n);
             cpu_matmul(pool, L->ffn_up, ctx->xb, ctx->ffn_up, n);
+            dump(ctx, "ffn_gate", (int)il, ctx->ffn_gate, n_ff, n, n_ff);
+            dump(ctx, "ffn_up", (int)il, ctx->ffn_up, n_ff, n, n_ff);
             if (hp->ffn_gelu)
                 cpu_gelu_mul(ctx->ffn_gate, ctx->ffn_up, n * n_ff);
             else
                 cpu_silu_mul(ctx->ffn_gate, ctx->ffn_up, n * n_ff);
         }
+        dump(ctx, "ffn_act", (int)il, ctx->ffn_gate, n_ff, n, n_ff);
         cpu_matmul(pool, L->ffn_down, ctx->ffn_gate, ctx->proj, n);
+        dump(ctx, "ffn_out", (int)il, ctx->proj, n_embd, n, n_embd);
         if (L->post_ffn_norm)
             rmsnorm_rows(ctx->proj, L->post_ffn_norm, ctx->proj, n, n_embd, eps);
         for (size_t i = 0; i < (size_t)n * n_embd; i++)
             ctx->x[i] += ctx->proj[i];
+        dump(ctx, "l_out", (int)il, ctx->x, n_embd, n, n_embd);
     }
 
     /* 8. final norm and LM head, for every row or only the last */

@@ -5,7 +5,7 @@ CPU kernels (oracle.py says why). Checks: logits at every position of a 64+ toke
 with the same top-1 token at >= 99% of the positions (the number of bit-identical rows and
 max |diff| relative to the logit range are printed), and 32-token greedy continuations of
 24 varied prompts (at least 10 identical; any divergence only where llama.cpp's own top
-two tokens were nearly tied).
+two tokens were nearly tied), and every intermediate tensor of a shorter prompt.
 
 Pensieve keeps llama.cpp's float order in the dots, RoPE, softmax and attention (in the
 lane width of llama.cpp's build, see oracle.py), so the logits are bit-identical: checked
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from oracle import (compare, llama_greedy, llama_has_avx512, llama_logits, llama_model,
-                    pensieve_greedy, pensieve_logits)
+                    pensieve_env, pensieve_greedy, pensieve_logits)
 
 LONG_PROMPT = (
     "The history of the lighthouse at the edge of the harbour begins in 1842, when the "
@@ -118,3 +118,18 @@ def test_greedy_continuations_match_llama_cpp(pensieve_bin, default_model, llm):
         assert top2[1] - top2[0] < NOISE, (text, k, ours, ref)
     print(f"\ngreedy: {identical}/{len(GREEDY_PROMPTS)} identical; diverged at near-ties: {report}")
     assert identical >= 10, report
+
+
+def test_intermediate_tensors_match_llama_cpp(pensieve_bin, default_model):
+    """Every intermediate tensor of every layer (norms, q/k/v before and after QK-norm and
+    RoPE, attention, Wo, FFN, residuals) equals llama.cpp's bit for bit, so a change that
+    breaks the float order shows where (tests/tools/compare_tensors.py prints the table)."""
+    from compare_tensors import compare, llama_with_callback
+    llm, seen = llama_with_callback(default_model, fast_paths=False, threads=2)
+    tokens = llm.tokenize(LONG_PROMPT[:160].encode(), add_bos=True)
+    rows, ref, ours = compare(llm, seen, pensieve_bin, default_model, tokens, env=pensieve_env())
+    assert len(rows) == 1 + 17 * 18, [r[0] for r in rows]  # every step of every layer
+    differing = [r for r in rows if r[2] > 0]
+    print(f"\n{len(rows)} tensors compared over {len(tokens)} tokens; differing: {differing[:5]}")
+    assert not differing, differing[:5]
+    assert np.array_equal(ref, ours)
