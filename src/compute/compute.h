@@ -97,6 +97,10 @@ void cpu_silu_mul(float *x, const float *g, int n);
 
 /* In-place softmax over n values (max-subtracted, f32). */
 void cpu_softmax(float *x, int n);
+/* The vector width, in floats, of llama.cpp's native build on this CPU: 16 with AVX-512
+ * F and DQ, else 8 (or 8 when PENSIEVE_NO_AVX512 is set, non-empty, not "0"). Kernels
+ * that reproduce llama.cpp's float order (SiLU, attention) sum in this many lanes. */
+int cpu_llama_lanes(void);
 
 /* bf16 from f32: round to nearest even, nan kept a nan. */
 uint16_t cpu_f32_to_bf16(float f);

@@ -85,13 +85,8 @@ engine_attend_fn engine_attend_for(enum pv_kv_type type, uint32_t head_dim_v)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
         __builtin_cpu_supports("f16c") && head_dim_v % 8 == 0 && !env_flag("PENSIEVE_NO_SIMD")) {
-        /* llama.cpp's native build sums in 16 lanes where the CPU has AVX-512 F and DQ;
-           PENSIEVE_NO_AVX512 takes the 8-lane order (to check it, or to match a build
-           without AVX-512) */
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-            !env_flag("PENSIEVE_NO_AVX512"))
-            return engine_attend_f16_avx512_order;
-        return engine_attend_f16_avx2;
+        /* in llama.cpp's lane width on this CPU (PENSIEVE_NO_AVX512 forces 8) */
+        return cpu_llama_lanes() == 16 ? engine_attend_f16_avx512_order : engine_attend_f16_avx2;
     }
 #endif
     pthread_once(&f16_table_once, f16_table_init);

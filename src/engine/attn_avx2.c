@@ -28,6 +28,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "compute/expf_avx2.h"
 #include "engine/engine.h"
 
 static inline __m256 load_f16(const uint16_t *p)
@@ -97,34 +98,6 @@ static ALWAYS_INLINE float dot_one(const float *q, const uint16_t *k, int n, con
     for (; i < n; i++)
         sum += (double)(q[i] * _cvtsh_ss(k[i]));
     return (float)sum;
-}
-
-/*
- * e^x for x <= 0 by ggml_v_expf's reduction and polynomial for width W: x = n ln2 + b,
- * e^b = 1 + b c1 + b^2 q(b); W = 16 forms (1 + b c1 + b^2 q) 2^n, W = 8 forms
- * k + k (b c1 + b^2 q) with k = 2^n. Results below 2^-126 are 0 here: such terms vanish in
- * every sum they reach (the largest term is 1) and round to 0 in f16.
- */
-static ALWAYS_INLINE __m256 exp_neg_ps(__m256 x, const int w)
-{
-    const __m256 shift = _mm256_set1_ps(0x1.8p23f), c1 = _mm256_set1_ps(0x1.ffffecp-1f);
-    __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
-    __m256 n = _mm256_sub_ps(z, shift);
-    __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
-                                _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
-    __m256 u = _mm256_mul_ps(b, b);
-    __m256 q = _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)),
-                               u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f)));
-    __m256 ok = _mm256_cmp_ps(n, _mm256_set1_ps(-126.0f), _CMP_GE_OQ);
-    __m256 nc = _mm256_max_ps(n, _mm256_set1_ps(-126.0f));
-    __m256 k = _mm256_castsi256_ps(
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(nc), _mm256_set1_epi32(127)), 23));
-    __m256 r;
-    if (w == 16) /* the product by 2^n is exact (one rounding if subnormal), as scalef */
-        r = _mm256_mul_ps(_mm256_fmadd_ps(q, u, _mm256_fmadd_ps(c1, b, _mm256_set1_ps(1.0f))), k);
-    else
-        r = _mm256_fmadd_ps(_mm256_fmadd_ps(q, u, _mm256_mul_ps(c1, b)), k, k);
-    return _mm256_and_ps(ok, r);
 }
 
 /* the sum of one output's W lanes l[0..W) (8 floats each: 8 outputs side by side), in the
@@ -218,8 +191,8 @@ static ALWAYS_INLINE void attend(const struct engine_attn_item *it, const int w)
             uint32_t j = (uint32_t)w * c + (uint32_t)l;
             x[l] = j >= j0 && j <= pos ? s[j] - max : -INFINITY;
         }
-        __m256 lo = exp_neg_ps(_mm256_loadu_ps(x), w);
-        __m256 hi = w == 16 ? exp_neg_ps(_mm256_loadu_ps(x + 8), w) : _mm256_setzero_ps();
+        __m256 lo = pv_expf_ps(_mm256_loadu_ps(x), w);
+        __m256 hi = w == 16 ? pv_expf_ps(_mm256_loadu_ps(x + 8), w) : _mm256_setzero_ps();
         _mm256_storeu_ps(x, lo);
         if (w == 16)
             _mm256_storeu_ps(x + 8, hi);

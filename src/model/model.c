@@ -230,6 +230,7 @@ static enum pv_status read_hparams(struct loader *L)
             return pv_err_set(L->err, PV_ERR_FORMAT,
                               "%s: phi3 needs head size n_embd / n_head (%u / %u)", L->path,
                               hp->n_embd, hp->n_head);
+        hp->attn_scale_q = true; /* llama.cpp's phi3 graph scales q, not q.k */
         break;
     case ARCH_COUNT:
         PV_BUG("no architecture");

@@ -27,6 +27,7 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 GGML_F32, GGML_F16 = 0, 1
+GGML_OP_ROPE = 48  # its place in enum ggml_op (ggml.h)
 
 
 class GgmlTensor(ctypes.Structure):
@@ -66,7 +67,10 @@ def llama_with_callback(model, fast_paths, threads):
         if ask:
             return True
         if tt.type in (GGML_F32, GGML_F16) and tt.data and tt.nb[0] in (2, 4):
-            seen.append((tt.name.decode(), tensor_array(tt)))
+            name = tt.name.decode()
+            if tt.op == GGML_OP_ROPE:  # q/k after RoPE, whatever the graph names them
+                name = name.split("-")[0] + "_rope-" + name.rsplit("-", 1)[-1]
+            seen.append((name, tensor_array(tt)))
         return True
 
     cb = lc.ggml_backend_sched_eval_callback(callback)
@@ -107,7 +111,7 @@ def llama_by_name(seen, n_layers):
                 ("attn_norm", "attn_norm", firsts), ("Qcur", "Qcur", firsts),
                 ("Kcur", "Kcur", firsts), ("Vcur", "Vcur", firsts),
                 ("Qcur_normed", "Qcur_normed", firsts), ("Kcur_normed", "Kcur_normed", firsts),
-                ("Qcur_rope", "Qcur", lasts), ("Kcur_rope", "Kcur", lasts),
+                ("Qcur_rope", "Qcur_rope", firsts), ("Kcur_rope", "Kcur_rope", firsts),
                 ("kqv_out", "kqv_out", firsts), ("sa_out", "sa_out", firsts),
                 ("sa_out", "ffn_inp", firsts), ("ffn_norm", "ffn_norm", firsts),
                 ("ffn_gate", "ffn_gate", firsts), ("ffn_up", "ffn_up", firsts),

@@ -28,6 +28,24 @@ static bool cpu_has_avx2(void)
 #endif
 }
 
+/* an environment flag: set, non-empty and not "0" */
+static bool env_flag(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+int cpu_llama_lanes(void)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        !env_flag("PENSIEVE_NO_AVX512"))
+        return 16;
+#endif
+    return 8;
+}
+
 static void kernels_init(void)
 {
     cpu_ref_fill(&k_ref);
@@ -36,8 +54,7 @@ static void kernels_init(void)
         cpu_avx2_fill(&k_best);
         cpu_avx2_ops_fill(&k_best);
     }
-    const char *env = getenv("PENSIEVE_NO_SIMD");
-    k_used = env && *env && strcmp(env, "0") != 0 ? &k_ref : &k_best;
+    k_used = env_flag("PENSIEVE_NO_SIMD") ? &k_ref : &k_best;
 }
 
 const struct cpu_kernels *cpu_kernels_get(void)

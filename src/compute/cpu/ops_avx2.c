@@ -1,34 +1,15 @@
 /*
- * ops_avx2.c - AVX2 + FMA versions of the exp-based element-wise ops: the gated GELU-tanh
- * and SiLU activations and softmax, laid over the scalar table by cpu_avx2_ops_fill().
+ * ops_avx2.c - AVX2 + FMA versions of the element-wise ops: the gated GELU-tanh (through
+ * the fp16 table) and SiLU activations, softmax and the RoPE rotation, laid over the
+ * scalar table by cpu_avx2_ops_fill().
  *
- * exp is a Cephes-style range reduction (x = n ln2 + r, |r| <= ln2/2, split ln2 in two
- * parts) with a degree-6 polynomial, within about 2 ulp of expf over the clamped range.
- * GELU uses 0.5 (1 + tanh(z)) = 1 / (1 + exp(-2z)), the same function without the
- * cancellation of 1 + tanh(z) near -1.
+ * exp is ggml's vectorized expf (compute/expf_avx2.h), so that SiLU gives llama.cpp's
+ * bits; softmax uses it too.
  */
 #include <immintrin.h>
 
 #include "compute/cpu/cpu.h"
-
-/* e^x for x in [-87.3, 88] (clamped: below gives ~1e-38, above ~1.6e38) */
-static inline __m256 exp_ps(__m256 x)
-{
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.0f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
+#include "compute/expf_avx2.h"
 
 /* x = gelu_tanh(x) * g through the fp16 table, exactly as cpu_gelu_mul_ref */
 static void gelu_mul(float *x, const float *g, int n)
@@ -47,18 +28,36 @@ static void gelu_mul(float *x, const float *g, int n)
         cpu_gelu_mul_ref(x + i, g + i, n - i);
 }
 
-/* x = x / (1 + exp(-x)) * g */
-static void silu_mul(float *x, const float *g, int n)
+/* x = x / (1 + exp(-x)) * g, as ggml's SwiGLU in a vector width of `lanes` (16 where
+ * llama.cpp's build has AVX-512, else 8): the exp of expf_avx2.h, the last n % lanes
+ * elements with libm's expf */
+static inline void silu_mul_lanes(float *x, const float *g, int n, int lanes)
 {
     const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
     int i = 0;
-    for (; i + 8 <= n; i += 8) {
+    for (; i + lanes <= n; i += 8) {
         __m256 v = _mm256_loadu_ps(x + i);
-        __m256 y = _mm256_div_ps(v, _mm256_add_ps(one, exp_ps(_mm256_sub_ps(zero, v))));
+        __m256 y = _mm256_div_ps(v, _mm256_add_ps(one, pv_expf_ps(_mm256_sub_ps(zero, v), lanes)));
         _mm256_storeu_ps(x + i, _mm256_mul_ps(y, _mm256_loadu_ps(g + i)));
+        if (lanes == 16) {
+            v = _mm256_loadu_ps(x + i + 8);
+            y = _mm256_div_ps(v, _mm256_add_ps(one, pv_expf_ps(_mm256_sub_ps(zero, v), lanes)));
+            _mm256_storeu_ps(x + i + 8, _mm256_mul_ps(y, _mm256_loadu_ps(g + i + 8)));
+            i += 8;
+        }
     }
     if (i < n)
         cpu_silu_mul_ref(x + i, g + i, n - i);
+}
+
+static void silu_mul8(float *x, const float *g, int n)
+{
+    silu_mul_lanes(x, g, n, 8);
+}
+
+static void silu_mul16(float *x, const float *g, int n)
+{
+    silu_mul_lanes(x, g, n, 16);
 }
 
 /* x = exp(x - max) / sum, the sum in double as the scalar version */
@@ -80,7 +79,7 @@ static void softmax(float *x, int n)
     __m256 vmax = _mm256_set1_ps(max);
     __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
     for (i = 0; i + 8 <= n; i += 8) {
-        __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax));
+        __m256 e = pv_expf_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax), 8);
         _mm256_storeu_ps(x + i, e);
         s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
         s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
@@ -89,7 +88,7 @@ static void softmax(float *x, int n)
     _mm256_storeu_pd(lanes, _mm256_add_pd(s0, s1));
     double sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
     for (; i < n; i++) {
-        __m256 e = exp_ps(_mm256_set1_ps(x[i] - max));
+        __m256 e = pv_expf_ps(_mm256_set1_ps(x[i] - max), 8);
         x[i] = _mm256_cvtss_f32(e);
         sum += x[i];
     }
@@ -124,6 +123,6 @@ void cpu_avx2_ops_fill(struct cpu_kernels *k)
 {
     k->rope_rotate = rope_rotate;
     k->gelu_mul = gelu_mul;
-    k->silu_mul = silu_mul;
+    k->silu_mul = cpu_llama_lanes() == 16 ? silu_mul16 : silu_mul8;
     k->softmax = softmax;
 }

@@ -274,11 +274,11 @@ static void vec_dot_q5_K(int n, float *s, const void *vw, const void *va)
     const int nb = n / PV_QK_K;
     const __m256i lo4 = _mm256_set1_epi8(0x0F), b5 = _mm256_set1_epi8(0x10);
     __m256 acc = _mm256_setzero_ps();
-    float acc_m = 0.0f;
+    float summs = 0.0f; /* the minimums, fused as llama.cpp's build fuses them */
     for (int i = 0; i < nb; i++) {
         __m128i sm = k4_scales_mins(w[i].scales);
-        const float d = a[i].d * H2F(w[i].d), dmin = a[i].d * H2F(w[i].dmin);
-        acc_m += dmin * (float)k4_min_sum(sm, a[i].bsums);
+        const float d = a[i].d * H2F(w[i].d), dmin = -a[i].d * H2F(w[i].dmin);
+        summs = fmaf(dmin, (float)k4_min_sum(sm, a[i].bsums), summs);
         const uint8_t *q = w[i].qs;
         const int8_t *q8 = a[i].qs;
         __m256i hbits = _mm256_loadu_si256((const __m256i *)w[i].qh);
@@ -299,7 +299,7 @@ static void vec_dot_q5_K(int n, float *s, const void *vw, const void *va)
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    *s = hsum_ps(acc) - acc_m;
+    *s = hsum_ps(acc) + summs;
 }
 
 /* q6 is unsigned 0..63 here; the -32 is applied once through bsums: -32 sum_j sc_j bsum_j */
@@ -357,14 +357,12 @@ static void vec_dot_q2_K(int n, float *s, const void *vw, const void *va)
     const int nb = n / PV_QK_K;
     const __m256i m3 = _mm256_set1_epi8(3);
     __m256 acc = _mm256_setzero_ps();
-    float acc_m = 0.0f;
     for (int i = 0; i < nb; i++) {
-        const float d = a[i].d * H2F(w[i].d), dmin = a[i].d * H2F(w[i].dmin);
+        const float d = a[i].d * H2F(w[i].d), dmin = -a[i].d * H2F(w[i].dmin);
         __m128i sc8 = _mm_loadu_si128((const __m128i *)w[i].scales);
         __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), _mm_set1_epi8(0x0F)));
         __m256i pm = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)a[i].bsums));
-        acc_m += dmin * (float)hsum_epi32_128(_mm_add_epi32(_mm256_castsi256_si128(pm),
-                                                             _mm256_extracti128_si256(pm, 1)));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(pm), acc); /* minimums first */
         const uint8_t *sc = w[i].scales;
         const int8_t *q8 = a[i].qs;
         __m256i sumi = _mm256_setzero_si256();
@@ -381,11 +379,11 @@ static void vec_dot_q2_K(int n, float *s, const void *vw, const void *va)
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    *s = hsum_ps(acc) - acc_m;
+    *s = hsum_ps(acc);
 }
 
-/* 3-bit q - 4 in 16-groups, signed 6-bit scales; q is used unsigned (0..7) and the -4
- * comes back through bsums: d (sum_g sc_g (q . a)_g - 4 sum_g sc_g bsum_g) */
+/* 3-bit q - 4 in 16-groups, signed 6-bit scales: the low 2 bits (0..3) times a, minus
+ * 4 a where the high bit is clear, per pair in 16 bits (as llama.cpp's lanes hold it) */
 static void vec_dot_q3_K(int n, float *s, const void *vw, const void *va)
 {
     const struct pv_block_q3_K *w = vw;
@@ -406,7 +404,6 @@ static void vec_dot_q3_K(int n, float *s, const void *vw, const void *va)
                                      (int)(((u[1] >> 4) & m4) | (((u[2] >> 6) & m2) << 4)));
         sc8 = _mm_sub_epi8(sc8, _mm_set1_epi8(32));
         __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
-        __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)a[i].bsums));
         const int8_t *q8 = a[i].qs;
         __m256i hm = _mm256_loadu_si256((const __m256i *)w[i].hmask);
         __m256i sumi = _mm256_setzero_si256();
@@ -415,16 +412,16 @@ static void vec_dot_q3_K(int n, float *s, const void *vw, const void *va)
             /* this half's 8 scales as words in both lanes */
             __m256i scw = h ? _mm256_permute4x64_epi64(sc16, 0xEE) : _mm256_permute4x64_epi64(sc16, 0x44);
             for (int j = 0; j < 4; j++, q8 += 32) {
-                __m256i q = _mm256_or_si256(_mm256_and_si256(qb, m3),
-                                            _mm256_slli_epi16(_mm256_and_si256(hm, m1), 2));
+                __m256i q = _mm256_and_si256(qb, m3);
+                __m256i four = _mm256_slli_epi16(_mm256_andnot_si256(hm, m1), 2); /* 4: bit clear */
                 qb = _mm256_srli_epi16(qb, 2);
                 hm = _mm256_srli_epi16(hm, 1);
-                __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)q8));
+                __m256i a8 = _mm256_loadu_si256((const __m256i *)q8);
+                __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, a8), _mm256_maddubs_epi16(four, a8));
                 p = _mm256_madd_epi16(p, spread(scw, k_pair[j]));
                 sumi = _mm256_add_epi32(sumi, p);
             }
         }
-        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 2));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     *s = hsum_ps(acc);
