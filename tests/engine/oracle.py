@@ -47,10 +47,11 @@ def _no_repack():
         lc.llama_model_default_params = default
 
 
-def llama_model(path, n_ctx=512):
+def llama_model(path, n_ctx=512, n_batch=512):
     from llama_cpp import Llama
     with _no_repack():
-        return Llama(str(path), n_ctx=n_ctx, logits_all=True, n_threads=2, verbose=False)
+        return Llama(str(path), n_ctx=n_ctx, n_batch=n_batch, logits_all=True, n_threads=2,
+                     verbose=False)
 
 
 def llama_logits(llm, tokens):

@@ -88,3 +88,17 @@ def test_llama3_rope_frequency_factors(pensieve_bin, gen_model, tmp_path):
     a = pensieve_logits(pensieve_bin, path, tokens, tmp_path)
     b = pensieve_logits(pensieve_bin, plain, tokens, tmp_path)
     assert np.abs(a - b).max() > 1e-2
+
+
+@pytest.mark.parametrize("arch,wtype", [("llama", "f32"), ("llama", "f16"), ("llama", "q8_0"),
+                                        ("llama", "q4_k"), ("gemma3", "q5_0"), ("phi3", "q6_k")])
+def test_one_token_steps_bit_identical(pensieve_bin, models, tmp_path, arch, wtype):
+    """Batches of one token take llama.cpp's one-token kernels (ggml's vec_dot, not its
+    matrix multiply): prompts fed a token at a time on both sides, as decoding does."""
+    path = models(arch, wtype)
+    tokens = prompt(n=40, seed=4)
+    ref = llama_logits(llama_model(path, n_ctx=256, n_batch=1), tokens)
+    ours = pensieve_logits(pensieve_bin, path, tokens, tmp_path, "--batch-size", "1")
+    exact = int(np.sum(np.all(ours == ref, axis=1)))
+    print(f"\n{path.name}, one token at a time: {exact}/{len(tokens)} rows bit-identical")
+    assert exact == len(tokens), compare(ours, ref)

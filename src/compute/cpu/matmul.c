@@ -157,8 +157,12 @@ void cpu_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x,
     if (n_tokens <= 0 || W->ne[1] <= 0)
         return;
 
+    cpu_vec_dot_fn dot = k->vec_dot[W->type];
+    if (k->vec_dot_one[W->type] &&
+        (n_tokens == 1 || W->ne[0] % k->f_lanes != 0 || W->ne[1] % 4 != 0))
+        dot = k->vec_dot_one[W->type];
     struct mm_job job = {
-        .dot = k->vec_dot[W->type],
+        .dot = dot,
         .dot_multi = k->vec_dot_multi[W->type],
         .x = x,
         .w = W->data,

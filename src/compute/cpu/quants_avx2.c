@@ -699,39 +699,115 @@ MULTI_ENTRY(vec_dot_multi_q6_K, CALL_Q6_K)
 
 /* ---- float types ------------------------------------------------------------------- */
 
-static void vec_dot_f32(int n, float *s, const void *vw, const void *va)
-{
-    const float *w = vw, *a = va;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(a + i), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(a + i + 8), acc1);
-    }
-    float sum = hsum_ps(_mm256_add_ps(acc0, acc1));
-    for (; i < n; i++)
-        sum += w[i] * a[i];
-    *s = sum;
-}
-
 static inline __m256 load_f16(const uint16_t *p)
 {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
-static void vec_dot_f16(int n, float *s, const void *vw, const void *va)
+/* 8 elements of an F32 or F16 row, as f32 */
+static ALWAYS_INLINE __m256 load_f8(const void *p, int i, bool f16)
 {
-    const uint16_t *w = vw, *a = va;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    return f16 ? load_f16((const uint16_t *)p + i) : _mm256_loadu_ps((const float *)p + i);
+}
+
+/*
+ * F32 and F16 rows (activations of the same type) in llama.cpp's two orders, for its
+ * vector width of `lanes` (cpu_llama_lanes):
+ *   - a batch is a matrix multiply (tinyBLAS): one accumulator of `lanes` lanes, element
+ *     e in lane e % lanes;
+ *   - one token is ggml's vec_dot: 4 accumulators per 4 * lanes elements, summed
+ *     (a0 + a2) + (a1 + a3), then 16 lanes as _mm512_reduce_add_ps or 8 by two horizontal
+ *     adds; the rest in float (F32) or double (F16).
+ * A 16-lane accumulator is two __m256.
+ */
+static ALWAYS_INLINE float dot_f_batch(const void *w, const void *a, int n, bool f16, int lanes)
+{
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
     int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        acc0 = _mm256_fmadd_ps(load_f16(w + i), load_f16(a + i), acc0);
-        acc1 = _mm256_fmadd_ps(load_f16(w + i + 8), load_f16(a + i + 8), acc1);
+    for (; i + lanes <= n; i += lanes) {
+        lo = _mm256_fmadd_ps(load_f8(w, i, f16), load_f8(a, i, f16), lo);
+        if (lanes == 16)
+            hi = _mm256_fmadd_ps(load_f8(w, i + 8, f16), load_f8(a, i + 8, f16), hi);
     }
-    float sum = hsum_ps(_mm256_add_ps(acc0, acc1));
+    float sum = hsum_ps(lanes == 16 ? _mm256_add_ps(lo, hi) : lo);
+    for (; i < n; i++) /* not a case llama.cpp's matrix multiply takes (matmul.c) */
+        sum = fmaf(f16 ? H2F(((const uint16_t *)w)[i]) : ((const float *)w)[i],
+                   f16 ? H2F(((const uint16_t *)a)[i]) : ((const float *)a)[i], sum);
+    return sum;
+}
+
+static ALWAYS_INLINE float dot_f_one(const void *w, const void *a, int n, bool f16, int lanes)
+{
+    __m256 lo[4], hi[4];
+    for (int k = 0; k < 4; k++)
+        lo[k] = hi[k] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 4 * lanes <= n; i += 4 * lanes)
+        for (int k = 0; k < 4; k++) {
+            const int e = i + lanes * k;
+            lo[k] = _mm256_fmadd_ps(load_f8(w, e, f16), load_f8(a, e, f16), lo[k]);
+            if (lanes == 16)
+                hi[k] = _mm256_fmadd_ps(load_f8(w, e + 8, f16), load_f8(a, e + 8, f16), hi[k]);
+        }
+    __m256 l = _mm256_add_ps(_mm256_add_ps(lo[0], lo[2]), _mm256_add_ps(lo[1], lo[3]));
+    float sum;
+    if (lanes == 16) {
+        __m256 h = _mm256_add_ps(_mm256_add_ps(hi[0], hi[2]), _mm256_add_ps(hi[1], hi[3]));
+        sum = hsum_ps(_mm256_add_ps(l, h));
+    } else {
+        __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(l), _mm256_extractf128_ps(l, 1));
+        __m128 t1 = _mm_hadd_ps(t0, t0);
+        sum = _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+    }
+    if (f16) {
+        double d = sum;
+        for (; i < n; i++)
+            d += (double)(H2F(((const uint16_t *)w)[i]) * H2F(((const uint16_t *)a)[i]));
+        return (float)d;
+    }
     for (; i < n; i++)
-        sum += H2F(w[i]) * H2F(a[i]);
-    *s = sum;
+        sum = fmaf(((const float *)w)[i], ((const float *)a)[i], sum);
+    return sum;
+}
+
+static void vec_dot_f32_16(int n, float *s, const void *w, const void *a)
+{
+    *s = dot_f_batch(w, a, n, false, 16);
+}
+
+static void vec_dot_f32_8(int n, float *s, const void *w, const void *a)
+{
+    *s = dot_f_batch(w, a, n, false, 8);
+}
+
+static void vec_dot_f16_16(int n, float *s, const void *w, const void *a)
+{
+    *s = dot_f_batch(w, a, n, true, 16);
+}
+
+static void vec_dot_f16_8(int n, float *s, const void *w, const void *a)
+{
+    *s = dot_f_batch(w, a, n, true, 8);
+}
+
+static void vec_dot_one_f32_16(int n, float *s, const void *w, const void *a)
+{
+    *s = dot_f_one(w, a, n, false, 16);
+}
+
+static void vec_dot_one_f32_8(int n, float *s, const void *w, const void *a)
+{
+    *s = dot_f_one(w, a, n, false, 8);
+}
+
+static void vec_dot_one_f16_16(int n, float *s, const void *w, const void *a)
+{
+    *s = dot_f_one(w, a, n, true, 16);
+}
+
+static void vec_dot_one_f16_8(int n, float *s, const void *w, const void *a)
+{
+    *s = dot_f_one(w, a, n, true, 8);
 }
 
 static inline __m256 load_bf16(const uint16_t *p)
@@ -913,8 +989,13 @@ void cpu_avx2_fill(struct cpu_kernels *k)
 {
     k->name = "avx2";
     k->widen_q8_0 = true;
-    k->vec_dot[PV_TYPE_F32] = vec_dot_f32;
-    k->vec_dot[PV_TYPE_F16] = vec_dot_f16;
+    /* F32 / F16: a batch in tinyBLAS's order, one token in ggml vec_dot's (matmul.c picks) */
+    const bool l16 = cpu_llama_lanes() == 16;
+    k->f_lanes = l16 ? 16 : 8;
+    k->vec_dot[PV_TYPE_F32] = l16 ? vec_dot_f32_16 : vec_dot_f32_8;
+    k->vec_dot[PV_TYPE_F16] = l16 ? vec_dot_f16_16 : vec_dot_f16_8;
+    k->vec_dot_one[PV_TYPE_F32] = l16 ? vec_dot_one_f32_16 : vec_dot_one_f32_8;
+    k->vec_dot_one[PV_TYPE_F16] = l16 ? vec_dot_one_f16_16 : vec_dot_one_f16_8;
     k->vec_dot[PV_TYPE_BF16] = vec_dot_bf16;
     k->vec_dot[PV_TYPE_Q4_0] = vec_dot_q4_0;
     k->vec_dot[PV_TYPE_Q4_1] = vec_dot_q4_1;
