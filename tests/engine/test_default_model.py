@@ -133,3 +133,16 @@ def test_intermediate_tensors_match_llama_cpp(pensieve_bin, default_model):
     print(f"\n{len(rows)} tensors compared over {len(tokens)} tokens; differing: {differing[:5]}")
     assert not differing, differing[:5]
     assert np.array_equal(ref, ours)
+
+
+def test_long_prompt_past_batch_and_sliding_window(pensieve_bin, default_model, tmp_path):
+    """722 tokens: two batches of up to 512 on both sides, and Gemma 3's local layers
+    (window 512) masking their oldest cells; still bit-identical."""
+    llm = llama_model(default_model, n_ctx=1024)
+    tokens = llm.tokenize(((LONG_PROMPT + " ") * 8).encode(), add_bos=True)
+    assert len(tokens) > 512 + 64
+    ref = llama_logits(llm, tokens)
+    ours = pensieve_logits(pensieve_bin, default_model, tokens, tmp_path, "--ctx-size", "1024")
+    exact = int(np.sum(np.all(ours == ref, axis=1)))
+    print(f"\n{len(tokens)} positions: {exact} bit-identical")
+    assert exact == len(tokens), compare(ours, ref)
