@@ -26,6 +26,8 @@ WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wn
 CFLAGS_COMMON = -std=c11 -g $(WARN) -D_GNU_SOURCE -fvisibility=hidden -fno-common \
                 -Iinclude -Isrc $(PKG_CFLAGS)
 SIMD_FLAGS := -mavx2 -mfma -mf16c
+# per file: *_avx2.c get SIMD_FLAGS, *_vnni.c SIMD_FLAGS and AVX-VNNI
+simd_flags = $(if $(findstring _avx2,$(1)),$(SIMD_FLAGS))$(if $(findstring _vnni,$(1)),$(SIMD_FLAGS) -mavxvnni)
 LIBS       = $(PKG_LIBS) -lm -lpthread
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
@@ -65,11 +67,11 @@ $(B)/tools/%: tests/tools/%.c $(B)/libpensieve.a
 
 $(B)/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) $(OPT) -MMD -MP $(if $(findstring _avx2,$@),$(SIMD_FLAGS)) -c $< -o $@
+	$(CC) $(CFLAGS_COMMON) $(OPT) -MMD -MP $(call simd_flags,$@) -c $< -o $@
 
 $(B)/asan/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -MMD -MP $(if $(findstring _avx2,$@),$(SIMD_FLAGS)) -c $< -o $@
+	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -MMD -MP $(call simd_flags,$@) -c $< -o $@
 
 $(B)/asan/libpensieve.a: $(ASAN_OBJ)
 	@rm -f $@
@@ -113,7 +115,7 @@ $(B)/cuda/pensieve: $(CUDA_OBJ)
 
 $(B)/cuda/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) $(OPT) -MMD -MP $(if $(findstring _avx2,$@),$(SIMD_FLAGS)) -c $< -o $@
+	$(CC) $(CFLAGS_COMMON) $(OPT) -MMD -MP $(call simd_flags,$@) -c $< -o $@
 
 $(B)/cuda/%.cu.o: src/%.cu
 	@mkdir -p $(dir $@)

@@ -304,6 +304,61 @@ static void test_vec_dot_all_types(void)
     free(aw);
 }
 
+/* The AVX-VNNI kernels give the AVX2 kernels' bits (the same integer lane sums), one
+ * token and several, for every type both have. */
+static void test_vnni_same_bits(void)
+{
+#if defined(__x86_64__)
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
+        !__builtin_cpu_supports("f16c") || !__builtin_cpu_supports("avxvnni")) {
+        printf("  (no AVX-VNNI on this CPU: nothing to compare)\n");
+        return;
+    }
+    static struct cpu_kernels plain, vnni;
+    cpu_ref_fill(&plain);
+    cpu_ref_fill(&vnni);
+    cpu_avx2_fill(&plain);
+    cpu_vnni_fill(&vnni);
+    enum { N = 512 };
+    float x[N];
+    void *w = xmalloc(N * 4);
+    uint8_t *a = xmalloc(CPU_MULTI_MAX * (N * 4 + 64)), *m = xmalloc(CPU_MULTI_MAX * (N * 4 + 64));
+    int checked = 0;
+    for (size_t t = 0; t < PV_ARRAY_LEN(weight_types); t++) {
+        uint32_t type = weight_types[t], dt = cpu_dot_type(type);
+        if (!plain.vec_dot[type] || !vnni.vec_dot[type] || dt == PV_TYPE_F32)
+            continue;
+        size_t a_row = cpu_row_bytes(dt, N);
+        bool widen = plain.widen_q8_0 && dt == PV_TYPE_Q8_0;
+        size_t m_row = widen ? N / 32 * sizeof(struct cpu_block_q8_0x) : a_row;
+        random_weights(type, w, N);
+        for (int r = 0; r < CPU_MULTI_MAX; r++) {
+            fill_f32(x, N, 1.0f + (float)r);
+            cpu_kernels_ref()->quantize[dt](x, a + (size_t)r * a_row, N);
+            if (widen)
+                cpu_q8_0_widen(a + (size_t)r * a_row, m + (size_t)r * m_row, N);
+            else
+                memcpy(m + (size_t)r * m_row, a + (size_t)r * a_row, a_row);
+        }
+        float s1, s2, mp[CPU_MULTI_MAX], mv[CPU_MULTI_MAX];
+        plain.vec_dot[type](N, &s1, w, m);
+        vnni.vec_dot[type](N, &s2, w, m);
+        CHECK(s1 == s2);
+        if (plain.vec_dot_multi[type]) {
+            plain.vec_dot_multi[type](N, mp, 1, w, m, m_row, CPU_MULTI_MAX);
+            vnni.vec_dot_multi[type](N, mv, 1, w, m, m_row, CPU_MULTI_MAX);
+            for (int r = 0; r < CPU_MULTI_MAX; r++)
+                CHECK(mp[r] == mv[r]);
+        }
+        checked++;
+    }
+    CHECK(checked >= 11);
+    free(w);
+    free(a);
+    free(m);
+#endif
+}
+
 /* Each multi-token SIMD dot equals the one-token SIMD dot bit for bit, and the scalar
  * dot of every token to 1e-5 of sum|w*a|. */
 static void test_vec_dot_multi(void)
@@ -635,7 +690,7 @@ static void test_dispatch(void)
 {
     CHECK_EQ_STR(cpu_kernels_ref()->name, "scalar");
     const char *f = cpu_features();
-    CHECK(strcmp(f, "scalar") == 0 || strcmp(f, "avx2") == 0);
+    CHECK(strcmp(f, "scalar") == 0 || strcmp(f, "avx2") == 0 || strcmp(f, "avx2+vnni") == 0);
     for (size_t t = 0; t < PV_ARRAY_LEN(weight_types); t++) {
         CHECK(cpu_kernels_best()->vec_dot[weight_types[t]] != NULL);
         CHECK_EQ_INT(cpu_row_bytes(weight_types[t], 256) % cpu_type_bytes(weight_types[t]), 0);
@@ -644,6 +699,6 @@ static void test_dispatch(void)
 
 TESTS(TEST_ENTRY(test_fp16_values), TEST_ENTRY(test_bf16),
       TEST_ENTRY(test_quantizers_match_reference), TEST_ENTRY(test_vec_dot_all_types),
-      TEST_ENTRY(test_vec_dot_multi), TEST_ENTRY(test_f16_helpers), TEST_ENTRY(test_matmul), TEST_ENTRY(test_rmsnorm),
+      TEST_ENTRY(test_vec_dot_multi), TEST_ENTRY(test_vnni_same_bits), TEST_ENTRY(test_f16_helpers), TEST_ENTRY(test_matmul), TEST_ENTRY(test_rmsnorm),
       TEST_ENTRY(test_rope), TEST_ENTRY(test_activations_softmax), TEST_ENTRY(test_simd_activations),
       TEST_ENTRY(test_matmul_thread_exit), TEST_ENTRY(test_dispatch))

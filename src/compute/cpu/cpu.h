@@ -96,6 +96,7 @@ void cpu_kernels_select(bool scalar);
 /* Fill the scalar table (ref.c) and overlay the AVX2 kernels on one (quants_avx2.c). */
 void cpu_ref_fill(struct cpu_kernels *k);
 void cpu_avx2_fill(struct cpu_kernels *k);
+void cpu_vnni_fill(struct cpu_kernels *k); /* cpu_avx2_fill's kernels with AVX-VNNI */
 void cpu_avx2_ops_fill(struct cpu_kernels *k);
 
 /* Scalar activations and softmax (ops.c), the references of the SIMD ones. */

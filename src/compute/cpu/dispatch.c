@@ -51,7 +51,13 @@ static void kernels_init(void)
     cpu_ref_fill(&k_ref);
     k_best = k_ref;
     if (cpu_has_avx2()) {
-        cpu_avx2_fill(&k_best);
+#if defined(__x86_64__)
+        /* PENSIEVE_NO_VNNI: the plain AVX2 kernels (to compare the two) */
+        if (__builtin_cpu_supports("avxvnni") && !env_flag("PENSIEVE_NO_VNNI"))
+            cpu_vnni_fill(&k_best);
+        else
+#endif
+            cpu_avx2_fill(&k_best);
         cpu_avx2_ops_fill(&k_best);
     }
     k_used = env_flag("PENSIEVE_NO_SIMD") ? &k_ref : &k_best;

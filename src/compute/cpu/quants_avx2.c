@@ -1,6 +1,8 @@
 /*
  * quants_avx2.c - AVX2 + FMA + F16C kernels of the CPU backend, laid over the scalar
  * table by cpu_avx2_fill() when the CPU has those features (dispatch.c decides).
+ * quants_vnni.c builds this file again with AVX-VNNI (CPU_QUANTS_VNNI), where the sums
+ * of four u8 x s8 products take one instruction: the same integers, the same bits.
  *
  * Integer dots follow one pattern: unpack weights to bytes, _mm256_maddubs_epi16(u8, s8)
  * into 16-bit pair sums, _mm256_madd_epi16 (by ones or by the sub-block scales) into
@@ -58,11 +60,16 @@ static inline __m256i bits_32(const uint8_t *p)
     return _mm256_cmpeq_epi8(_mm256_and_si256(b, sel), sel);
 }
 
-/* 8 f32 sums of 4 products each: u8 x s8 */
+/* 8 f32 sums of 4 products each: u8 x s8 (exact: no 16-bit step saturates for the
+ * operands used here; VNNI forms the same sums in one instruction) */
 static inline __m256 dot_u8s8_ps(__m256i u, __m256i s)
 {
+#if defined(CPU_QUANTS_VNNI)
+    return _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s));
+#else
     __m256i p = _mm256_maddubs_epi16(u, s);
     return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+#endif
 }
 
 /* ---- legacy quants against (widened) Q8_0 and Q8_1 ---------------------------------- */
@@ -985,9 +992,17 @@ static void quantize_q8_K(const float *x, void *vy, int64_t n)
     }
 }
 
+#if defined(CPU_QUANTS_VNNI)
+void cpu_vnni_fill(struct cpu_kernels *k)
+#else
 void cpu_avx2_fill(struct cpu_kernels *k)
+#endif
 {
+#if defined(CPU_QUANTS_VNNI)
+    k->name = "avx2+vnni";
+#else
     k->name = "avx2";
+#endif
     k->widen_q8_0 = true;
     /* F32 / F16: a batch in tinyBLAS's order, one token in ggml vec_dot's (matmul.c picks) */
     const bool l16 = cpu_llama_lanes() == 16;
