@@ -78,6 +78,33 @@ static ALWAYS_INLINE float dot_batch(const float *q, const uint16_t *k, int n, c
     return w == 16 ? reduce16(lo, hi) : hsum8(lo);
 }
 
+/* dot_batch for 4 cells k0..k3 at once (4 independent FMA chains), the same bits */
+static ALWAYS_INLINE void dot_batch4(const float *q, const uint16_t *k0, const uint16_t *k1,
+                                     const uint16_t *k2, const uint16_t *k3, int n, const int w,
+                                     float out[4])
+{
+    __m256 l0 = _mm256_setzero_ps(), l1 = l0, l2 = l0, l3 = l0;
+    __m256 h0 = l0, h1 = l0, h2 = l0, h3 = l0;
+    for (int i = 0; i < n; i += w) {
+        const __m256 q0 = _mm256_loadu_ps(q + i);
+        l0 = _mm256_fmadd_ps(load_f16(k0 + i), q0, l0);
+        l1 = _mm256_fmadd_ps(load_f16(k1 + i), q0, l1);
+        l2 = _mm256_fmadd_ps(load_f16(k2 + i), q0, l2);
+        l3 = _mm256_fmadd_ps(load_f16(k3 + i), q0, l3);
+        if (w == 16) {
+            const __m256 q1 = _mm256_loadu_ps(q + i + 8);
+            h0 = _mm256_fmadd_ps(load_f16(k0 + i + 8), q1, h0);
+            h1 = _mm256_fmadd_ps(load_f16(k1 + i + 8), q1, h1);
+            h2 = _mm256_fmadd_ps(load_f16(k2 + i + 8), q1, h2);
+            h3 = _mm256_fmadd_ps(load_f16(k3 + i + 8), q1, h3);
+        }
+    }
+    out[0] = w == 16 ? reduce16(l0, h0) : hsum8(l0);
+    out[1] = w == 16 ? reduce16(l1, h1) : hsum8(l1);
+    out[2] = w == 16 ? reduce16(l2, h2) : hsum8(l2);
+    out[3] = w == 16 ? reduce16(l3, h3) : hsum8(l3);
+}
+
 /* q . k over n elements in the one-token order: 4 x W lanes per 4W elements, rest in double */
 static ALWAYS_INLINE float dot_one(const float *q, const uint16_t *k, int n, const int w)
 {
@@ -135,11 +162,8 @@ static ALWAYS_INLINE void weighted_values(const struct engine_attn_item *it, con
         const uint16_t *v = (const uint16_t *)((const char *)it->v + (size_t)j * it->v_stride);
         const __m256 pj = _mm256_set1_ps(p[j]);
         float *acc = lanes + (size_t)(j % (uint32_t)slots) * hd_v;
-        int d = 0;
-        for (; d + 8 <= hd_v; d += 8)
+        for (int d = 0; d < hd_v; d += 8) /* hd_v is a multiple of 8 (engine_attend_for) */
             _mm256_storeu_ps(acc + d, _mm256_fmadd_ps(load_f16(v + d), pj, _mm256_loadu_ps(acc + d)));
-        for (; d < hd_v; d++)
-            acc[d] = fmaf(_cvtsh_ss(v[d]), p[j], acc[d]);
     }
     bool used[64];
     for (int s = 0; s < slots; s++)
@@ -151,14 +175,7 @@ static ALWAYS_INLINE void weighted_values(const struct engine_attn_item *it, con
             l[s] = slots == w ? SLOT(s)
                               : _mm256_add_ps(_mm256_add_ps(SLOT(s), SLOT(2 * w + s)),
                                               _mm256_add_ps(SLOT(w + s), SLOT(3 * w + s)));
-        __m256 r = lanes_sum(l, w, slots != w);
-        if (d + 8 <= hd_v) {
-            _mm256_storeu_ps(it->out + d, r);
-        } else {
-            float tmp[8];
-            _mm256_storeu_ps(tmp, r);
-            memcpy(it->out + d, tmp, (size_t)(hd_v - d) * sizeof(float));
-        }
+        _mm256_storeu_ps(it->out + d, lanes_sum(l, w, slots != w));
     }
 #undef SLOT
 }
@@ -178,11 +195,24 @@ static ALWAYS_INLINE void attend(const struct engine_attn_item *it, const int w)
     /* s_j = (q . k_j) * scale for the visible cells [j0, pos]; a matrix multiply needs
        rows of whole W-lane steps, else llama.cpp takes the one-token dot */
     const bool batch = it->batch && hd_k % w == 0;
-    for (uint32_t j = j0; j <= pos; j++) {
-        const uint16_t *k = (const uint16_t *)((const char *)it->k + (size_t)j * it->k_stride);
-        s[j] = (batch ? dot_batch(q, k, hd_k, w) : dot_one(q, k, hd_k, w)) * it->scale;
-        max = s[j] > max ? s[j] : max;
+#define K_ROW(j) ((const uint16_t *)((const char *)it->k + (size_t)(j) * it->k_stride))
+    {
+        uint32_t j = j0;
+        if (batch)
+            for (; j + 3 <= pos; j += 4) {
+                float d4[4];
+                dot_batch4(q, K_ROW(j), K_ROW(j + 1), K_ROW(j + 2), K_ROW(j + 3), hd_k, w, d4);
+                for (int c = 0; c < 4; c++) {
+                    s[j + c] = d4[c] * it->scale;
+                    max = s[j + c] > max ? s[j + c] : max;
+                }
+            }
+        for (; j <= pos; j++) {
+            s[j] = (batch ? dot_batch(q, K_ROW(j), hd_k, w) : dot_one(q, K_ROW(j), hd_k, w)) * it->scale;
+            max = s[j] > max ? s[j] : max;
+        }
     }
+#undef K_ROW
 
     /* e_j = exp(s_j - max) per W cells counted from cell 0 (hidden cells are 0) */
     for (uint32_t c = j0 / (uint32_t)w; c <= pos / (uint32_t)w; c++) {
