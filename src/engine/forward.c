@@ -42,23 +42,51 @@ static const float *f32(const struct pv_tensor *t)
     return t ? (const float *)t->data : NULL;
 }
 
-/* y[t] = rmsnorm(x[t]) * w for each of n rows of width dim */
-static void rmsnorm_rows(const float *x, const struct pv_tensor *w, float *y, int n, int dim,
-                         float eps)
+/* RMSNorm of n_tok x n_sub rows of width dim: row (t, h) of x at t * tok_stride +
+ * h * sub_stride, written to the same place in y (which may be x) */
+struct norm_job {
+    const float *x;
+    float *y;
+    const float *w;
+    size_t tok_stride, sub_stride;
+    int n_tok, n_sub, dim;
+    float eps;
+};
+
+static void norm_rows(void *arg, int ith, int nth)
 {
-    for (int t = 0; t < n; t++)
-        cpu_rmsnorm(x + (size_t)t * dim, f32(w), y + (size_t)t * dim, dim, eps);
+    const struct norm_job *job = arg;
+    size_t begin, end;
+    pool_split((size_t)job->n_tok * (size_t)job->n_sub, ith, nth, &begin, &end);
+    for (size_t r = begin; r < end; r++) {
+        size_t off = (r / (size_t)job->n_sub) * job->tok_stride + (r % (size_t)job->n_sub) * job->sub_stride;
+        cpu_rmsnorm(job->x + off, job->w, job->y + off, job->dim, job->eps);
+    }
+}
+
+/* rows are independent: a batch spreads them over the pool */
+static void norm_run(struct pv_pool *pool, struct norm_job *job)
+{
+    if (pool && job->n_tok * job->n_sub >= 16)
+        pool_run(pool, norm_rows, job);
+    else
+        norm_rows(job, 0, 1);
+}
+
+/* y[t] = rmsnorm(x[t]) * w for each of n rows of width dim */
+static void rmsnorm_rows(struct pv_pool *pool, const float *x, const struct pv_tensor *w, float *y,
+                         int n, int dim, float eps)
+{
+    struct norm_job job = {x, y, f32(w), (size_t)dim, 0, n, 1, dim, eps};
+    norm_run(pool, &job);
 }
 
 /* rmsnorm over each head_dim slice of n rows of n_heads heads (rows stride apart) */
-static void rmsnorm_heads(float *x, size_t stride, const struct pv_tensor *w, int n,
-                          int n_heads, int head_dim, float eps)
+static void rmsnorm_heads(struct pv_pool *pool, float *x, size_t stride, const struct pv_tensor *w,
+                          int n, int n_heads, int head_dim, float eps)
 {
-    for (int t = 0; t < n; t++)
-        for (int h = 0; h < n_heads; h++) {
-            float *p = x + (size_t)t * stride + (size_t)h * head_dim;
-            cpu_rmsnorm(p, f32(w), p, head_dim, eps);
-        }
+    struct norm_job job = {x, x, f32(w), stride, (size_t)head_dim, n, n_heads, head_dim, eps};
+    norm_run(pool, &job);
 }
 
 /* x[t][i] += b[i] over n rows (stride apart) of width dim */
@@ -117,7 +145,7 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
         size_t q_stride, k_stride, v_stride;
 
         /* 2. attention input norm */
-        rmsnorm_rows(ctx->x, L->attn_norm, ctx->xb, n, n_embd, eps);
+        rmsnorm_rows(pool, ctx->x, L->attn_norm, ctx->xb, n, n_embd, eps);
         dump(ctx, "attn_norm", (int)il, ctx->xb, n_embd, n, n_embd);
 
         /* 3. q, k, v projections (fused for phi3: one matmul, rows [q | k | v]) */
@@ -145,8 +173,8 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
 
         /* 4. per-head QK-norm, then RoPE at positions pos0 + t */
         if (L->q_norm) {
-            rmsnorm_heads(q, q_stride, L->q_norm, n, n_head, hd_k, eps);
-            rmsnorm_heads(k, k_stride, L->k_norm, n, n_head_kv, hd_k, eps);
+            rmsnorm_heads(pool, q, q_stride, L->q_norm, n, n_head, hd_k, eps);
+            rmsnorm_heads(pool, k, k_stride, L->k_norm, n, n_head_kv, hd_k, eps);
         }
         dump(ctx, "Qcur_normed", (int)il, q, q_stride, n, q_dim);
         dump(ctx, "Kcur_normed", (int)il, k, k_stride, n, (int)ctx->kv_dim_k);
@@ -178,13 +206,13 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
         cpu_matmul(pool, L->wo, ctx->att, ctx->proj, n);
         dump(ctx, "attn_out", (int)il, ctx->proj, n_embd, n, n_embd);
         if (L->post_attn_norm)
-            rmsnorm_rows(ctx->proj, L->post_attn_norm, ctx->proj, n, n_embd, eps);
+            rmsnorm_rows(pool, ctx->proj, L->post_attn_norm, ctx->proj, n, n_embd, eps);
         for (size_t i = 0; i < (size_t)n * n_embd; i++)
             ctx->x[i] += ctx->proj[i];
         dump(ctx, "sa_out", (int)il, ctx->x, n_embd, n, n_embd);
 
         /* 7. gated FFN: down(act(gate . h) * (up . h)) */
-        rmsnorm_rows(ctx->x, L->ffn_norm, ctx->xb, n, n_embd, eps);
+        rmsnorm_rows(pool, ctx->x, L->ffn_norm, ctx->xb, n, n_embd, eps);
         dump(ctx, "ffn_norm", (int)il, ctx->xb, n_embd, n, n_embd);
         if (L->ffn_gate_up) {
             /* fused rows [gate | up]; activate in place, then pack rows to [n][n_ff] */
@@ -211,7 +239,7 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
         cpu_matmul(pool, L->ffn_down, ctx->ffn_gate, ctx->proj, n);
         dump(ctx, "ffn_out", (int)il, ctx->proj, n_embd, n, n_embd);
         if (L->post_ffn_norm)
-            rmsnorm_rows(ctx->proj, L->post_ffn_norm, ctx->proj, n, n_embd, eps);
+            rmsnorm_rows(pool, ctx->proj, L->post_ffn_norm, ctx->proj, n, n_embd, eps);
         for (size_t i = 0; i < (size_t)n * n_embd; i++)
             ctx->x[i] += ctx->proj[i];
         dump(ctx, "l_out", (int)il, ctx->x, n_embd, n, n_embd);
@@ -220,7 +248,7 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
     /* 8. final norm and LM head, for every row or only the last */
     if (out) {
         const int first = all ? 0 : n - 1, rows = all ? n : 1;
-        rmsnorm_rows(ctx->x + (size_t)first * n_embd, m->output_norm, ctx->xb, rows, n_embd, eps);
+        rmsnorm_rows(pool, ctx->x + (size_t)first * n_embd, m->output_norm, ctx->xb, rows, n_embd, eps);
         cpu_matmul(pool, m->output, ctx->xb, out, rows);
     }
 }
