@@ -42,16 +42,25 @@ t0 = time.perf_counter()
 llm = Llama(model, n_ctx=len(prompt) + n_gen + 8, n_batch=512, n_threads=threads,
             n_threads_batch=threads, logits_all=False, verbose=False)
 load_ms = (time.perf_counter() - t0) * 1e3
+n_vocab = llm.n_vocab()
+
+
+def last_token():
+    # without logits_all, llm.scores is not filled: read the last token's logits directly
+    row = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
+    return int(np.argmax(row))
+
+
 pre, dec, ttft = [], [], []
 for _ in range(reps):
     llm.reset()
     t0 = time.perf_counter()
     llm.eval(prompt)
-    tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    tok = last_token()
     t1 = time.perf_counter()
     for _ in range(n_gen):
         llm.eval([tok])
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = last_token()
     t2 = time.perf_counter()
     pre.append(len(prompt) / (t1 - t0)); dec.append(n_gen / (t2 - t1) if n_gen else 0.0)
     ttft.append((t1 - t0) * 1e3)
