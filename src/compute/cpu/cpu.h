@@ -23,13 +23,11 @@ typedef void (*cpu_vec_dot_fn)(int n, float *s, const void *w, const void *a);
 typedef void (*cpu_vec_dot_multi_fn)(int n, float *s, size_t s_stride, const void *w,
                                      const void *a, size_t a_stride, int nt);
 /*
- * A Q8_0 activation block widened for the multi-token dots: d is the block's fp16 d as
- * f32, so no fp16 conversion happens per weight row; s = d * sum(qs) serves Q4_1/Q5_1-
- * style offsets in the scalar reference.
+ * A Q8_0 activation block widened for the SIMD dots: d is the block's fp16 d as f32, so
+ * no fp16 conversion happens per weight row.
  */
 struct cpu_block_q8_0x {
     float d;
-    float s;
     int8_t qs[PV_QK8_0];
 };
 /*
@@ -48,7 +46,7 @@ typedef void (*cpu_vec_dot_s8_fn)(int n, float *s, size_t s_stride, const void *
                                   const void *a, size_t a_stride, int nt);
 
 /* Widen n elements of Q8_0 blocks at src into dst. dst may overlap src when src starts
- * 6 bytes per block after dst (the blocks are read before their slot is written). */
+ * 2 bytes per block after dst (the blocks are read before their slot is written). */
 void cpu_q8_0_widen(const void *src, void *dst, int64_t n);
 
 /* Quantize n f32 values (a multiple of the block size) into blocks at y. */

@@ -365,11 +365,7 @@ void cpu_q8_0_widen(const void *src, void *dst, int64_t n)
     for (int64_t i = 0; i < n / PV_QK8_0; i++) {
         struct pv_block_q8_0 b;
         memcpy(&b, in + (size_t)i * sizeof(b), sizeof(b));
-        int sum = 0;
-        for (int j = 0; j < PV_QK8_0; j++)
-            sum += b.qs[j];
         out[i].d = FP16(b.d);
-        out[i].s = out[i].d * (float)sum;
         memcpy(out[i].qs, b.qs, sizeof(b.qs));
     }
 }
