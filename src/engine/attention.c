@@ -34,14 +34,16 @@ static inline float kv_at(const void *row, int i, bool f16)
 /* The portable kernel: plain f32 arithmetic over either cache type. */
 static void attend_generic(const struct engine_attn_item *it, bool f16)
 {
-    float *s = it->scores, max = -INFINITY, sum = 0.0f;
+    float *s = it->scores, *q = it->qbuf, max = -INFINITY, sum = 0.0f;
 
+    for (int i = 0; i < it->hd_k; i++)
+        q[i] = it->q[i] * it->q_scale;
     /* s_j = scale * q . k_j */
     for (uint32_t j = it->j0; j <= it->pos; j++) {
         const void *k = (const char *)it->k + (size_t)j * it->k_stride;
         float dot = 0.0f;
         for (int i = 0; i < it->hd_k; i++)
-            dot += it->q[i] * it->q_scale * kv_at(k, i, f16);
+            dot += q[i] * kv_at(k, i, f16);
         s[j] = it->scale * dot;
         max = s[j] > max ? s[j] : max;
     }
@@ -68,13 +70,6 @@ static void attend_f16(const struct engine_attn_item *it)
 static void attend_f32(const struct engine_attn_item *it)
 {
     attend_generic(it, false);
-}
-
-/* an environment flag: set, non-empty and not "0" */
-static bool env_flag(const char *name)
-{
-    const char *v = getenv(name);
-    return v && *v && strcmp(v, "0") != 0;
 }
 
 engine_attend_fn engine_attend_for(enum pv_kv_type type, uint32_t head_dim_v)

@@ -1,5 +1,6 @@
 /*
- * parse.c - strict number parsing and byte-size formatting for options and output.
+ * parse.c - strict number parsing, byte-size formatting and environment flags for options
+ * and output.
  *
  * Options come from the command line and the environment; a value with trailing junk,
  * out of range or empty is refused rather than half-read (no atoi).
@@ -8,6 +9,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "util/util.h"
 
@@ -52,4 +54,10 @@ void format_bytes(uint64_t n, char *out, size_t cap)
         snprintf(out, cap, "%llu B", (unsigned long long)n);
     else
         snprintf(out, cap, "%.1f %s", v, units[u]);
+}
+
+bool env_flag(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
 }

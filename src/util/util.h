@@ -185,5 +185,7 @@ bool parse_long(const char *s, long min, long max, long *out);
 bool parse_double(const char *s, double *out);
 /* Human-readable byte size into out ("1.5 GiB"). */
 void format_bytes(uint64_t n, char *out, size_t cap);
+/* Whether environment variable `name` is set, non-empty and not "0". */
+bool env_flag(const char *name);
 
 #endif /* PV_UTIL_H */

@@ -55,7 +55,7 @@ typedef void (*cpu_quantize_fn)(const float *x, void *y, int64_t n);
 typedef void (*cpu_dequant_fn)(const void *x, float *y, int64_t n);
 
 struct cpu_kernels {
-    const char *name;                           /* "scalar", "avx2" */
+    const char *name;                           /* "scalar", "avx2", "avx2+vnni" */
     bool widen_q8_0; /* Q4_0/Q5_0/Q8_0 dots read widened Q8_0 rows (cpu_block_q8_0x) */
     cpu_vec_dot_fn vec_dot[PV_TYPE_COUNT];      /* by weight type; NULL = unsupported */
     /* F32 / F16 in llama.cpp's one-token order where vec_dot has its batch order (used for

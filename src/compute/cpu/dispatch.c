@@ -28,13 +28,6 @@ static bool cpu_has_avx2(void)
 #endif
 }
 
-/* an environment flag: set, non-empty and not "0" */
-static bool env_flag(const char *name)
-{
-    const char *v = getenv(name);
-    return v && *v && strcmp(v, "0") != 0;
-}
-
 int cpu_llama_lanes(void)
 {
 #if defined(__x86_64__)

@@ -35,17 +35,12 @@ static inline void silu_mul_lanes(float *x, const float *g, int n, int lanes)
 {
     const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
     int i = 0;
-    for (; i + lanes <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        __m256 y = _mm256_div_ps(v, _mm256_add_ps(one, pv_expf_ps(_mm256_sub_ps(zero, v), lanes)));
-        _mm256_storeu_ps(x + i, _mm256_mul_ps(y, _mm256_loadu_ps(g + i)));
-        if (lanes == 16) {
-            v = _mm256_loadu_ps(x + i + 8);
-            y = _mm256_div_ps(v, _mm256_add_ps(one, pv_expf_ps(_mm256_sub_ps(zero, v), lanes)));
-            _mm256_storeu_ps(x + i + 8, _mm256_mul_ps(y, _mm256_loadu_ps(g + i + 8)));
-            i += 8;
+    for (; i + lanes <= n; i += lanes)
+        for (int h = i; h < i + lanes; h += 8) {
+            __m256 v = _mm256_loadu_ps(x + h);
+            __m256 y = _mm256_div_ps(v, _mm256_add_ps(one, pv_expf_ps(_mm256_sub_ps(zero, v), lanes)));
+            _mm256_storeu_ps(x + h, _mm256_mul_ps(y, _mm256_loadu_ps(g + h)));
         }
-    }
     if (i < n)
         cpu_silu_mul_ref(x + i, g + i, n - i);
 }
