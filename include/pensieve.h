@@ -197,10 +197,15 @@ PV_API enum pv_status pv_model_probe(const char *path, struct pv_model_summary *
 /* ---------------------------------------------------------------------------------------
  * Contexts and sampling
  *
- * A context is one sequence being evaluated on a loaded model: its KV cache, scratch
- * buffers, logits and worker threads. It borrows the model, which must outlive it; many
- * contexts may share one model. A context and a sampler are each used by one thread at
- * a time (the same or different threads for different contexts).
+ * A context evaluates one or more sequences (ids 0..n_seq_max-1) on a loaded model: it
+ * owns their KV cache, scratch buffers, logits and worker threads. The KV cache is one
+ * pool of kv_size positions in blocks of kv_block, handed to sequences as they grow;
+ * sequences can share the blocks of a common prefix (pv_context_seq_fork). A batch
+ * (pv_batch) mixes tokens of several sequences, prompt chunks and single decode tokens
+ * alike, in one forward pass, and each sequence gets the same logits, bit for bit, as
+ * it would in a batch of its own. The pv_context_eval / truncate / n_past calls work on
+ * sequence 0. A context borrows the model, which must outlive it; many contexts may
+ * share one model. A context and a sampler are each used by one thread at a time.
  * -------------------------------------------------------------------------------------*/
 
 struct pv_context; /* opaque */
@@ -214,15 +219,20 @@ struct pv_context_params {
     uint32_t n_batch;         /* most tokens per forward step of a prompt; 0 = 512 */
     int n_threads;            /* worker threads; 0 = the machine's cores */
     enum pv_kv_type kv_type;  /* default PV_KV_F16 */
+    uint32_t n_seq_max;       /* sequences the context holds at once; 0 = 1 */
+    uint32_t kv_size;         /* positions in the KV pool, shared by all sequences; 0 = n_ctx */
+    uint32_t kv_block;        /* positions per KV block, a power of two; 0 = 32 */
 };
 
-/* Defaults: n_ctx 0 (model-dependent), n_batch 512, n_threads 0 (all cores), F16 KV. */
+/* Defaults: n_ctx 0 (model-dependent), n_batch 512, n_threads 0 (all cores), F16 KV,
+ * one sequence, a pool of n_ctx positions in blocks of 32. n_ctx is the most positions
+ * one sequence may hold. */
 PV_API struct pv_context_params pv_context_default_params(void);
 
 /* What a context needs, in bytes, beside the model's mapped weights. */
 struct pv_memory_estimate {
     uint64_t weights_bytes; /* tensor data of the model (mapped, not copied) */
-    uint64_t kv_bytes;      /* KV cache for n_ctx positions */
+    uint64_t kv_bytes;      /* KV cache for kv_size positions (whole blocks) */
     uint64_t compute_bytes; /* activations, logits and attention scratch */
     uint64_t total_bytes;   /* sum of the three */
     uint32_t n_ctx;         /* the context size the estimate is for (0 resolved) */
@@ -283,6 +293,65 @@ PV_API bool pv_context_is_eog(const struct pv_context *ctx, int32_t token);
  */
 PV_API enum pv_status pv_context_truncate(struct pv_context *ctx, uint32_t n_keep,
                                           struct pv_err *err);
+
+/*
+ * A batch: per token its id, its position in its sequence, its sequence id and whether
+ * its logits are wanted. Caller-owned arrays of cap entries (pv_batch_init); a program
+ * may also fill the arrays of its own and set n_tokens.
+ */
+struct pv_batch {
+    int32_t n_tokens;
+    int32_t cap;
+    int32_t *token;   /* [cap] */
+    int32_t *pos;     /* [cap] */
+    int32_t *seq_id;  /* [cap] */
+    int8_t *logits;   /* [cap] non-zero: compute this token's logits */
+};
+
+/* Allocate a batch of cap tokens (n_tokens 0). PV_ERR_NOMEM / PV_ERR_INVALID (cap 0). */
+PV_API enum pv_status pv_batch_init(struct pv_batch *b, size_t cap, struct pv_err *err);
+/* Free the arrays of a batch; a zeroed or released batch is a no-op. */
+PV_API void pv_batch_release(struct pv_batch *b);
+/* Append one token; false when the batch is full. */
+PV_API bool pv_batch_add(struct pv_batch *b, int32_t token, int32_t pos, int32_t seq_id,
+                         bool logits);
+/* n_tokens = 0. */
+PV_API void pv_batch_clear(struct pv_batch *b);
+
+/*
+ * Evaluate a batch in one forward pass per n_batch tokens (in batch order). The tokens
+ * of each sequence must continue it: the first at pv_context_seq_len, the next one
+ * after, and so on. Every sequence's logits are bit-identical to those it gets when its
+ * tokens of each step are evaluated alone. Fails, with nothing changed, with
+ * PV_ERR_INVALID (bad id, sequence or position, empty batch) or PV_ERR_CONTEXT (a
+ * sequence would pass n_ctx, or the KV pool lacks the blocks: the message says how many).
+ */
+PV_API enum pv_status pv_context_decode(struct pv_context *ctx, const struct pv_batch *batch,
+                                        struct pv_err *err);
+/* (pv_context_logits after pv_context_decode: row i is batch token i's, NULL when its
+ * logits were not asked for; -1 the last token's that was.) */
+
+/* Sequence ids the context holds (n_seq_max). */
+PV_API uint32_t pv_context_n_seq(const struct pv_context *ctx);
+/* Positions sequence seq holds (0 for an id out of range). */
+PV_API uint32_t pv_context_seq_len(const struct pv_context *ctx, int32_t seq);
+/* Keep the first n_keep positions of seq. PV_ERR_INVALID when n_keep > its length. */
+PV_API enum pv_status pv_context_seq_truncate(struct pv_context *ctx, int32_t seq,
+                                              uint32_t n_keep, struct pv_err *err);
+/* dst (emptied first) becomes a copy of src sharing all of src's KV blocks (a partial
+ * block is copied when either writes into it). PV_ERR_INVALID for ids out of range. */
+PV_API enum pv_status pv_context_seq_fork(struct pv_context *ctx, int32_t src, int32_t dst,
+                                          struct pv_err *err);
+/* Empty seq, returning the blocks only it used. */
+PV_API void pv_context_seq_drop(struct pv_context *ctx, int32_t seq);
+
+/* Use of the KV pool. */
+struct pv_kv_usage {
+    uint32_t block_size;    /* positions per block */
+    uint32_t n_blocks;      /* blocks in the pool */
+    uint32_t n_blocks_used; /* blocks held by some sequence */
+};
+PV_API void pv_context_kv_usage(const struct pv_context *ctx, struct pv_kv_usage *out);
 
 /* Seed value that asks for a random seed. */
 #define PV_SEED_RANDOM UINT64_MAX

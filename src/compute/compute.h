@@ -79,6 +79,14 @@ void cpu_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
  */
 void cpu_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x, float *y,
                 int n_tokens);
+/*
+ * cpu_matmul with the float order chosen per token, as llama.cpp chooses it per call:
+ * tokens [0, n_one) in its one-token order, the rest in its batch order (so a token of
+ * a mixed batch gets the bits it gets in a step of its own). n_tokens - n_one is 0 or
+ * at least 2. cpu_matmul is this with n_one = 1 for one token, else 0.
+ */
+void cpu_matmul_mixed(struct pv_pool *pool, const struct pv_tensor *W, const float *x, float *y,
+                      int n_tokens, int n_one);
 
 /* y = x / sqrt(mean(x^2) + eps) * w (w may be NULL); n elements; y may alias x. */
 void cpu_rmsnorm(const float *x, const float *w, float *y, int n, float eps);

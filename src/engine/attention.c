@@ -1,8 +1,9 @@
 /*
  * attention.c - scaled dot-product attention over the KV cache, threaded over heads.
  *
- * For each query token and head: scores against every visible cell (causal, and inside
- * the sliding window on SWA layers), softmax in f32 with the max subtracted, then the
+ * For each query token and head: scores against every visible position of the token's
+ * sequence (causal, and inside the sliding window on SWA layers), read through the
+ * sequence's block table, softmax in f32 with the max subtracted, then the
  * probability-weighted sum of the values. Grouped-query attention maps query head h to
  * KV head h / (n_head / n_head_kv). One (token, head) pair is one work item; the items
  * are split across the pool. The per-item kernel is picked at context creation: the
@@ -40,7 +41,7 @@ static void attend_generic(const struct engine_attn_item *it, bool f16)
         q[i] = it->q[i] * it->q_scale;
     /* s_j = scale * q . k_j */
     for (uint32_t j = it->j0; j <= it->pos; j++) {
-        const void *k = (const char *)it->k + (size_t)j * it->k_stride;
+        const void *k = (const char *)it->k + engine_attn_cell(it, j) * it->k_stride;
         float dot = 0.0f;
         for (int i = 0; i < it->hd_k; i++)
             dot += q[i] * kv_at(k, i, f16);
@@ -55,7 +56,7 @@ static void attend_generic(const struct engine_attn_item *it, bool f16)
     /* out = sum_j p_j v_j */
     memset(it->out, 0, (size_t)it->hd_v * sizeof(float));
     for (uint32_t j = it->j0; j <= it->pos; j++) {
-        const void *v = (const char *)it->v + (size_t)j * it->v_stride;
+        const void *v = (const char *)it->v + engine_attn_cell(it, j) * it->v_stride;
         const float p = s[j] / sum;
         for (int d = 0; d < it->hd_v; d++)
             it->out[d] += p * kv_at(v, d, f16);
@@ -99,8 +100,7 @@ struct attn_job {
     const float *q;
     size_t q_stride;
     float *att;
-    int n;
-    uint32_t pos0;
+    const struct engine_ubatch *ub;
     int il;
     bool swa;
 };
@@ -109,33 +109,36 @@ static void attn_worker(void *arg, int ith, int nth)
 {
     const struct attn_job *job = arg;
     struct pv_context *ctx = job->ctx;
+    const struct engine_ubatch *ub = job->ub;
+    const struct kv_cache *kv = &ctx->kv;
     const struct model_hparams *hp = &ctx->model->hp;
     const int n_head = (int)hp->n_head, hd_k = (int)hp->head_dim_k, hd_v = (int)hp->head_dim_v;
     const int group = (int)(hp->n_head / hp->n_head_kv);
-    const size_t k_row = (size_t)ctx->kv_dim_k * ctx->kv_elt_bytes;
-    const size_t v_row = (size_t)ctx->kv_dim_v * ctx->kv_elt_bytes;
-    const char *k_layer = (const char *)ctx->k_cache + (size_t)job->il * ctx->n_ctx * k_row;
-    const char *v_layer = (const char *)ctx->v_cache + (size_t)job->il * ctx->n_ctx * v_row;
+    const char *k_layer = kv_k_row(kv, (uint32_t)job->il, 0);
+    const char *v_layer = kv_v_row(kv, (uint32_t)job->il, 0);
     float *scratch = ctx->att_scratch + (size_t)ith * engine_attn_scratch_floats(hp, ctx->n_ctx);
     struct engine_attn_item it = {
-        .k_stride = k_row,
-        .v_stride = v_row,
+        .k_stride = kv->row_k_bytes,
+        .v_stride = kv->row_v_bytes,
+        .block_shift = kv->block_shift,
         .hd_k = hd_k,
         .hd_v = hd_v,
         .q_scale = hp->attn_scale_q ? hp->attn_scale : 1.0f,
         .scale = hp->attn_scale_q ? 1.0f : hp->attn_scale,
-        .batch = job->n > 1,
         .scores = scratch,
         .qbuf = scratch + ctx->n_ctx,
         .lanes = scratch + ctx->n_ctx + hd_k,
     };
     size_t begin, end;
 
-    pool_split((size_t)job->n * (size_t)n_head, ith, nth, &begin, &end);
+    pool_split((size_t)ub->n * (size_t)n_head, ith, nth, &begin, &end);
     for (size_t item = begin; item < end; item++) {
         const int t = (int)(item / (size_t)n_head), h = (int)(item % (size_t)n_head);
         const int g = h / group;
-        it.pos = job->pos0 + (uint32_t)t;
+        /* a sequence with several tokens in the step is attended in the batch order */
+        it.batch = t >= ub->n_one;
+        it.blocks = kv->seqs[ub->seq[t]].blocks;
+        it.pos = (uint32_t)ub->pos[t];
         it.j0 = job->swa && it.pos + 1 > hp->n_swa ? it.pos + 1 - hp->n_swa : 0;
         it.q = job->q + (size_t)t * job->q_stride + (size_t)h * hd_k;
         it.k = k_layer + (size_t)g * hd_k * ctx->kv_elt_bytes;
@@ -146,8 +149,8 @@ static void attn_worker(void *arg, int ith, int nth)
 }
 
 void engine_attention(struct pv_context *ctx, int il, const float *q, size_t q_stride,
-                      float *att, int n, uint32_t pos0, bool swa)
+                      float *att, const struct engine_ubatch *ub, bool swa)
 {
-    struct attn_job job = {ctx, q, q_stride, att, n, pos0, il, swa};
+    struct attn_job job = {ctx, q, q_stride, att, ub, il, swa};
     pool_run(ctx->pool, attn_worker, &job);
 }

@@ -159,7 +159,7 @@ static ALWAYS_INLINE void weighted_values(const struct engine_attn_item *it, con
     for (uint32_t c = 0; c < (uint32_t)slots && c < count; c++)
         memset(lanes + (size_t)((it->j0 + c) % (uint32_t)slots) * hd_v, 0, (size_t)hd_v * sizeof(float));
     for (uint32_t j = it->j0; j <= it->pos; j++) {
-        const uint16_t *v = (const uint16_t *)((const char *)it->v + (size_t)j * it->v_stride);
+        const uint16_t *v = (const uint16_t *)((const char *)it->v + engine_attn_cell(it, j) * it->v_stride);
         const __m256 pj = _mm256_set1_ps(p[j]);
         float *acc = lanes + (size_t)(j % (uint32_t)slots) * hd_v;
         for (int d = 0; d < hd_v; d += 8) /* hd_v is a multiple of 8 (engine_attend_for) */
@@ -195,7 +195,7 @@ static ALWAYS_INLINE void attend(const struct engine_attn_item *it, const int w)
     /* s_j = (q . k_j) * scale for the visible cells [j0, pos]; a matrix multiply needs
        rows of whole W-lane steps, else llama.cpp takes the one-token dot */
     const bool batch = it->batch && hd_k % w == 0;
-#define K_ROW(j) ((const uint16_t *)((const char *)it->k + (size_t)(j) * it->k_stride))
+#define K_ROW(j) ((const uint16_t *)((const char *)it->k + engine_attn_cell(it, j) * it->k_stride))
     {
         uint32_t j = j0;
         if (batch)

@@ -16,7 +16,9 @@
 
 #define DEFAULT_N_CTX 4096
 #define DEFAULT_N_BATCH 512
+#define DEFAULT_KV_BLOCK 32
 #define MAX_N_CTX (1u << 24)
+#define MAX_N_SEQ 1024
 
 struct pv_context_params pv_context_default_params(void)
 {
@@ -25,6 +27,9 @@ struct pv_context_params pv_context_default_params(void)
         .n_batch = DEFAULT_N_BATCH,
         .n_threads = 0,
         .kv_type = PV_KV_F16,
+        .n_seq_max = 1,
+        .kv_size = 0,
+        .kv_block = 0,
     };
     return p;
 }
@@ -72,7 +77,19 @@ static struct pv_context_params resolve_params(const struct pv_model *m,
         p.n_batch = p.n_ctx;
     if (p.n_threads <= 0)
         p.n_threads = cpu_count();
+    if (p.n_seq_max == 0)
+        p.n_seq_max = 1;
+    if (p.kv_block == 0)
+        p.kv_block = DEFAULT_KV_BLOCK;
+    if (p.kv_size == 0)
+        p.kv_size = p.n_ctx;
     return p;
+}
+
+/* Blocks of the pool: kv_size positions rounded up to whole blocks. */
+static uint32_t pool_blocks(const struct pv_context_params *p)
+{
+    return (uint32_t)(((uint64_t)p->kv_size + p->kv_block - 1) / p->kv_block);
 }
 
 enum pv_status pv_context_estimate(const struct pv_model *model,
@@ -88,6 +105,15 @@ enum pv_status pv_context_estimate(const struct pv_model *model,
     if (p.n_ctx > MAX_N_CTX)
         return pv_err_set(err, PV_ERR_INVALID, "context size %u is above the limit of %u",
                           p.n_ctx, MAX_N_CTX);
+    if (p.kv_size > MAX_N_CTX)
+        return pv_err_set(err, PV_ERR_INVALID, "kv cache size %u is above the limit of %u",
+                          p.kv_size, MAX_N_CTX);
+    if (p.n_seq_max > MAX_N_SEQ)
+        return pv_err_set(err, PV_ERR_INVALID, "%u sequences are above the limit of %u",
+                          p.n_seq_max, MAX_N_SEQ);
+    if (p.kv_block > 4096 || (p.kv_block & (p.kv_block - 1)) != 0)
+        return pv_err_set(err, PV_ERR_INVALID, "kv block size %u is not a power of two up to 4096",
+                          p.kv_block);
     weights = model->weight_bytes;
     plan_scratch(model, &s);
 
@@ -95,7 +121,7 @@ enum pv_status pv_context_estimate(const struct pv_model *model,
     kv_row = (size_t)hp->n_head_kv * ((size_t)hp->head_dim_k + hp->head_dim_v) *
              (p.kv_type == PV_KV_F32 ? 4 : 2);
     /* compute = n_batch rows of scratch + one logits row + per-thread attention scratch */
-    if (pv_mul_overflow((size_t)hp->n_layer * p.n_ctx, kv_row, &kv) ||
+    if (pv_mul_overflow((size_t)hp->n_layer * pool_blocks(&p) * p.kv_block, kv_row, &kv) ||
         pv_mul_overflow(s.per_token * sizeof(float), p.n_batch, &t1) ||
         pv_mul_overflow(engine_attn_scratch_floats(hp, p.n_ctx), (size_t)p.n_threads * sizeof(float),
                         &att_scratch) ||
@@ -266,8 +292,19 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
     /* sizes below were overflow-checked by pv_context_estimate */
     plan_scratch(model, &s);
     b = p.n_batch;
-    ctx->k_cache = try_malloc((size_t)model->hp.n_layer * p.n_ctx * ctx->kv_dim_k * ctx->kv_elt_bytes);
-    ctx->v_cache = try_malloc((size_t)model->hp.n_layer * p.n_ctx * ctx->kv_dim_v * ctx->kv_elt_bytes);
+    ctx->n_seq = p.n_seq_max;
+    if (kv_init(&ctx->kv, model->hp.n_layer, ctx->kv_dim_k * ctx->kv_elt_bytes,
+                ctx->kv_dim_v * ctx->kv_elt_bytes, pool_blocks(&p), p.kv_block, p.n_seq_max,
+                p.n_ctx, err) != PV_OK) {
+        pv_context_free(ctx);
+        return PV_ERR_NOMEM;
+    }
+    ctx->ub_token = try_calloc(b, sizeof(int32_t));
+    ctx->ub_pos = try_calloc(b, sizeof(int32_t));
+    ctx->ub_seq = try_calloc(b, sizeof(int32_t));
+    ctx->ub_out = try_calloc(b, sizeof(int32_t));
+    ctx->seq_n = try_calloc(p.n_seq_max, sizeof(uint32_t));
+    ctx->seq_n_out = try_calloc(p.n_seq_max, sizeof(uint32_t));
     ctx->x = try_malloc(b * s.x * sizeof(float));
     ctx->xb = try_malloc(b * s.x * sizeof(float));
     ctx->proj = try_malloc(b * s.x * sizeof(float));
@@ -282,7 +319,8 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
                                   (size_t)p.n_threads * sizeof(float));
     ctx->logits = try_malloc((size_t)ctx->n_vocab * sizeof(float));
     ctx->logits_cap_rows = 1;
-    if (!ctx->k_cache || !ctx->v_cache || !ctx->x || !ctx->xb || !ctx->proj || !ctx->q ||
+    if (!ctx->ub_token || !ctx->ub_pos || !ctx->ub_seq || !ctx->ub_out || !ctx->seq_n ||
+        !ctx->seq_n_out || !ctx->x || !ctx->xb || !ctx->proj || !ctx->q ||
         !ctx->k || !ctx->v || !ctx->att || !ctx->ffn_gate || !ctx->ffn_up ||
         (s.fused && !ctx->fused) || !ctx->att_scratch || !ctx->logits) {
         char need[32];
@@ -302,8 +340,14 @@ void pv_context_free(struct pv_context *ctx)
     if (!ctx)
         return;
     pool_free(ctx->pool);
-    free(ctx->k_cache);
-    free(ctx->v_cache);
+    kv_release(&ctx->kv);
+    free(ctx->ub_token);
+    free(ctx->ub_pos);
+    free(ctx->ub_seq);
+    free(ctx->ub_out);
+    free(ctx->seq_n);
+    free(ctx->seq_n_out);
+    free(ctx->logit_row);
     free(ctx->x);
     free(ctx->xb);
     free(ctx->proj);
@@ -320,21 +364,11 @@ void pv_context_free(struct pv_context *ctx)
     free(ctx);
 }
 
-enum pv_status pv_context_eval(struct pv_context *ctx, const int32_t *tokens, size_t n,
-                               bool all_logits, struct pv_err *err)
+/* Grow the logits to rows rows and the row map to n batch tokens. */
+static enum pv_status logits_reserve(struct pv_context *ctx, size_t rows, size_t n,
+                                     struct pv_err *err)
 {
-    size_t rows = all_logits ? n : 1, bytes;
-
-    if (n == 0)
-        return pv_err_set(err, PV_ERR_INVALID, "nothing to evaluate: 0 tokens");
-    if (n > ctx->n_ctx - ctx->n_past)
-        return pv_err_set(err, PV_ERR_CONTEXT,
-                          "%zu tokens do not fit: %u of %u context positions are in use", n,
-                          ctx->n_past, ctx->n_ctx);
-    for (size_t i = 0; i < n; i++)
-        if (tokens[i] < 0 || (uint32_t)tokens[i] >= ctx->n_vocab)
-            return pv_err_set(err, PV_ERR_INVALID, "token id %d at index %zu is outside the "
-                              "vocabulary of %u", tokens[i], i, ctx->n_vocab);
+    size_t bytes;
     if (rows > ctx->logits_cap_rows) {
         float *grown;
         if (pv_mul_overflow(rows, (size_t)ctx->n_vocab * sizeof(float), &bytes) ||
@@ -343,38 +377,174 @@ enum pv_status pv_context_eval(struct pv_context *ctx, const int32_t *tokens, si
         ctx->logits = grown;
         ctx->logits_cap_rows = rows;
     }
-
-    for (size_t done = 0; done < n;) {
-        size_t step = PV_MIN((size_t)ctx->n_batch, n - done);
-        bool last = done + step == n;
-        float *out = NULL;
-        if (all_logits)
-            out = ctx->logits + done * ctx->n_vocab;
-        else if (last)
-            out = ctx->logits;
-        engine_forward(ctx, tokens + done, (int)step, out, all_logits);
-        ctx->n_past += (uint32_t)step;
-        done += step;
+    if (n > ctx->logit_row_cap) {
+        int32_t *grown;
+        if (pv_mul_overflow(n, sizeof(int32_t), &bytes) || !(grown = try_realloc(ctx->logit_row, bytes)))
+            return pv_err_set(err, PV_ERR_NOMEM, "cannot allocate a batch of %zu tokens", n);
+        ctx->logit_row = grown;
+        ctx->logit_row_cap = n;
     }
-    ctx->n_logit_rows = rows;
-    ctx->logits_all = all_logits;
     return PV_OK;
+}
+
+/* Check a batch against the cache: ids, sequences, positions that continue each
+ * sequence, room in the context and in the block pool. Leaves seq_n[s] = tokens of s. */
+static enum pv_status batch_check(struct pv_context *ctx, const struct pv_batch *b, size_t *n_out,
+                                  struct pv_err *err)
+{
+    const struct kv_cache *kv = &ctx->kv;
+    uint64_t need = 0;
+
+    if (!b || b->n_tokens <= 0)
+        return pv_err_set(err, PV_ERR_INVALID, "nothing to evaluate: 0 tokens");
+    memset(ctx->seq_n, 0, ctx->n_seq * sizeof(uint32_t));
+    *n_out = 0;
+    for (int32_t i = 0; i < b->n_tokens; i++) {
+        int32_t tok = b->token[i], seq = b->seq_id[i];
+        if (tok < 0 || (uint32_t)tok >= ctx->n_vocab)
+            return pv_err_set(err, PV_ERR_INVALID, "token id %d at index %d is outside the "
+                              "vocabulary of %u", tok, i, ctx->n_vocab);
+        if (seq < 0 || (uint32_t)seq >= ctx->n_seq)
+            return pv_err_set(err, PV_ERR_INVALID, "sequence id %d at index %d is outside 0..%u",
+                              seq, i, ctx->n_seq - 1);
+        uint64_t want = (uint64_t)kv->seqs[seq].n_pos + ctx->seq_n[seq];
+        if (b->pos[i] < 0 || (uint64_t)b->pos[i] != want)
+            return pv_err_set(err, PV_ERR_INVALID, "token %d of sequence %d is at position %d; "
+                              "the sequence continues at %llu", i, seq, b->pos[i],
+                              (unsigned long long)want);
+        if (want >= ctx->n_ctx)
+            return pv_err_set(err, PV_ERR_CONTEXT, "sequence %d does not fit: position %llu is "
+                              "past the context of %u", seq, (unsigned long long)want, ctx->n_ctx);
+        ctx->seq_n[seq]++;
+        *n_out += b->logits[i] != 0;
+    }
+    for (uint32_t s = 0; s < ctx->n_seq; s++)
+        need += kv_seq_blocks_needed(kv, s, ctx->seq_n[s]);
+    if (need > kv->n_free)
+        return pv_err_set(err, PV_ERR_CONTEXT, "kv cache is full: the batch needs %llu blocks of "
+                          "%u positions, %u are free", (unsigned long long)need, kv->block_size,
+                          kv->n_free);
+    return PV_OK;
+}
+
+/* Tokens [i0, i1) of b as one step, ordered for engine_forward; its rows of logits
+ * start at row. Returns the rows it took. */
+static size_t run_step(struct pv_context *ctx, const struct pv_batch *b, int32_t i0, int32_t i1,
+                       size_t row)
+{
+    struct engine_ubatch ub = {.token = ctx->ub_token, .pos = ctx->ub_pos, .seq = ctx->ub_seq,
+                               .out_idx = ctx->ub_out};
+    int n = 0;
+
+    memset(ctx->seq_n, 0, ctx->n_seq * sizeof(uint32_t));
+    memset(ctx->seq_n_out, 0, ctx->n_seq * sizeof(uint32_t));
+    for (int32_t i = i0; i < i1; i++) {
+        ctx->seq_n[b->seq_id[i]]++;
+        ctx->seq_n_out[b->seq_id[i]] += b->logits[i] != 0;
+    }
+    /* tokens of sequences with one token in the step first, then the others */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int32_t i = i0; i < i1; i++) {
+            if ((ctx->seq_n[b->seq_id[i]] == 1) != (pass == 0))
+                continue;
+            ctx->ub_token[n] = b->token[i];
+            ctx->ub_pos[n] = b->pos[i];
+            ctx->ub_seq[n] = b->seq_id[i];
+            n++;
+        }
+        if (pass == 0)
+            ub.n_one = n;
+    }
+    ub.n = n;
+    /* logits rows: those of sequences with one row in the step first; a token's place
+       in the step follows the order above */
+    ub.n_out = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        int one = 0, multi = ub.n_one;
+        for (int32_t i = i0; i < i1; i++) {
+            int32_t s = b->seq_id[i];
+            int place = ctx->seq_n[s] == 1 ? one++ : multi++;
+            if (!b->logits[i] || (ctx->seq_n_out[s] == 1) != (pass == 0))
+                continue;
+            ctx->ub_out[ub.n_out] = place;
+            ctx->logit_row[i] = (int32_t)(row + (size_t)ub.n_out);
+            ub.n_out++;
+        }
+        if (pass == 0)
+            ub.n_out_one = ub.n_out;
+    }
+    ub.out = ctx->logits + row * ctx->n_vocab;
+    engine_forward(ctx, &ub);
+    return (size_t)ub.n_out;
+}
+
+enum pv_status pv_context_decode(struct pv_context *ctx, const struct pv_batch *batch,
+                                 struct pv_err *err)
+{
+    size_t n_out = 0, row = 0;
+    enum pv_status st = batch_check(ctx, batch, &n_out, err);
+    if (st == PV_OK)
+        st = logits_reserve(ctx, n_out, (size_t)batch->n_tokens, err);
+    if (st != PV_OK)
+        return st;
+    for (uint32_t s = 0; s < ctx->n_seq; s++)
+        if (ctx->seq_n[s] && !kv_seq_append(&ctx->kv, s, ctx->seq_n[s]))
+            PV_BUG("kv blocks checked free are missing");
+    ctx->n_batch_tokens = (size_t)batch->n_tokens;
+    ctx->last_row = -1;
+    for (int32_t i = 0; i < batch->n_tokens; i++)
+        ctx->logit_row[i] = -1;
+    for (int32_t i0 = 0; i0 < batch->n_tokens; i0 += (int32_t)ctx->n_batch) {
+        int32_t i1 = (int32_t)PV_MIN((int64_t)i0 + ctx->n_batch, (int64_t)batch->n_tokens);
+        row += run_step(ctx, batch, i0, i1, row);
+    }
+    for (int32_t i = 0; i < batch->n_tokens; i++)
+        if (ctx->logit_row[i] >= 0)
+            ctx->last_row = ctx->logit_row[i];
+    ctx->n_logit_rows = row;
+    return PV_OK;
+}
+
+enum pv_status pv_context_eval(struct pv_context *ctx, const int32_t *tokens, size_t n,
+                               bool all_logits, struct pv_err *err)
+{
+    const uint32_t n_past = ctx->kv.seqs[0].n_pos;
+    struct pv_batch b;
+    enum pv_status st;
+
+    if (n == 0)
+        return pv_err_set(err, PV_ERR_INVALID, "nothing to evaluate: 0 tokens");
+    if (n > ctx->n_ctx - n_past)
+        return pv_err_set(err, PV_ERR_CONTEXT,
+                          "%zu tokens do not fit: %u of %u context positions are in use", n,
+                          n_past, ctx->n_ctx);
+    st = pv_batch_init(&b, n, err);
+    if (st != PV_OK)
+        return st;
+    for (size_t i = 0; i < n; i++)
+        pv_batch_add(&b, tokens[i], (int32_t)(n_past + i), 0, all_logits || i + 1 == n);
+    st = pv_context_decode(ctx, &b, err);
+    pv_batch_release(&b);
+    return st;
 }
 
 const float *pv_context_logits(const struct pv_context *ctx, int64_t i)
 {
+    int32_t row;
     if (ctx->n_logit_rows == 0)
         return NULL;
     if (i < 0)
-        return ctx->logits + (ctx->n_logit_rows - 1) * (size_t)ctx->n_vocab;
-    if (!ctx->logits_all || (uint64_t)i >= ctx->n_logit_rows)
+        row = ctx->last_row;
+    else if ((uint64_t)i >= ctx->n_batch_tokens)
         return NULL;
-    return ctx->logits + (size_t)i * ctx->n_vocab;
+    else
+        row = ctx->logit_row[i];
+    return row < 0 ? NULL : ctx->logits + (size_t)row * ctx->n_vocab;
 }
 
 uint32_t pv_context_n_past(const struct pv_context *ctx)
 {
-    return ctx->n_past;
+    return ctx->kv.seqs[0].n_pos;
 }
 
 uint32_t pv_context_n_ctx(const struct pv_context *ctx)
@@ -394,10 +564,100 @@ int pv_context_n_threads(const struct pv_context *ctx)
 
 enum pv_status pv_context_truncate(struct pv_context *ctx, uint32_t n_keep, struct pv_err *err)
 {
-    if (n_keep > ctx->n_past)
+    return pv_context_seq_truncate(ctx, 0, n_keep, err);
+}
+
+uint32_t pv_context_n_seq(const struct pv_context *ctx)
+{
+    return ctx->n_seq;
+}
+
+uint32_t pv_context_seq_len(const struct pv_context *ctx, int32_t seq)
+{
+    return seq >= 0 && (uint32_t)seq < ctx->n_seq ? ctx->kv.seqs[seq].n_pos : 0;
+}
+
+enum pv_status pv_context_seq_truncate(struct pv_context *ctx, int32_t seq, uint32_t n_keep,
+                                       struct pv_err *err)
+{
+    if (seq < 0 || (uint32_t)seq >= ctx->n_seq)
+        return pv_err_set(err, PV_ERR_INVALID, "sequence id %d is outside 0..%u", seq,
+                          ctx->n_seq - 1);
+    if (n_keep > ctx->kv.seqs[seq].n_pos)
         return pv_err_set(err, PV_ERR_INVALID, "cannot keep %u positions: only %u are filled",
-                          n_keep, ctx->n_past);
-    ctx->n_past = n_keep;
+                          n_keep, ctx->kv.seqs[seq].n_pos);
+    kv_seq_truncate(&ctx->kv, (uint32_t)seq, n_keep);
     ctx->n_logit_rows = 0;
     return PV_OK;
+}
+
+enum pv_status pv_context_seq_fork(struct pv_context *ctx, int32_t src, int32_t dst,
+                                   struct pv_err *err)
+{
+    if (src < 0 || (uint32_t)src >= ctx->n_seq || dst < 0 || (uint32_t)dst >= ctx->n_seq)
+        return pv_err_set(err, PV_ERR_INVALID, "sequence ids %d, %d are not both in 0..%u", src,
+                          dst, ctx->n_seq - 1);
+    kv_seq_fork(&ctx->kv, (uint32_t)src, (uint32_t)dst);
+    ctx->n_logit_rows = 0;
+    return PV_OK;
+}
+
+void pv_context_seq_drop(struct pv_context *ctx, int32_t seq)
+{
+    if (seq < 0 || (uint32_t)seq >= ctx->n_seq)
+        return;
+    kv_seq_drop(&ctx->kv, (uint32_t)seq);
+    ctx->n_logit_rows = 0;
+}
+
+void pv_context_kv_usage(const struct pv_context *ctx, struct pv_kv_usage *out)
+{
+    out->block_size = ctx->kv.block_size;
+    out->n_blocks = ctx->kv.n_blocks;
+    out->n_blocks_used = kv_blocks_used(&ctx->kv);
+}
+
+/* ---- batches ---- */
+
+enum pv_status pv_batch_init(struct pv_batch *b, size_t cap, struct pv_err *err)
+{
+    memset(b, 0, sizeof(*b));
+    if (cap == 0 || cap > INT32_MAX)
+        return pv_err_set(err, PV_ERR_INVALID, "a batch of %zu tokens", cap);
+    b->token = try_calloc(cap, sizeof(int32_t));
+    b->pos = try_calloc(cap, sizeof(int32_t));
+    b->seq_id = try_calloc(cap, sizeof(int32_t));
+    b->logits = try_calloc(cap, sizeof(int8_t));
+    if (!b->token || !b->pos || !b->seq_id || !b->logits) {
+        pv_batch_release(b);
+        return pv_err_set(err, PV_ERR_NOMEM, "cannot allocate a batch of %zu tokens", cap);
+    }
+    b->cap = (int32_t)cap;
+    return PV_OK;
+}
+
+void pv_batch_release(struct pv_batch *b)
+{
+    free(b->token);
+    free(b->pos);
+    free(b->seq_id);
+    free(b->logits);
+    memset(b, 0, sizeof(*b));
+}
+
+bool pv_batch_add(struct pv_batch *b, int32_t token, int32_t pos, int32_t seq_id, bool logits)
+{
+    if (b->n_tokens >= b->cap)
+        return false;
+    b->token[b->n_tokens] = token;
+    b->pos[b->n_tokens] = pos;
+    b->seq_id[b->n_tokens] = seq_id;
+    b->logits[b->n_tokens] = logits;
+    b->n_tokens++;
+    return true;
+}
+
+void pv_batch_clear(struct pv_batch *b)
+{
+    b->n_tokens = 0;
 }

@@ -1,12 +1,12 @@
 /*
- * engine.h - the engine module's internals: the context (KV cache, scratch, logits),
- * the forward recipe and attention over the KV cache.
+ * engine.h - the engine module's internals: the context (block KV cache of many
+ * sequences, scratch, logits), the forward recipe and attention over the block tables.
  *
- * The public face is the "Contexts and sampling" section of pensieve.h. KV cache layout:
- * one K and one V array of [n_layer][n_ctx][n_head_kv*head_dim] elements (F16 by
- * default); position p of layer il starts at ((il*n_ctx)+p)*row. Every layer keeps all
- * n_ctx positions, sliding-window layers included (the window is applied by the mask),
- * so pv_context_truncate can go back to any earlier position.
+ * The public face is the "Contexts and sampling" section of pensieve.h. The KV cache is
+ * kv.h's block pool; a row is one position of one layer, [n_head_kv*head_dim] elements
+ * (F16 by default). Every layer keeps every position of a sequence, sliding-window
+ * layers included (the window is applied by the mask), so a sequence can be truncated
+ * to any earlier position.
  */
 #ifndef PV_ENGINE_H
 #define PV_ENGINE_H
@@ -15,42 +15,71 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/kv.h"
 #include "model/model.h"
 #include "pensieve.h"
 #include "util/util.h"
 
-/* One query head's attention over the visible cells [j0, pos] of one KV head. */
+/* One query head's attention over the visible positions [j0, pos] of one KV head. */
 struct engine_attn_item {
     const float *q;              /* [hd_k] query of this head */
     const void *k, *v;           /* cell 0 of this KV head; cells are k/v_stride bytes apart */
     size_t k_stride, v_stride;
-    uint32_t j0, pos;            /* visible cells */
+    const uint32_t *blocks;      /* the sequence's block table: position j is in cell */
+    uint32_t block_shift;        /*   blocks[j >> block_shift] << block_shift | low bits */
+    uint32_t j0, pos;            /* visible positions */
     int hd_k, hd_v;
     float q_scale;               /* multiplies q before anything else (Gemma), else 1 */
     float scale;                 /* multiplies q.k */
     bool batch;                  /* part of a batch of 2 or more tokens (prefill) */
-    float *scores;               /* scratch [n_ctx], indexed by cell */
+    float *scores;               /* scratch [n_ctx], indexed by position */
     float *qbuf;                 /* scratch [hd_k] */
     float *lanes;                /* scratch [64][hd_v] */
     float *out;                  /* [hd_v] */
 };
 typedef void (*engine_attend_fn)(const struct engine_attn_item *it);
 
+/* The cache cell of position j of an item's sequence. */
+static inline size_t engine_attn_cell(const struct engine_attn_item *it, uint32_t j)
+{
+    const uint32_t mask = (1u << it->block_shift) - 1;
+    return ((size_t)it->blocks[j >> it->block_shift] << it->block_shift) | (j & mask);
+}
+
+/*
+ * One forward step: n tokens of one or more sequences (n <= n_batch). The tokens of
+ * sequences that have exactly one token in the step come first (n_one of them), then the
+ * others: the kernels take the first group in llama.cpp's one-token float order and the
+ * second in its batch order, so every sequence gets the bits it would get alone. Logit
+ * rows likewise: the n_out_one rows of sequences with one row in the step first.
+ */
+struct engine_ubatch {
+    int n, n_one;
+    const int32_t *token, *pos, *seq;  /* [n] */
+    int n_out, n_out_one;
+    const int32_t *out_idx;            /* [n_out] the token (index < n) of each logits row */
+    float *out;                        /* [n_out][n_vocab] */
+};
+
 struct pv_context {
     struct pv_model *model;      /* borrowed; outlives the context */
     struct pv_pool *pool;        /* owned; n_threads workers */
     int n_threads;
-    uint32_t n_ctx;              /* positions in the KV cache */
+    uint32_t n_ctx;              /* positions one sequence may hold */
     uint32_t n_batch;            /* most tokens per forward step */
-    uint32_t n_past;             /* positions filled */
+    uint32_t n_seq;              /* sequence ids 0..n_seq-1 */
     uint32_t n_vocab;
 
-    /* KV cache: [n_layer][n_ctx][kv_dim_k] and [n_layer][n_ctx][kv_dim_v], owned */
+    /* KV cache: blocks of rows [kv_dim_k] and [kv_dim_v] (kv.h), owned */
     enum pv_kv_type kv_type;
     size_t kv_elt_bytes;         /* 2 (F16) or 4 (F32) */
     uint32_t kv_dim_k, kv_dim_v; /* n_head_kv * head_dim_k, n_head_kv * head_dim_v */
-    void *k_cache, *v_cache;
+    struct kv_cache kv;
     engine_attend_fn attend;     /* per-head kernel for the cache type and CPU */
+
+    /* the step being built, owned: [n_batch] token, pos, seq, out_idx; [n_seq] counts */
+    int32_t *ub_token, *ub_pos, *ub_seq, *ub_out;
+    uint32_t *seq_n, *seq_n_out;
 
     /* scratch, each [n_batch][width], owned */
     float *x;                    /* residual stream [n_embd] */
@@ -62,11 +91,14 @@ struct pv_context {
     float *fused;                /* phi3 fused qkv / gate-up output, or NULL */
     float *att_scratch;          /* [n_threads][engine_attn_scratch_floats] */
 
-    /* logits of the last eval: n_logit_rows rows of n_vocab, owned */
+    /* logits of the last decode: n_logit_rows rows of n_vocab, owned; logit_row[i] is
+       the row of batch token i or -1 */
     float *logits;
     size_t logits_cap_rows;
     size_t n_logit_rows;         /* 0 after truncate */
-    bool logits_all;             /* rows are per token (else one row: the last token) */
+    int32_t *logit_row;          /* [logit_row_cap] */
+    size_t logit_row_cap, n_batch_tokens;
+    int32_t last_row;            /* the row of the last batch token that has one */
 
     int32_t eog[4];              /* end-of-generation ids when the model has no vocabulary */
     size_t n_eog;
@@ -78,19 +110,20 @@ struct pv_context {
 };
 
 /*
- * Run n tokens (n <= n_batch) at positions n_past.. through the model, writing their K/V
- * into the cache. When out is non-NULL: with all true, out gets n rows of logits (one
- * per token); else one row, the last token's. Does not advance n_past.
+ * Run one step through the model: each token's K/V is written into its sequence's cell
+ * for its position (the cells exist: kv_seq_append was called), and the logits rows
+ * ub->out_idx name go to ub->out.
  */
-void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float *out, bool all);
+void engine_forward(struct pv_context *ctx, const struct engine_ubatch *ub);
 
 /*
- * att[t][h*hd_v..] = softmax_j(scale * q[t][h] . K[il][j][g]) . V[il][j][g] over keys
- * j <= pos0+t (and within the window when swa), g = h / (n_head/n_head_kv).
- * q rows are q_stride floats apart. Threaded over (token, head) pairs.
+ * att[t][h*hd_v..] = softmax_j(scale * q[t][h] . K[il][j][g]) . V[il][j][g] over the
+ * positions j <= pos[t] of token t's sequence (and within the window when swa),
+ * g = h / (n_head/n_head_kv). q rows are q_stride floats apart. Threaded over (token,
+ * head) pairs.
  */
 void engine_attention(struct pv_context *ctx, int il, const float *q, size_t q_stride,
-                      float *att, int n, uint32_t pos0, bool swa);
+                      float *att, const struct engine_ubatch *ub, bool swa);
 
 /* The attention kernel for a cache type: AVX2/F16C for F16 when the CPU has them and
  * head_dim_v is a multiple of 8, in the lane order of llama.cpp on this CPU. */

@@ -5,8 +5,10 @@
  * flag for it (model.c binds exactly what each architecture has): fused or separate
  * QKV, q/k/v biases (qwen2), per-head QK-norm (gemma3, qwen3), NORM or NEOX RoPE with
  * optional frequency factors (llama3), sliding-window layers and post-norms (gemma3),
- * GELU-tanh or SiLU gated FFN, fused gate-up (phi3). A prompt goes through in batches:
- * every matmul sees n tokens at once. Nothing is allocated here.
+ * GELU-tanh or SiLU gated FFN, fused gate-up (phi3). A step holds tokens of one or more
+ * sequences, each at its own position: every matmul sees all of them at once, and
+ * attention reads each token's sequence through its block table. Nothing is allocated
+ * here.
  *
  * With a dump directory (PENSIEVE_DUMP_DIR) each step appends its intermediate tensors
  * under the names llama.cpp's graph gives them, for tests/tools/compare_tensors.py.
@@ -98,32 +100,36 @@ static void add_bias(float *x, size_t stride, const struct pv_tensor *b, int n, 
             x[(size_t)t * stride + i] += bf[i];
 }
 
-/* Store n rows (stride apart) of width dim at cache positions pos0.. of one layer. */
-static void kv_store(const struct pv_context *ctx, void *layer_base, const float *src,
-                     size_t stride, int n, uint32_t pos0, uint32_t dim)
+/* Store the n rows (stride apart) of width dim of a step in layer il of the cache,
+ * each at the cell of its token's sequence and position (K when k, else V). */
+static void kv_store(const struct pv_context *ctx, const struct engine_ubatch *ub, uint32_t il,
+                     bool k, const float *src, size_t stride, uint32_t dim)
 {
-    for (int t = 0; t < n; t++) {
+    const struct kv_cache *kv = &ctx->kv;
+    for (int t = 0; t < ub->n; t++) {
         const float *s = src + (size_t)t * stride;
+        uint32_t cell = kv_cell(kv, (uint32_t)ub->seq[t], (uint32_t)ub->pos[t]);
+        void *d = k ? kv_k_row(kv, il, cell) : kv_v_row(kv, il, cell);
         if (ctx->kv_type == PV_KV_F32) {
-            float *d = (float *)layer_base + (size_t)(pos0 + (uint32_t)t) * dim;
             memcpy(d, s, dim * sizeof(float));
         } else {
-            uint16_t *d = (uint16_t *)layer_base + (size_t)(pos0 + (uint32_t)t) * dim;
+            uint16_t *h = d;
             for (uint32_t i = 0; i < dim; i++)
-                d[i] = pv_f32_to_fp16(s[i]);
+                h[i] = pv_f32_to_fp16(s[i]);
         }
     }
 }
 
-void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float *out, bool all)
+void engine_forward(struct pv_context *ctx, const struct engine_ubatch *ub)
 {
+    const int n = ub->n, n_one = ub->n_one;
+    const int32_t *tokens = ub->token;
     const struct pv_model *m = ctx->model;
     const struct model_hparams *hp = &m->hp;
     const int n_embd = (int)hp->n_embd, n_ff = (int)hp->n_ff;
     const int n_head = (int)hp->n_head, n_head_kv = (int)hp->n_head_kv;
     const int hd_k = (int)hp->head_dim_k;
     const int q_dim = n_head * hd_k;
-    const uint32_t pos0 = ctx->n_past;
     const float eps = hp->rms_eps;
     const float *rope_ff = f32(m->rope_freqs);
     struct pv_pool *pool = ctx->pool;
@@ -150,15 +156,15 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
 
         /* 3. q, k, v projections (fused for phi3: one matmul, rows [q | k | v]) */
         if (L->wqkv) {
-            cpu_matmul(pool, L->wqkv, ctx->xb, ctx->fused, n);
+            cpu_matmul_mixed(pool, L->wqkv, ctx->xb, ctx->fused, n, n_one);
             q = ctx->fused;
             k = q + q_dim;
             v = k + ctx->kv_dim_k;
             q_stride = k_stride = v_stride = (size_t)q_dim + ctx->kv_dim_k + ctx->kv_dim_v;
         } else {
-            cpu_matmul(pool, L->wq, ctx->xb, ctx->q, n);
-            cpu_matmul(pool, L->wk, ctx->xb, ctx->k, n);
-            cpu_matmul(pool, L->wv, ctx->xb, ctx->v, n);
+            cpu_matmul_mixed(pool, L->wq, ctx->xb, ctx->q, n, n_one);
+            cpu_matmul_mixed(pool, L->wk, ctx->xb, ctx->k, n, n_one);
+            cpu_matmul_mixed(pool, L->wv, ctx->xb, ctx->v, n, n_one);
             q = ctx->q, k = ctx->k, v = ctx->v;
             q_stride = (size_t)q_dim, k_stride = ctx->kv_dim_k, v_stride = ctx->kv_dim_v;
         }
@@ -171,7 +177,7 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
             add_bias(v, v_stride, L->bv, n, (int)ctx->kv_dim_v);
         }
 
-        /* 4. per-head QK-norm, then RoPE at positions pos0 + t */
+        /* 4. per-head QK-norm, then RoPE at each token's position */
         if (L->q_norm) {
             rmsnorm_heads(pool, q, q_stride, L->q_norm, n, n_head, hd_k, eps);
             rmsnorm_heads(pool, k, k_stride, L->k_norm, n, n_head_kv, hd_k, eps);
@@ -181,7 +187,7 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
         {
             const float freq_scale = L->rope_freq_scale;
             for (int t = 0; t < n; t++) {
-                const int32_t pos = (int32_t)(pos0 + (uint32_t)t);
+                const int32_t pos = ub->pos[t];
                 cpu_rope(q + (size_t)t * q_stride, n_head, hd_k, (int)hp->n_rot, pos,
                          L->rope_base, freq_scale, rope_ff, hp->rope_neox);
                 cpu_rope(k + (size_t)t * k_stride, n_head_kv, hd_k, (int)hp->n_rot, pos,
@@ -192,18 +198,14 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
         dump(ctx, "Qcur_rope", (int)il, q, q_stride, n, q_dim);
         dump(ctx, "Kcur_rope", (int)il, k, k_stride, n, (int)ctx->kv_dim_k);
 
-        /* 5. append k, v to the cache; attend over positions [0, pos0 + n) */
-        {
-            char *kl = (char *)ctx->k_cache + (size_t)il * ctx->n_ctx * ctx->kv_dim_k * ctx->kv_elt_bytes;
-            char *vl = (char *)ctx->v_cache + (size_t)il * ctx->n_ctx * ctx->kv_dim_v * ctx->kv_elt_bytes;
-            kv_store(ctx, kl, k, k_stride, n, pos0, ctx->kv_dim_k);
-            kv_store(ctx, vl, v, v_stride, n, pos0, ctx->kv_dim_v);
-        }
-        engine_attention(ctx, (int)il, q, q_stride, ctx->att, n, pos0, L->is_swa);
+        /* 5. store k, v in the cache; each token attends over its sequence up to itself */
+        kv_store(ctx, ub, il, true, k, k_stride, ctx->kv_dim_k);
+        kv_store(ctx, ub, il, false, v, v_stride, ctx->kv_dim_v);
+        engine_attention(ctx, (int)il, q, q_stride, ctx->att, ub, L->is_swa);
 
         /* 6. output projection, optional post-norm (gemma3), residual */
         dump(ctx, "kqv_out", (int)il, ctx->att, q_dim, n, q_dim);
-        cpu_matmul(pool, L->wo, ctx->att, ctx->proj, n);
+        cpu_matmul_mixed(pool, L->wo, ctx->att, ctx->proj, n, n_one);
         dump(ctx, "attn_out", (int)il, ctx->proj, n_embd, n, n_embd);
         if (L->post_attn_norm)
             rmsnorm_rows(pool, ctx->proj, L->post_attn_norm, ctx->proj, n, n_embd, eps);
@@ -216,7 +218,7 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
         dump(ctx, "ffn_norm", (int)il, ctx->xb, n_embd, n, n_embd);
         if (L->ffn_gate_up) {
             /* fused rows [gate | up]; activate in place, then pack rows to [n][n_ff] */
-            cpu_matmul(pool, L->ffn_gate_up, ctx->xb, ctx->fused, n);
+            cpu_matmul_mixed(pool, L->ffn_gate_up, ctx->xb, ctx->fused, n, n_one);
             for (int t = 0; t < n; t++) {
                 float *gate = ctx->fused + (size_t)t * 2 * n_ff;
                 if (hp->ffn_gelu)
@@ -226,8 +228,8 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
                 memcpy(ctx->ffn_gate + (size_t)t * n_ff, gate, (size_t)n_ff * sizeof(float));
             }
         } else {
-            cpu_matmul(pool, L->ffn_gate, ctx->xb, ctx->ffn_gate, n);
-            cpu_matmul(pool, L->ffn_up, ctx->xb, ctx->ffn_up, n);
+            cpu_matmul_mixed(pool, L->ffn_gate, ctx->xb, ctx->ffn_gate, n, n_one);
+            cpu_matmul_mixed(pool, L->ffn_up, ctx->xb, ctx->ffn_up, n, n_one);
             dump(ctx, "ffn_gate", (int)il, ctx->ffn_gate, n_ff, n, n_ff);
             dump(ctx, "ffn_up", (int)il, ctx->ffn_up, n_ff, n, n_ff);
             if (hp->ffn_gelu)
@@ -236,7 +238,7 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
                 cpu_silu_mul(ctx->ffn_gate, ctx->ffn_up, n * n_ff);
         }
         dump(ctx, "ffn_act", (int)il, ctx->ffn_gate, n_ff, n, n_ff);
-        cpu_matmul(pool, L->ffn_down, ctx->ffn_gate, ctx->proj, n);
+        cpu_matmul_mixed(pool, L->ffn_down, ctx->ffn_gate, ctx->proj, n, n_one);
         dump(ctx, "ffn_out", (int)il, ctx->proj, n_embd, n, n_embd);
         if (L->post_ffn_norm)
             rmsnorm_rows(pool, ctx->proj, L->post_ffn_norm, ctx->proj, n, n_embd, eps);
@@ -245,10 +247,11 @@ void engine_forward(struct pv_context *ctx, const int32_t *tokens, int n, float 
         dump(ctx, "l_out", (int)il, ctx->x, n_embd, n, n_embd);
     }
 
-    /* 8. final norm and LM head, for every row or only the last */
-    if (out) {
-        const int first = all ? 0 : n - 1, rows = all ? n : 1;
-        rmsnorm_rows(pool, ctx->x + (size_t)first * n_embd, m->output_norm, ctx->xb, rows, n_embd, eps);
-        cpu_matmul(pool, m->output, ctx->xb, out, rows);
+    /* 8. final norm and LM head for the rows whose logits are wanted */
+    if (ub->n_out > 0) {
+        for (int r = 0; r < ub->n_out; r++)
+            cpu_rmsnorm(ctx->x + (size_t)ub->out_idx[r] * n_embd, f32(m->output_norm),
+                        ctx->xb + (size_t)r * n_embd, n_embd, eps);
+        cpu_matmul_mixed(pool, m->output, ctx->xb, ub->out, ub->n_out, ub->n_out_one);
     }
 }

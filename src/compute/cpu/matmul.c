@@ -63,7 +63,8 @@ void cpu_scratch_release(void)
 }
 
 struct mm_job {
-    cpu_vec_dot_fn dot;
+    cpu_vec_dot_fn dot;          /* the batch order */
+    cpu_vec_dot_fn dot_one;      /* the one-token order, NULL when the type has none */
     cpu_vec_dot_multi_fn dot_multi; /* NULL when the type has none */
     cpu_unpack_fn unpack;        /* non-NULL: unpack each chunk once, then dot_s8 */
     cpu_vec_dot_s8_fn dot_s8;
@@ -79,6 +80,7 @@ struct mm_job {
     float *y;                    /* [n_tokens][n_rows] */
     int64_t ne0, n_rows;
     int n_tokens;
+    int n_one;                   /* tokens [0, n_one) in the one-token order */
     int64_t chunk_rows;
     size_t n_chunks;
     atomic_size_t next_chunk;    /* the next chunk not yet taken */
@@ -103,7 +105,43 @@ static void mm_quantize(void *p, int ith, int nth)
     }
 }
 
-/* y[t][r] for every token and the rows of the chunks this thread takes */
+/* y[t][r] for tokens [t0, t1) and weight rows [r0, r1): unpacked rows u (or NULL), groups
+ * of tokens when multi, else one token at a time with dot */
+static void mm_span(const struct mm_job *job, const uint8_t *u, int64_t r0, int64_t r1, int t0,
+                    int t1, bool multi, cpu_vec_dot_fn dot)
+{
+    int t = t0;
+    if (u) {
+        size_t u_row = (size_t)(job->ne0 / PV_QK8_0) * sizeof(struct cpu_block_s8);
+        for (; t < t1; t += CPU_MULTI_MAX) {
+            int nt = PV_MIN(CPU_MULTI_MAX, t1 - t);
+            const uint8_t *a = job->a + (size_t)t * job->a_row_bytes;
+            float *y = job->y + (size_t)t * (size_t)job->n_rows;
+            for (int64_t r = r0; r < r1; r++)
+                job->dot_s8((int)job->ne0, &y[r], (size_t)job->n_rows, u + (size_t)(r - r0) * u_row, a,
+                            job->a_row_bytes, nt);
+        }
+    }
+    if (multi && job->dot_multi && t1 - t > 1) {
+        for (; t < t1; t += CPU_MULTI_MAX) {
+            int nt = PV_MIN(CPU_MULTI_MAX, t1 - t);
+            const uint8_t *a = job->a + (size_t)t * job->a_row_bytes;
+            float *y = job->y + (size_t)t * (size_t)job->n_rows;
+            for (int64_t r = r0; r < r1; r++)
+                job->dot_multi((int)job->ne0, &y[r], (size_t)job->n_rows,
+                               job->w + (size_t)r * job->w_row_bytes, a, job->a_row_bytes, nt);
+        }
+    }
+    for (; t < t1; t++) {
+        const uint8_t *a = job->a + (size_t)t * job->a_row_bytes;
+        float *y = job->y + (size_t)t * (size_t)job->n_rows;
+        for (int64_t r = r0; r < r1; r++)
+            dot((int)job->ne0, &y[r], job->w + (size_t)r * job->w_row_bytes, a);
+    }
+}
+
+/* y[t][r] for every token and the rows of the chunks this thread takes: the first n_one
+ * tokens in the one-token order, the others in the batch order */
 static void mm_rows(void *p, int ith, int nth)
 {
     struct mm_job *job = p;
@@ -113,56 +151,44 @@ static void mm_rows(void *p, int ith, int nth)
             break;
         int64_t r0 = (int64_t)c * job->chunk_rows;
         int64_t r1 = PV_MIN(r0 + job->chunk_rows, job->n_rows);
-        int t = 0;
+        uint8_t *u = NULL;
         if (job->unpack) {
             size_t u_row = (size_t)(job->ne0 / PV_QK8_0) * sizeof(struct cpu_block_s8);
-            uint8_t *u = job->unpacked + (size_t)ith * job->unpacked_bytes;
+            u = job->unpacked + (size_t)ith * job->unpacked_bytes;
             for (int64_t r = r0; r < r1; r++)
                 job->unpack(job->w + (size_t)r * job->w_row_bytes, u + (size_t)(r - r0) * u_row, job->ne0);
-            for (; t < job->n_tokens; t += CPU_MULTI_MAX) {
-                int nt = PV_MIN(CPU_MULTI_MAX, job->n_tokens - t);
-                const uint8_t *a = job->a + (size_t)t * job->a_row_bytes;
-                float *y = job->y + (size_t)t * (size_t)job->n_rows;
-                for (int64_t r = r0; r < r1; r++)
-                    job->dot_s8((int)job->ne0, &y[r], (size_t)job->n_rows, u + (size_t)(r - r0) * u_row, a,
-                                job->a_row_bytes, nt);
-            }
         }
-        if (job->dot_multi && job->n_tokens > 1) {
-            for (; t < job->n_tokens; t += CPU_MULTI_MAX) {
-                int nt = PV_MIN(CPU_MULTI_MAX, job->n_tokens - t);
-                const uint8_t *a = job->a + (size_t)t * job->a_row_bytes;
-                float *y = job->y + (size_t)t * (size_t)job->n_rows;
-                for (int64_t r = r0; r < r1; r++)
-                    job->dot_multi((int)job->ne0, &y[r], (size_t)job->n_rows,
-                                   job->w + (size_t)r * job->w_row_bytes, a, job->a_row_bytes, nt);
-            }
-        }
-        for (; t < job->n_tokens; t++) {
-            const uint8_t *a = job->a + (size_t)t * job->a_row_bytes;
-            float *y = job->y + (size_t)t * (size_t)job->n_rows;
-            for (int64_t r = r0; r < r1; r++)
-                job->dot((int)job->ne0, &y[r], job->w + (size_t)r * job->w_row_bytes, a);
-        }
+        /* types with a separate one-token dot (f32, f16) take it token by token; the
+           others sum the same way in both, so their single tokens may go in groups */
+        mm_span(job, u, r0, r1, 0, job->n_one, job->dot_one == NULL, job->dot_one ? job->dot_one : job->dot);
+        mm_span(job, u, r0, r1, job->n_one, job->n_tokens, true, job->dot);
     }
 }
 
 void cpu_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x, float *y,
                 int n_tokens)
 {
+    cpu_matmul_mixed(pool, W, x, y, n_tokens, n_tokens == 1 ? 1 : 0);
+}
+
+void cpu_matmul_mixed(struct pv_pool *pool, const struct pv_tensor *W, const float *x, float *y,
+                      int n_tokens, int n_one)
+{
     const struct cpu_kernels *k = cpu_kernels_get();
     uint32_t dot_type = cpu_dot_type(W->type);
     PV_ASSERT(dot_type != PV_TYPE_COUNT && k->vec_dot[W->type] != NULL);
     PV_ASSERT(W->ne[0] % cpu_type_blck(W->type) == 0 && W->ne[0] <= INT32_MAX);
+    PV_ASSERT(n_one >= 0 && n_one <= n_tokens && n_tokens - n_one != 1);
     if (n_tokens <= 0 || W->ne[1] <= 0)
         return;
 
+    /* llama.cpp's batch matmul (tinyBLAS) declines rows it cannot tile */
     cpu_vec_dot_fn dot = k->vec_dot[W->type];
-    if (k->vec_dot_one[W->type] &&
-        (n_tokens == 1 || W->ne[0] % k->f_lanes != 0 || W->ne[1] % 4 != 0))
+    if (k->vec_dot_one[W->type] && (W->ne[0] % k->f_lanes != 0 || W->ne[1] % 4 != 0))
         dot = k->vec_dot_one[W->type];
     struct mm_job job = {
         .dot = dot,
+        .dot_one = k->vec_dot_one[W->type],
         .dot_multi = k->vec_dot_multi[W->type],
         .x = x,
         .w = W->data,
@@ -171,6 +197,7 @@ void cpu_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x,
         .ne0 = W->ne[0],
         .n_rows = W->ne[1],
         .n_tokens = n_tokens,
+        .n_one = n_one,
     };
     int nth = pool ? pool_size(pool) : 1;
 
