@@ -418,8 +418,7 @@ static enum pv_status batch_check(struct pv_context *ctx, const struct pv_batch 
         ctx->seq_n[seq]++;
         *n_out += b->logits[i] != 0;
     }
-    for (uint32_t s = 0; s < ctx->n_seq; s++)
-        need += kv_seq_blocks_needed(kv, s, ctx->seq_n[s]);
+    need = kv_batch_blocks_needed(kv, ctx->seq_n);
     if (need > kv->n_free)
         return pv_err_set(err, PV_ERR_CONTEXT, "kv cache is full: the batch needs %llu blocks of "
                           "%u positions, %u are free", (unsigned long long)need, kv->block_size,

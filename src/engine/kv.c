@@ -92,6 +92,34 @@ uint32_t kv_seq_blocks_needed(const struct kv_cache *kv, uint32_t seq, uint32_t 
     return blocks_for(kv, s->n_pos + n) - s->n_blocks + (needs_copy(kv, s) ? 1 : 0);
 }
 
+uint64_t kv_batch_blocks_needed(const struct kv_cache *kv, const uint32_t *n)
+{
+    uint64_t need = 0;
+    for (uint32_t i = 0; i < kv->n_seq; i++) {
+        const struct kv_seq *s = &kv->seqs[i];
+        if (n[i] == 0)
+            continue;
+        need += kv_seq_blocks_needed(kv, i, n[i]);
+        if (!needs_copy(kv, s))
+            continue;
+        /* when every sequence sharing this partial block appends, the last one to do so
+           finds it no longer shared and writes in place: one copy fewer */
+        uint32_t b = s->blocks[s->n_blocks - 1], sharers = 0;
+        bool first = true;
+        for (uint32_t j = 0; j < kv->n_seq; j++) {
+            const struct kv_seq *o = &kv->seqs[j];
+            if (n[j] == 0 || o->n_blocks == 0 || o->blocks[o->n_blocks - 1] != b ||
+                (o->n_pos & (kv->block_size - 1)) == 0)
+                continue;
+            sharers++;
+            first &= j >= i;
+        }
+        if (first && sharers == kv->refs[b])
+            need--;
+    }
+    return need;
+}
+
 static uint32_t block_take(struct kv_cache *kv)
 {
     uint32_t b = kv->free_ids[--kv->n_free];

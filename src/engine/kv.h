@@ -53,6 +53,8 @@ void kv_release(struct kv_cache *kv);
 
 /* Blocks that appending n positions to seq would take from the free list. */
 uint32_t kv_seq_blocks_needed(const struct kv_cache *kv, uint32_t seq, uint32_t n);
+/* Blocks that appending n[s] positions to every sequence s (in order of s) would take. */
+uint64_t kv_batch_blocks_needed(const struct kv_cache *kv, const uint32_t *n);
 /* Make room for positions [n_pos, n_pos + n) of seq and count them as filled (the
  * caller writes their rows). false, with nothing changed, when the pool lacks blocks. */
 bool kv_seq_append(struct kv_cache *kv, uint32_t seq, uint32_t n);

@@ -1,8 +1,9 @@
 /*
  * test_engine.c - unit tests of the engine module: the sampler chain (greedy, seeds,
  * top-k, top-p, min-p, temperature, penalties) on small and vocabulary-sized logits,
- * parameter validation, and the attention kernels (the SIMD ones in both lane orders
- * against the portable one). The forward pass is tested against llama.cpp in
+ * parameter validation, the attention kernels (the SIMD ones in both lane orders
+ * against the portable one), and the block KV cache under random operations against a
+ * reference model. The forward pass is tested against llama.cpp in
  * tests/engine/ (it needs model files).
  */
 #include <math.h>
@@ -342,6 +343,9 @@ static void test_attention_kernels(void)
         float *q = xmalloc(hd * sizeof(float));
         float *scratch = xmalloc(((size_t)N_CTX + hd + 64 * (size_t)hd) * sizeof(float));
         float *want = xmalloc(hd * sizeof(float)), *got = xmalloc(hd * sizeof(float));
+        uint32_t *blocks = xmalloc(N_CTX * sizeof(uint32_t)); /* blocks of one cell, in order */
+        for (uint32_t i = 0; i < N_CTX; i++)
+            blocks[i] = i;
         for (size_t i = 0; i < (size_t)N_CTX * hd; i++) {
             k[i] = pv_f32_to_fp16((float)rand() / RAND_MAX * 2.0f - 1.0f);
             v[i] = pv_f32_to_fp16((float)rand() / RAND_MAX * 2.0f - 1.0f);
@@ -363,6 +367,7 @@ static void test_attention_kernels(void)
                     struct engine_attn_item it = {
                         .q = q, .k = k, .v = v,
                         .k_stride = hd * sizeof(uint16_t), .v_stride = hd * sizeof(uint16_t),
+                        .blocks = blocks, .block_shift = 0,
                         .j0 = windows[w][0], .pos = windows[w][1],
                         .hd_k = (int)hd, .hd_v = (int)hd,
                         .q_scale = scale_q ? 0.0625f : 1.0f,
@@ -380,6 +385,7 @@ static void test_attention_kernels(void)
                         checked++;
                     }
                 }
+        free(blocks);
         free(k);
         free(v);
         free(q);
@@ -390,8 +396,144 @@ static void test_attention_kernels(void)
     CHECK(checked == 3 * 6 * 2 * 2 * 2);
 }
 
+/* A simple reference model of the KV cache: each sequence is an array of the stamps
+ * written at its positions. The cache must read back the same stamps through its block
+ * tables after any sequence of appends, forks, truncations and drops; and its counts
+ * must add up (every block's references = the tables naming it, free + used = all). */
+enum { KV_SEQ = 5, KV_MAX_POS = 40, KV_LAYERS = 2 };
+struct kv_ref {
+    uint32_t n;
+    uint32_t stamp[KV_MAX_POS];
+};
+
+static uint32_t kv_read(const struct kv_cache *kv, uint32_t il, uint32_t seq, uint32_t pos,
+                        bool k)
+{
+    uint32_t cell = kv_cell(kv, seq, pos), x;
+    memcpy(&x, k ? kv_k_row(kv, il, cell) : kv_v_row(kv, il, cell), sizeof(x));
+    return x;
+}
+
+static bool kv_consistent(const struct kv_cache *kv, const struct kv_ref *ref)
+{
+    uint32_t refs[96] = {0}, used = 0;
+    bool ok = true;
+    for (uint32_t s = 0; s < KV_SEQ; s++) {
+        const struct kv_seq *q = &kv->seqs[s];
+        ok &= q->n_pos == ref[s].n;
+        ok &= q->n_blocks == (q->n_pos + kv->block_size - 1) / kv->block_size;
+        for (uint32_t b = 0; b < q->n_blocks; b++)
+            refs[q->blocks[b]]++;
+        for (uint32_t p = 0; p < q->n_pos && ok; p++)
+            for (uint32_t il = 0; il < KV_LAYERS; il++) {
+                ok &= kv_read(kv, il, s, p, true) == ref[s].stamp[p] + il;
+                ok &= kv_read(kv, il, s, p, false) == ~(ref[s].stamp[p] + il);
+            }
+    }
+    for (uint32_t b = 0; b < kv->n_blocks; b++) {
+        ok &= refs[b] == kv->refs[b];
+        used += refs[b] > 0;
+    }
+    ok &= used + kv->n_free == kv->n_blocks;
+    return ok;
+}
+
+/* write stamps into the rows of the n positions just appended to s */
+static void kv_fill(struct kv_cache *kv, struct kv_ref *ref, uint32_t s, uint32_t n,
+                   uint32_t *next_stamp)
+{
+    for (uint32_t p = ref[s].n; p < ref[s].n + n; p++) {
+        uint32_t cell = kv_cell(kv, s, p);
+        ref[s].stamp[p] = (*next_stamp)++;
+        for (uint32_t il = 0; il < KV_LAYERS; il++) {
+            uint32_t x = ref[s].stamp[p] + il, y = ~x;
+            memcpy(kv_k_row(kv, il, cell), &x, 4);
+            memcpy(kv_k_row(kv, il, cell) + 4, &y, 4);
+            memcpy(kv_v_row(kv, il, cell), &y, 4);
+        }
+    }
+    ref[s].n += n;
+}
+
+static void test_kv_random_operations(void)
+{
+    const uint32_t block_sizes[] = {1, 4, 8};
+    uint32_t next_stamp = 1;
+    int ops = 0, refused = 0, cows = 0, batches = 0;
+    srand(11);
+    for (size_t bs = 0; bs < PV_ARRAY_LEN(block_sizes); bs++) {
+        struct kv_cache kv;
+        struct kv_ref ref[KV_SEQ] = {0};
+        struct pv_err err;
+        const uint32_t B = block_sizes[bs];
+        /* 96 positions, less than KV_SEQ full sequences: appends run out and must refuse */
+        CHECK_EQ_INT(kv_init(&kv, KV_LAYERS, 8, 4, 96 / B, B, KV_SEQ, KV_MAX_POS, &err), PV_OK);
+        for (int step = 0; step < 4000; step++) {
+            uint32_t s = (uint32_t)rand() % KV_SEQ, d = (uint32_t)rand() % KV_SEQ;
+            int op = rand() % 10;
+            if (op < 4) { /* append 1..9 positions and write their rows */
+                uint32_t n = 1 + (uint32_t)rand() % 9, free_before = kv.n_free;
+                uint32_t need = kv_seq_blocks_needed(&kv, s, n);
+                bool shared = ref[s].n % B && kv.refs[kv.seqs[s].blocks[kv.seqs[s].n_blocks - 1]] > 1;
+                if (!kv_seq_append(&kv, s, n)) {
+                    CHECK(ref[s].n + n > KV_MAX_POS || need > free_before);
+                    CHECK_EQ_INT(kv.n_free, free_before);
+                    refused++;
+                } else {
+                    CHECK(ref[s].n + n <= KV_MAX_POS && need <= free_before);
+                    CHECK_EQ_INT(free_before - kv.n_free, need);
+                    cows += shared;
+                    kv_fill(&kv, ref, s, n, &next_stamp);
+                }
+            } else if (op < 5) { /* a batch: 0..4 positions to every sequence, in order */
+                uint32_t n[KV_SEQ], free_before = kv.n_free;
+                bool fits = true;
+                for (uint32_t q = 0; q < KV_SEQ; q++) {
+                    n[q] = (uint32_t)rand() % 5;
+                    fits &= ref[q].n + n[q] <= KV_MAX_POS;
+                }
+                uint64_t need = kv_batch_blocks_needed(&kv, n);
+                if (fits && need <= kv.n_free) {
+                    for (uint32_t q = 0; q < KV_SEQ; q++) {
+                        CHECK(kv_seq_append(&kv, q, n[q]));
+                        kv_fill(&kv, ref, q, n[q], &next_stamp);
+                    }
+                    CHECK_EQ_INT(free_before - kv.n_free, need);
+                    batches++;
+                }
+            } else if (op < 7) { /* truncate to a random shorter length */
+                uint32_t keep = ref[s].n ? (uint32_t)rand() % (ref[s].n + 1) : 0;
+                kv_seq_truncate(&kv, s, keep);
+                ref[s].n = keep;
+            } else if (op < 9) { /* fork s into d */
+                kv_seq_fork(&kv, s, d);
+                if (s != d)
+                    ref[d] = ref[s];
+            } else {
+                kv_seq_drop(&kv, s);
+                ref[s].n = 0;
+            }
+            ops++;
+            if (!kv_consistent(&kv, ref)) {
+                CHECK(!"kv cache differs from the reference model");
+                fprintf(stderr, "  block size %u, step %d, op %d\n", B, step, op);
+                break;
+            }
+        }
+        for (uint32_t s = 0; s < KV_SEQ; s++)
+            kv_seq_drop(&kv, s);
+        CHECK_EQ_INT(kv.n_free, kv.n_blocks);
+        kv_release(&kv);
+    }
+    CHECK_EQ_INT(ops, 3 * 4000);
+    CHECK(refused > 50); /* the pool ran out, and appends refused cleanly */
+    CHECK(cows > 50);    /* shared partial blocks were copied on write */
+    CHECK(batches > 50); /* batch needs were exact (tested above) */
+}
+
 TESTS(TEST_ENTRY(test_greedy_is_first_argmax), TEST_ENTRY(test_seed_reproducible),
       TEST_ENTRY(test_temperature_distribution), TEST_ENTRY(test_top_k_top_p_min_p),
       TEST_ENTRY(test_large_vocab_truncation), TEST_ENTRY(test_top_k_with_penalties),
       TEST_ENTRY(test_penalties),
-      TEST_ENTRY(test_invalid_params), TEST_ENTRY(test_attention_kernels))
+      TEST_ENTRY(test_invalid_params), TEST_ENTRY(test_attention_kernels),
+      TEST_ENTRY(test_kv_random_operations))
