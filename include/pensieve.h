@@ -353,6 +353,72 @@ struct pv_kv_usage {
 };
 PV_API void pv_context_kv_usage(const struct pv_context *ctx, struct pv_kv_usage *out);
 
+/* ---------------------------------------------------------------------------------------
+ * The scheduler: many requests generating at once on one context (one forward pass per
+ * step, one worker pool). Each step feeds the next token of every decoding request plus
+ * prompt chunks of the others up to step_tokens, so a long prompt does not hold up the
+ * other streams. A new request reuses the longest prefix that any sequence's KV cache
+ * holds (sharing its blocks); ended requests leave their cache for reuse until the pool
+ * needs it. Every call is made from one thread.
+ * -------------------------------------------------------------------------------------*/
+
+struct pv_sched; /* opaque */
+
+struct pv_sched_params {
+    uint32_t n_running;    /* requests generating at once (1..512) */
+    uint32_t n_ctx;        /* most positions of one request; 0 = min(4096, training) */
+    uint32_t kv_size;      /* positions in the shared KV pool; 0 = n_ctx */
+    uint32_t step_tokens;  /* tokens per step, decode and prompt chunks together; 0 = 512 */
+    int n_threads;         /* 0 = the machine's cores */
+};
+PV_API struct pv_sched_params pv_sched_default_params(void);
+
+/* What a request does with its logits; called on the thread that calls pv_sched_step. */
+struct pv_sched_client {
+    void *user;
+    /* logits of the last prompt token, then of each fed token (n_vocab floats, valid
+       during the call): return the token to feed next, or -1 to end the request */
+    int32_t (*next)(void *user, const float *logits);
+    /* the scheduler ended the request: PV_ERR_CONTEXT when it reached n_ctx,
+       PV_ERR_OVERLOADED when the KV pool had no room for it; may be NULL */
+    void (*ended)(void *user, enum pv_status st, const char *msg);
+};
+
+/* A scheduler over its own context on model (which must outlive it); *out owned. */
+PV_API enum pv_status pv_sched_new(struct pv_model *model, const struct pv_sched_params *params,
+                                   struct pv_sched **out, struct pv_err *err);
+PV_API void pv_sched_free(struct pv_sched *s);
+/* The scheduler's context (n_vocab, is_eog; do not evaluate on it). */
+PV_API struct pv_context *pv_sched_context(const struct pv_sched *s);
+/*
+ * Start a request with a prompt (copied). *seq_out is its sequence id (for cancel) and
+ * *n_cached the prompt tokens found in the cache (not evaluated again). PV_ERR_OVERLOADED
+ * when n_running requests run already or the pool has no room for the prompt now (try
+ * again after a step); PV_ERR_CONTEXT when the prompt can never fit; PV_ERR_INVALID for
+ * an empty prompt or a bad id.
+ */
+PV_API enum pv_status pv_sched_submit(struct pv_sched *s, const int32_t *prompt, size_t n_prompt,
+                                      const struct pv_sched_client *client, int32_t *seq_out,
+                                      uint32_t *n_cached, struct pv_err *err);
+/* Stop the request of client user in sequence seq (nothing when that request has ended
+ * already: the sequence may run another by now): its client is not called again; its
+ * cache stays for reuse. */
+PV_API void pv_sched_cancel(struct pv_sched *s, int32_t seq, const void *user);
+/* True while the request of client user runs in sequence seq. */
+PV_API bool pv_sched_is_running(const struct pv_sched *s, int32_t seq, const void *user);
+/* Run one step; returns the tokens evaluated (0: nothing to do), -1 when evaluation
+ * failed (the requests of the step were ended with the error). */
+PV_API int pv_sched_step(struct pv_sched *s, struct pv_err *err);
+/* Requests running now. */
+PV_API uint32_t pv_sched_n_running(const struct pv_sched *s);
+
+struct pv_sched_usage {
+    uint64_t kv_positions;      /* the pool */
+    uint64_t kv_positions_used; /* in blocks held by some sequence */
+    uint32_t n_running;
+};
+PV_API void pv_sched_usage(const struct pv_sched *s, struct pv_sched_usage *out);
+
 /* Seed value that asks for a random seed. */
 #define PV_SEED_RANDOM UINT64_MAX
 

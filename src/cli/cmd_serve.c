@@ -22,9 +22,14 @@ static struct cli_opt serve_opts[] = {
     {"api-key", 0, CLI_STRING, "PENSIEVE_API_KEY", "KEY",
      "require this key in x-api-key or Authorization: Bearer (/health and HEAD exempt)", NULL},
     {"ctx-size", 'c', CLI_INT, "PENSIEVE_CTX_SIZE", "N",
-     "context tokens per slot; 0 = min(model's training context, 32768)", "0", 0, 1 << 24},
+     "context tokens of one request; 0 = min(model's training context, 32768)", "0", 0, 1 << 24},
     {"parallel", 0, CLI_INT, "PENSIEVE_PARALLEL", "N",
-     "requests generating at once (one context each); the rest queue", "1", 1, 64},
+     "requests generating at once, batched into one forward pass per step; the rest queue",
+     "1", 1, 64},
+    {"kv-size", 0, CLI_INT, "PENSIEVE_KV_SIZE", "N",
+     "KV cache positions shared by all requests (blocks of 32, handed out as they grow); "
+     "0 = ctx-size x parallel, at most half the available memory, at least ctx-size", "0", 0,
+     1 << 24},
     {"threads", 't', CLI_INT, "PENSIEVE_THREADS", "N", "compute threads; 0 = all cores", "0",
      0, 1024},
     {"alias", 'a', CLI_STRING, "PENSIEVE_ALIAS", "NAMES",
@@ -149,6 +154,7 @@ static int serve_main(int argc, char **argv)
     p.api_key = cli_get(serve_opts, "api-key")->str;
     p.n_ctx = (int)cli_get(serve_opts, "ctx-size")->i;
     p.n_parallel = (int)cli_get(serve_opts, "parallel")->i;
+    p.kv_size = (long)cli_get(serve_opts, "kv-size")->i;
     p.n_threads = (int)cli_get(serve_opts, "threads")->i;
     p.max_body_bytes = (size_t)cli_get(serve_opts, "max-body-bytes")->i;
     p.max_header_bytes = (size_t)cli_get(serve_opts, "max-header-bytes")->i;

@@ -137,26 +137,6 @@ enum pv_status pv_context_estimate(const struct pv_model *model,
     return PV_OK;
 }
 
-/* MemAvailable of /proc/meminfo in bytes; false when it cannot be read. */
-static bool mem_available(uint64_t *out)
-{
-    char line[256];
-    bool found = false;
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f)
-        return false;
-    while (fgets(line, sizeof(line), f)) {
-        unsigned long long kib;
-        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) {
-            *out = (uint64_t)kib * 1024;
-            found = true;
-            break;
-        }
-    }
-    fclose(f);
-    return found;
-}
-
 /* The engine reads norms, biases and rope factors as plain f32 arrays. */
 static enum pv_status check_f32(const struct pv_tensor *t, struct pv_err *err)
 {

@@ -1,13 +1,12 @@
 /*
  * gen.c - the engine thread and the per-request token channel (see gen.h).
  *
- * One thread owns the model's contexts, one per --parallel slot, and loops over the busy
- * slots: each round gives every slot one step - a prompt chunk of at most GEN_CHUNK
- * tokens, or one decode token - so a long prefill neither starves other slots nor delays
- * a cancel by more than one step. Slots are independent contexts evaluated in turn (not
- * one batched forward). A slot remembers which tokens its KV cache holds; a new job goes
- * to the free slot sharing the longest prefix with its prompt, and only the rest of the
- * prompt is evaluated (a Claude Code second turn reuses the first turn's ~20K tokens).
+ * One thread drives the engine's scheduler (pv_sched_*): it admits queued jobs while
+ * fewer than --parallel run and the KV pool has room, applies cancels, and runs steps.
+ * The scheduler batches every running request into one forward pass per step (decode
+ * tokens plus prompt chunks) and reuses the longest cached prefix of any sequence; this
+ * file only samples (the scheduler's client), streams tokens to the connection threads
+ * and cancels.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -17,8 +16,6 @@
 
 #include "server/gen.h"
 #include "server/http.h"
-
-#define GEN_CHUNK 512
 
 struct gen_job {
     /* input, read-only after submit */
@@ -39,14 +36,12 @@ struct gen_job {
     uint64_t t_last_ns;
 };
 
-struct slot {
-    struct pv_context *ctx;
-    struct pv_sampler *sampler;
-    struct gen_job *job;         /* NULL when free */
-    int32_t *kv;                 /* [n_ctx] tokens the KV cache holds, in order */
-    size_t n_kv;
-    size_t n_fed;                /* prompt tokens of the job that are in the KV cache */
-    int32_t last;                /* last sampled token, not yet evaluated; -1 none */
+/* A running request: the scheduler's client. */
+struct gen_req {
+    struct http_engine *e;
+    struct gen_job *job;         /* NULL when free (set and cleared under e->mu) */
+    struct pv_sampler *sampler;  /* owned */
+    int32_t seq;                 /* its sequence in the scheduler */
     float *masked;               /* [n_vocab] logits copy for constrained jobs, owned */
 };
 
@@ -55,8 +50,10 @@ struct http_engine {
     struct pv_model *model;
     const struct pv_vocab *vocab; /* the model's, for the connection threads */
     int n_ctx;
-    int n_slots;
-    struct slot *slots;
+    int n_slots;                 /* requests at once (--parallel) */
+    struct gen_req *reqs;        /* [n_slots] */
+    struct pv_sched *sched;      /* owned: the context, its KV pool and worker pool */
+    uint64_t kv_capacity;        /* positions of the KV pool */
     pthread_t thread;
     bool thread_started;
     pthread_mutex_t mu;          /* guards queue, n_queued, stopping, slot job pointers */
@@ -182,143 +179,58 @@ void gen_release(struct gen_job *j)
 
 /* ---- engine thread --------------------------------------------------------------------- */
 
-static size_t common_prefix(const int32_t *a, size_t na, const int32_t *b, size_t nb)
+/* The sampler of a running request: the scheduler's client. Engine thread. */
+static int32_t req_next(void *user, const float *logits)
 {
-    size_t n = PV_MIN(na, nb), i = 0;
-    while (i < n && a[i] == b[i])
-        i++;
-    return i;
-}
-
-static void update_kv_used(struct http_engine *e)
-{
-    unsigned long long used = 0;
-    for (int i = 0; i < e->n_slots; i++)
-        used += pv_context_n_past(e->slots[i].ctx);
-    atomic_store(&e->kv_used, used);
-}
-
-/* Put a job into a slot: reuse the cached prefix, make its sampler. Engine thread. */
-static void slot_start(struct http_engine *e, struct slot *s, struct gen_job *j)
-{
-    struct pv_err err;
-    struct pv_sampler_params sp = pv_sampler_default_params();
-    if (j->p.temperature >= 0)
-        sp.temperature = j->p.temperature;
-    if (j->p.top_p >= 0)
-        sp.top_p = j->p.top_p;
-    if (j->p.top_k >= 0)
-        sp.top_k = j->p.top_k;
-    sp.seed = j->p.seed;
-    s->job = j;
-    s->last = -1;
-    pv_sampler_free(s->sampler);
-    s->sampler = NULL;
-    if (pv_sampler_new(&sp, pv_context_n_vocab(s->ctx), &s->sampler, &err) != PV_OK) {
-        job_finish(j, err.status, err.msg, false, false);
-        return;
+    struct gen_req *r = user;
+    struct gen_job *j = r->job;
+    struct pv_context *ctx = pv_sched_context(r->e->sched);
+    if (atomic_load(&j->cancel)) {
+        job_finish(j, PV_ERR_CANCELLED, "cancelled", false, false);
+        return -1;
     }
-    /* keep the longest cached prefix, but re-evaluate at least the last prompt token so
-     * its logits exist */
-    size_t keep = common_prefix(s->kv, s->n_kv, j->prompt, j->n_prompt);
-    if (keep >= j->n_prompt)
-        keep = j->n_prompt - 1;
-    if (pv_context_truncate(s->ctx, (uint32_t)keep, &err) != PV_OK) {
-        pv_context_truncate(s->ctx, 0, NULL);
-        keep = 0;
-    }
-    s->n_kv = keep;
-    s->n_fed = keep;
-    if (keep)
-        log_debug("slot %d: %zu of %zu prompt tokens reused from the cache",
-                  (int)(s - e->slots), keep, j->n_prompt);
-    job_set_prefilled(j, keep);
-}
-
-/* Evaluate tokens and mirror them in s->kv; false (job failed) on error. */
-static bool slot_eval(struct slot *s, const int32_t *toks, size_t n)
-{
-    struct pv_err err;
-    if (pv_context_eval(s->ctx, toks, n, false, &err) != PV_OK) {
-        job_finish(s->job, err.status, err.msg, false, false);
-        pv_context_truncate(s->ctx, 0, NULL);
-        s->n_kv = 0;
-        return false;
-    }
-    memcpy(s->kv + s->n_kv, toks, n * sizeof(*toks));
-    s->n_kv += n;
-    return true;
-}
-
-/* Sample the next token from the context's last logits and hand it to the job. */
-static void slot_sample(struct slot *s)
-{
-    struct gen_job *j = s->job;
-    const float *logits = pv_context_logits(s->ctx, -1);
     if (!logits) {
         job_finish(j, PV_ERR_INTERNAL, "no logits after evaluation", false, false);
-        return;
+        return -1;
     }
     const struct gen_constraint *c = &j->p.constraint;
     if (c->mask) {
-        const size_t n_vocab = pv_context_n_vocab(s->ctx);
-        if (!s->masked && !(s->masked = try_malloc(n_vocab * sizeof(float)))) {
+        const size_t n_vocab = pv_context_n_vocab(ctx);
+        if (!r->masked && !(r->masked = try_malloc(n_vocab * sizeof(float)))) {
             job_finish(j, PV_ERR_NOMEM, "out of memory for constrained decoding", false, false);
-            return;
+            return -1;
         }
-        memcpy(s->masked, logits, n_vocab * sizeof(float));
-        c->mask(c->state, s->masked, n_vocab);
-        logits = s->masked;
+        memcpy(r->masked, logits, n_vocab * sizeof(float));
+        c->mask(c->state, r->masked, n_vocab);
+        logits = r->masked;
     }
-    int32_t tok = pv_sampler_sample(s->sampler, logits);
-    pv_sampler_accept(s->sampler, tok);
+    int32_t tok = pv_sampler_sample(r->sampler, logits);
+    pv_sampler_accept(r->sampler, tok);
     if (c->accept)
         c->accept(c->state, tok);
-    if (pv_context_is_eog(s->ctx, tok)) {
+    if (pv_context_is_eog(ctx, tok)) {
         job_finish(j, PV_OK, NULL, true, false);
-        return;
+        return -1;
     }
     if (!job_push(j, tok)) {
         job_finish(j, PV_ERR_NOMEM, "out of memory for generated tokens", false, false);
-        return;
+        return -1;
     }
     if (j->n_tokens >= (size_t)j->p.max_tokens) {
         job_finish(j, PV_OK, NULL, false, true);
-        return;
+        return -1;
     }
-    s->last = tok;
+    return tok;
 }
 
-/* One step of a busy slot: a prompt chunk or one decode token. */
-static void slot_step(struct slot *s)
+/* The scheduler ended a request: at the end of the context it stops as a length stop. */
+static void req_ended(void *user, enum pv_status st, const char *msg)
 {
-    struct gen_job *j = s->job;
-    if (atomic_load(&j->cancel)) {
-        job_finish(j, PV_ERR_CANCELLED, "cancelled", false, false);
-        return;
-    }
-    if (s->n_fed < j->n_prompt) {
-        size_t n = PV_MIN((size_t)GEN_CHUNK, j->n_prompt - s->n_fed);
-        if (!slot_eval(s, j->prompt + s->n_fed, n))
-            return;
-        s->n_fed += n;
-        job_set_prefilled(j, s->n_fed);
-        if (s->n_fed == j->n_prompt)
-            slot_sample(s);
-        return;
-    }
-    if (s->last < 0) {
-        job_finish(j, PV_ERR_INTERNAL, "slot has no token to continue from", false, false);
-        return;
-    }
-    const int32_t t = s->last;
-    s->last = -1;
-    if (s->n_kv >= (size_t)pv_context_n_ctx(s->ctx)) {
-        job_finish(j, PV_OK, NULL, false, true);
-        return;
-    }
-    if (slot_eval(s, &t, 1))
-        slot_sample(s);
+    struct gen_req *r = user;
+    if (st == PV_ERR_CONTEXT)
+        job_finish(r->job, PV_OK, NULL, false, true);
+    else
+        job_finish(r->job, st, msg, false, false);
 }
 
 static bool job_is_done(struct gen_job *j)
@@ -329,48 +241,108 @@ static bool job_is_done(struct gen_job *j)
     return d;
 }
 
-/* Free slot whose cache shares the most with the prompt of j, or NULL. Under e->mu. */
-static struct slot *pick_slot(struct http_engine *e, const struct gen_job *j)
+/* Start the queued job j in the free request r: its sampler, then the scheduler.
+ * PV_ERR_OVERLOADED: it stays queued (no room yet). Engine thread, e->mu not held. */
+static enum pv_status req_start(struct http_engine *e, struct gen_req *r, struct gen_job *j)
 {
-    struct slot *best = NULL;
-    size_t best_n = 0;
-    for (int i = 0; i < e->n_slots; i++) {
-        struct slot *s = &e->slots[i];
-        if (s->job)
-            continue;
-        size_t n = common_prefix(s->kv, s->n_kv, j->prompt, j->n_prompt);
-        if (!best || n > best_n) {
-            best = s;
-            best_n = n;
-        }
+    struct pv_err err;
+    struct pv_sampler_params sp = pv_sampler_default_params();
+    uint32_t cached = 0;
+    if (j->p.temperature >= 0)
+        sp.temperature = j->p.temperature;
+    if (j->p.top_p >= 0)
+        sp.top_p = j->p.top_p;
+    if (j->p.top_k >= 0)
+        sp.top_k = j->p.top_k;
+    sp.seed = j->p.seed;
+    pv_sampler_free(r->sampler);
+    r->sampler = NULL;
+    r->e = e;
+    r->job = j;
+    if (pv_sampler_new(&sp, pv_context_n_vocab(pv_sched_context(e->sched)), &r->sampler, &err) != PV_OK) {
+        job_finish(j, err.status, err.msg, false, false);
+        return err.status;
     }
-    return best;
+    struct pv_sched_client client = {.user = r, .next = req_next, .ended = req_ended};
+    enum pv_status st = pv_sched_submit(e->sched, j->prompt, j->n_prompt, &client, &r->seq,
+                                        &cached, &err);
+    if (st == PV_ERR_OVERLOADED)
+        return st;
+    if (st != PV_OK) {
+        job_finish(j, st, err.msg, false, false);
+        return st;
+    }
+    if (cached)
+        log_debug("request in sequence %d: %u of %zu prompt tokens reused from the cache", r->seq,
+                  cached, j->n_prompt);
+    pthread_mutex_lock(&j->mu);
+    j->prog.n_cached = cached;
+    pthread_mutex_unlock(&j->mu);
+    job_set_prefilled(j, cached);
+    return PV_OK;
+}
+
+static struct gen_req *free_req(struct http_engine *e)
+{
+    for (int i = 0; i < e->n_slots; i++)
+        if (!e->reqs[i].job)
+            return &e->reqs[i];
+    return NULL;
+}
+
+/* Drop the job of r (done or cancelled) from the scheduler and free r. Engine thread. */
+static void req_end(struct http_engine *e, struct gen_req *r)
+{
+    struct gen_job *j = r->job;
+    pv_sched_cancel(e->sched, r->seq, r);
+    pthread_mutex_lock(&e->mu);
+    r->job = NULL;
+    pthread_mutex_unlock(&e->mu);
+    job_unref(j);
+}
+
+static void update_usage(struct http_engine *e)
+{
+    struct pv_sched_usage u;
+    pv_sched_usage(e->sched, &u);
+    atomic_store(&e->kv_used, u.kv_positions_used);
 }
 
 static void *engine_main(void *arg)
 {
     struct http_engine *e = arg;
+    struct pv_context *ctx = pv_sched_context(e->sched);
     for (;;) {
         pthread_mutex_lock(&e->mu);
-        /* admit queued jobs to free slots */
+        /* admit queued jobs while a request is free and the cache has room */
         while (e->queue_head && !e->stopping) {
-            struct slot *s = pick_slot(e, e->queue_head);
-            if (!s)
+            struct gen_req *r = free_req(e);
+            if (!r)
                 break;
             struct gen_job *j = e->queue_head;
+            r->job = j;
+            pthread_mutex_unlock(&e->mu);
+            enum pv_status st = req_start(e, r, j);
+            pthread_mutex_lock(&e->mu);
+            if (st == PV_ERR_OVERLOADED && pv_sched_n_running(e->sched) > 0) {
+                r->job = NULL; /* waits until running requests free the cache */
+                break;
+            }
             e->queue_head = j->next;
             if (!e->queue_head)
                 e->queue_tail = NULL;
             e->n_queued--;
-            s->job = j;
-            pthread_mutex_unlock(&e->mu);
-            slot_start(e, s, j);
-            pthread_mutex_lock(&e->mu);
+            if (st != PV_OK) {
+                if (st == PV_ERR_OVERLOADED)
+                    job_finish(j, st, "the kv cache cannot hold this prompt now", false, false);
+                r->job = NULL;
+                job_unref(j);
+            }
         }
         http_stats_queue(e->n_queued);
         int busy = 0;
         for (int i = 0; i < e->n_slots; i++)
-            busy += e->slots[i].job != NULL;
+            busy += e->reqs[i].job != NULL;
         atomic_store(&e->busy, busy);
         if (e->stopping && busy == 0 && !e->queue_head) {
             pthread_mutex_unlock(&e->mu);
@@ -384,28 +356,57 @@ static void *engine_main(void *arg)
         const bool stopping = e->stopping;
         pthread_mutex_unlock(&e->mu);
 
+        /* cancels and shutdown take effect before the step */
         for (int i = 0; i < e->n_slots; i++) {
-            struct slot *s = &e->slots[i];
-            if (!s->job)
+            struct gen_req *r = &e->reqs[i];
+            if (!r->job)
                 continue;
             if (stopping)
-                job_finish(s->job, PV_ERR_OVERLOADED, "server is shutting down", false, false);
-            else if (!job_is_done(s->job))
-                slot_step(s);
-            if (job_is_done(s->job)) {
-                struct gen_job *j = s->job;
-                pthread_mutex_lock(&e->mu);
-                s->job = NULL;
-                pthread_mutex_unlock(&e->mu);
-                job_unref(j);
+                job_finish(r->job, PV_ERR_OVERLOADED, "server is shutting down", false, false);
+            else if (atomic_load(&r->job->cancel))
+                job_finish(r->job, PV_ERR_CANCELLED, "cancelled", false, false);
+            if (job_is_done(r->job))
+                req_end(e, r);
+        }
+        struct pv_err err;
+        if (pv_sched_step(e->sched, &err) < 0)
+            log_warn("engine step failed: %s", err.msg);
+        for (int i = 0; i < e->n_slots; i++) {
+            struct gen_req *r = &e->reqs[i];
+            if (!r->job)
+                continue;
+            /* a request the scheduler let go of without a word cannot go on */
+            if (!job_is_done(r->job) && !pv_sched_is_running(e->sched, r->seq, r))
+                job_finish(r->job, PV_ERR_INTERNAL, "the engine stopped the request", false, false);
+            if (job_is_done(r->job)) {
+                req_end(e, r);
+                continue;
+            }
+            if (r->job->n_tokens == 0) {
+                size_t fed = pv_context_seq_len(ctx, r->seq);
+                job_set_prefilled(r->job, PV_MIN(fed, r->job->n_prompt));
             }
         }
-        update_kv_used(e);
+        update_usage(e);
     }
     return NULL;
 }
 
 /* ---- engine lifecycle ------------------------------------------------------------------- */
+
+/* The KV pool: --kv-size, else a full context per slot where the memory allows that
+ * (pages of the pool are touched only as blocks are used), at least one context. */
+static uint32_t pool_positions(const struct http_server *srv, struct pv_model *model, uint32_t n_ctx)
+{
+    if (srv->p.kv_size > 0)
+        return (uint32_t)srv->p.kv_size;
+    uint64_t want = (uint64_t)n_ctx * (uint64_t)srv->p.n_parallel;
+    uint64_t per_pos = pv_model_kv_bytes(model, 1, 2.0), avail = 0;
+    if (per_pos > 0 && mem_available(&avail) && want * per_pos > avail / 2)
+        want = avail / 2 / per_pos;
+    want = PV_MAX(want, (uint64_t)n_ctx);
+    return (uint32_t)PV_MIN(want, (uint64_t)1 << 24);
+}
 
 enum pv_status gen_engine_new(struct http_server *srv, struct http_engine **out,
                               struct pv_err *err)
@@ -427,30 +428,30 @@ enum pv_status gen_engine_new(struct http_server *srv, struct http_engine **out,
         n_ctx = PV_MIN(pv_model_n_ctx_train(e->model), 32768u);
     e->n_ctx = (int)n_ctx;
     e->n_slots = srv->p.n_parallel;
-    e->slots = xcalloc((size_t)e->n_slots, sizeof(*e->slots));
-    for (int i = 0; i < e->n_slots; i++) {
-        struct pv_context_params cp = pv_context_default_params();
-        cp.n_ctx = n_ctx;
-        cp.n_threads = srv->p.n_threads;
-        st = pv_context_new(e->model, &cp, &e->slots[i].ctx, err);
-        if (st != PV_OK)
-            goto fail;
-        e->slots[i].kv = try_calloc(n_ctx, sizeof(int32_t));
-        if (!e->slots[i].kv) {
-            st = pv_err_set(err, PV_ERR_NOMEM, "cannot allocate the token list of a slot");
-            goto fail;
-        }
-        e->slots[i].last = -1;
+    e->reqs = xcalloc((size_t)e->n_slots, sizeof(*e->reqs));
+    struct pv_sched_params sp = pv_sched_default_params();
+    sp.n_running = (uint32_t)e->n_slots;
+    sp.n_ctx = n_ctx;
+    sp.kv_size = pool_positions(srv, e->model, n_ctx);
+    sp.n_threads = srv->p.n_threads;
+    st = pv_sched_new(e->model, &sp, &e->sched, err);
+    if (st != PV_OK)
+        goto fail;
+    {
+        struct pv_sched_usage u;
+        pv_sched_usage(e->sched, &u);
+        e->kv_capacity = u.kv_positions;
     }
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
         st = pv_err_set(err, PV_ERR_INTERNAL, "cannot start the engine thread");
         goto fail;
     }
     e->thread_started = true;
-    log_info("model %s (%s) loaded in %.0f ms: %d slot(s) of %u tokens, %d threads",
+    log_info("model %s (%s) loaded in %.0f ms: %d request(s) at once of up to %u tokens, kv "
+             "cache of %llu positions, %d threads",
              pv_model_name(e->model), pv_model_arch(e->model),
              (double)(clock_now_ns() - t0) / 1e6, e->n_slots, n_ctx,
-             pv_context_n_threads(e->slots[0].ctx));
+             (unsigned long long)e->kv_capacity, pv_context_n_threads(pv_sched_context(e->sched)));
     *out = e;
     return PV_OK;
 
@@ -487,13 +488,12 @@ void gen_engine_free(struct http_engine *e)
     if (!e)
         return;
     gen_engine_shutdown(e);
-    for (int i = 0; e->slots && i < e->n_slots; i++) {
-        pv_context_free(e->slots[i].ctx);
-        pv_sampler_free(e->slots[i].sampler);
-        free(e->slots[i].kv);
-        free(e->slots[i].masked);
+    for (int i = 0; e->reqs && i < e->n_slots; i++) {
+        pv_sampler_free(e->reqs[i].sampler);
+        free(e->reqs[i].masked);
     }
-    free(e->slots);
+    free(e->reqs);
+    pv_sched_free(e->sched);
     pv_model_free(e->model);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
@@ -521,7 +521,7 @@ void gen_engine_usage(const struct http_engine *e, struct gen_usage *out)
     if (!e)
         return;
     out->kv_used = atomic_load(&((struct http_engine *)e)->kv_used);
-    out->kv_capacity = (uint64_t)e->n_ctx * (uint64_t)e->n_slots;
+    out->kv_capacity = e->kv_capacity;
     out->slots_busy = atomic_load(&((struct http_engine *)e)->busy);
     pthread_mutex_lock(&((struct http_engine *)e)->mu);
     out->queued = e->n_queued;
@@ -565,7 +565,7 @@ enum pv_status gen_submit(struct http_engine *e, const struct gen_params *gp,
     pthread_mutex_lock(&e->mu);
     int free_slots = 0;
     for (int i = 0; i < e->n_slots; i++)
-        free_slots += e->slots[i].job == NULL;
+        free_slots += e->reqs[i].job == NULL;
     if (e->stopping)
         st = pv_err_set(err, PV_ERR_OVERLOADED, "server is shutting down");
     else if (e->n_queued - free_slots >= e->srv->p.queue_len)

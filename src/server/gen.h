@@ -1,8 +1,8 @@
 /*
  * gen.h - the engine thread of the server and the per-request token channel.
  *
- * One engine thread per model owns the contexts (one per --parallel slot) and runs
- * queued jobs: prefill in chunks, then one decode step per slot per round. Each job is a
+ * One engine thread per model drives the engine's scheduler, which runs the queued jobs
+ * together (one batched forward pass per step: decode tokens and prompt chunks). Each job is a
  * channel: the engine appends sampled tokens under the job's mutex and signals; the
  * connection thread waits on it, turns tokens into API events, and may cancel (client
  * gone, stop sequence seen). A cancelled job is dropped at the next step and its slot is
@@ -48,7 +48,8 @@ struct gen_params {
 /* What the engine tells a waiting request. */
 struct gen_progress {
     size_t n_tokens;             /* tokens generated so far */
-    size_t n_prefilled;          /* prompt tokens evaluated so far */
+    size_t n_prefilled;          /* prompt tokens in the cache so far */
+    size_t n_cached;             /* of those, found in the cache (not evaluated) */
     bool done;                   /* no more tokens will come */
     bool eog;                    /* ended on an end-of-generation token (not counted) */
     bool length;                 /* ended because max_tokens was reached */

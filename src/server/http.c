@@ -696,6 +696,7 @@ void server_default_params(struct server_params *p)
     p->port = 8080;
     p->n_ctx = 0;
     p->n_parallel = 1;
+    p->kv_size = 0;
     p->n_threads = 0;
     p->max_body_bytes = 32u << 20;
     p->max_header_bytes = 32u << 10;

@@ -24,7 +24,9 @@ struct server_params {
     int port;
     const char *api_key;        /* NULL or "": no auth */
     int n_ctx;                  /* tokens of context per slot; 0 = the model's, capped */
-    int n_parallel;             /* generation slots */
+    int n_parallel;             /* requests generating at once */
+    long kv_size;               /* KV cache positions shared by all; 0 = n_ctx per request
+                                   where memory allows */
     int n_threads;              /* compute threads; 0 = all cores */
     const char *aliases[SERVER_MAX_ALIASES]; /* extra model names; with any set, only these
                                                 and the model's own name are answered */

@@ -9,6 +9,7 @@
  * runs its part and only waits for parts already running elsewhere.
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -152,6 +153,25 @@ int cpu_count(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
+}
+
+bool mem_available(uint64_t *out)
+{
+    char line[256];
+    bool found = false;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return false;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long long kib;
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) {
+            *out = (uint64_t)kib * 1024;
+            found = true;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
 }
 
 uint64_t clock_now_ns(void)

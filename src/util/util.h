@@ -176,6 +176,8 @@ void pool_split(size_t n, int ith, int nth, size_t *begin, size_t *end);
 
 /* Number of online CPU cores, at least 1. */
 int cpu_count(void);
+/* MemAvailable of /proc/meminfo in bytes; false when it cannot be read. */
+bool mem_available(uint64_t *out);
 
 /* ---- small string helpers --------------------------------------------------------- */
 

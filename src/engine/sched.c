@@ -1,0 +1,396 @@
+/*
+ * sched.c - the engine scheduler (public pv_sched_*): many requests on one context.
+ *
+ * Each request is a sequence of the context. Every step gathers the next token of every
+ * decoding sequence, then prompt chunks of the prefilling ones (round robin) up to the
+ * step's token budget, and runs them as one batch: a long prompt is fed in chunks while
+ * the other streams keep getting a token per step. The logits of each sequence go to its
+ * client, which answers with the token to feed next or -1 to end.
+ *
+ * Sequences that ended keep their KV cache: a new request starts from the longest prefix
+ * any sequence holds (running or ended), sharing its blocks by a fork, and only the rest
+ * of its prompt is evaluated. Ended sequences are evicted, least recently used first,
+ * when the pool needs their blocks. All calls come from one thread (the engine thread).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine.h"
+
+#define DEFAULT_STEP_TOKENS 512
+
+enum seq_state { SEQ_EMPTY, SEQ_IDLE, SEQ_PREFILL, SEQ_DECODE };
+
+struct sched_seq {
+    enum seq_state state;
+    int32_t *tokens;             /* [n_ctx] the tokens the KV cache holds, then the rest of
+                                    the prompt while prefilling */
+    uint32_t n_prompt;           /* tokens of the prompt (PREFILL: fed up to the KV length) */
+    int32_t pending;             /* DECODE: the token to feed next */
+    uint64_t last_used;          /* step counter of the last use (eviction order) */
+    struct pv_sched_client client;
+};
+
+struct pv_sched {
+    struct pv_context *ctx;      /* owned */
+    uint32_t n_running_max;
+    uint32_t step_tokens;
+    uint32_t n_seq;
+    struct sched_seq *seqs;      /* [n_seq] */
+    struct pv_batch batch;       /* [step_tokens] */
+    uint32_t *n_add;             /* [n_seq] tokens of each sequence in the step */
+    int32_t *row_seq;            /* [step_tokens] sequence of each batch token with logits */
+    uint32_t rr;                 /* next prefilling sequence to serve first */
+    uint64_t clock;
+};
+
+struct pv_sched_params pv_sched_default_params(void)
+{
+    struct pv_sched_params p = {.n_running = 1, .n_ctx = 0, .kv_size = 0, .step_tokens = 0,
+                                .n_threads = 0};
+    return p;
+}
+
+void pv_sched_free(struct pv_sched *s)
+{
+    if (!s)
+        return;
+    for (uint32_t i = 0; s->seqs && i < s->n_seq; i++)
+        free(s->seqs[i].tokens);
+    free(s->seqs);
+    free(s->n_add);
+    free(s->row_seq);
+    pv_batch_release(&s->batch);
+    pv_context_free(s->ctx);
+    free(s);
+}
+
+enum pv_status pv_sched_new(struct pv_model *model, const struct pv_sched_params *params,
+                            struct pv_sched **out, struct pv_err *err)
+{
+    struct pv_context_params cp = pv_context_default_params();
+    struct pv_sched *s;
+    enum pv_status st;
+
+    *out = NULL;
+    if (params->n_running < 1 || params->n_running > 512)
+        return pv_err_set(err, PV_ERR_INVALID, "%u running sequences: 1 to 512", params->n_running);
+    s = xcalloc(1, sizeof(*s));
+    s->n_running_max = params->n_running;
+    s->step_tokens = params->step_tokens ? params->step_tokens : DEFAULT_STEP_TOKENS;
+    /* as many again for the caches of ended requests */
+    s->n_seq = 2 * params->n_running;
+    cp.n_ctx = params->n_ctx;
+    cp.n_threads = params->n_threads;
+    cp.n_seq_max = s->n_seq;
+    cp.kv_size = params->kv_size;
+    cp.n_batch = s->step_tokens;
+    st = pv_context_new(model, &cp, &s->ctx, err);
+    if (st != PV_OK)
+        goto fail;
+    s->step_tokens = s->ctx->n_batch; /* at most n_ctx */
+    st = pv_batch_init(&s->batch, s->step_tokens, err);
+    if (st != PV_OK)
+        goto fail;
+    s->seqs = try_calloc(s->n_seq, sizeof(*s->seqs));
+    s->n_add = try_calloc(s->n_seq, sizeof(uint32_t));
+    s->row_seq = try_calloc(s->step_tokens, sizeof(int32_t));
+    if (!s->seqs || !s->n_add || !s->row_seq)
+        goto nomem;
+    for (uint32_t i = 0; i < s->n_seq; i++)
+        if (!(s->seqs[i].tokens = try_calloc(s->ctx->n_ctx, sizeof(int32_t))))
+            goto nomem;
+    *out = s;
+    return PV_OK;
+
+nomem:
+    st = pv_err_set(err, PV_ERR_NOMEM, "cannot allocate the scheduler's token lists");
+fail:
+    pv_sched_free(s);
+    return st;
+}
+
+struct pv_context *pv_sched_context(const struct pv_sched *s)
+{
+    return s->ctx;
+}
+
+static bool running(const struct sched_seq *q)
+{
+    return q->state == SEQ_PREFILL || q->state == SEQ_DECODE;
+}
+
+uint32_t pv_sched_n_running(const struct pv_sched *s)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < s->n_seq; i++)
+        n += running(&s->seqs[i]);
+    return n;
+}
+
+static size_t common_prefix(const int32_t *a, size_t na, const int32_t *b, size_t nb)
+{
+    size_t n = PV_MIN(na, nb), i = 0;
+    while (i < n && a[i] == b[i])
+        i++;
+    return i;
+}
+
+/* Drop the least recently used ended sequence other than keep; false when none holds
+ * any block. */
+static bool evict_one(struct pv_sched *s, int32_t keep)
+{
+    int32_t victim = -1;
+    for (uint32_t i = 0; i < s->n_seq; i++) {
+        const struct sched_seq *q = &s->seqs[i];
+        if (q->state != SEQ_IDLE || (int32_t)i == keep || pv_context_seq_len(s->ctx, (int32_t)i) == 0)
+            continue;
+        if (victim < 0 || q->last_used < s->seqs[victim].last_used)
+            victim = (int32_t)i;
+    }
+    if (victim < 0)
+        return false;
+    pv_context_seq_drop(s->ctx, victim);
+    s->seqs[victim].state = SEQ_EMPTY;
+    return true;
+}
+
+/* Positions the prompts still to be fed of running sequences will take. */
+static uint64_t prefill_backlog(const struct pv_sched *s)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < s->n_seq; i++)
+        if (s->seqs[i].state == SEQ_PREFILL)
+            n += s->seqs[i].n_prompt - pv_context_seq_len(s->ctx, (int32_t)i);
+    return n;
+}
+
+enum pv_status pv_sched_submit(struct pv_sched *s, const int32_t *prompt, size_t n_prompt,
+                               const struct pv_sched_client *client, int32_t *seq_out,
+                               uint32_t *n_cached, struct pv_err *err)
+{
+    struct kv_cache *kv = &s->ctx->kv;
+    int32_t best = -1, slot = -1;
+    size_t best_n = 0, keep;
+
+    *seq_out = -1;
+    *n_cached = 0;
+    if (n_prompt == 0)
+        return pv_err_set(err, PV_ERR_INVALID, "the prompt is empty");
+    if (n_prompt >= s->ctx->n_ctx)
+        return pv_err_set(err, PV_ERR_CONTEXT, "prompt is too long: %zu tokens > %u maximum",
+                          n_prompt, s->ctx->n_ctx - 1);
+    for (size_t i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || (uint32_t)prompt[i] >= s->ctx->n_vocab)
+            return pv_err_set(err, PV_ERR_INVALID, "token id %d at index %zu is outside the "
+                              "vocabulary of %u", prompt[i], i, s->ctx->n_vocab);
+    if ((uint64_t)n_prompt + 1 > (uint64_t)kv->n_blocks * kv->block_size)
+        return pv_err_set(err, PV_ERR_CONTEXT, "prompt is too long: %zu tokens do not fit the "
+                          "kv cache of %u positions (--kv-size)", n_prompt,
+                          kv->n_blocks * kv->block_size);
+    if (pv_sched_n_running(s) >= s->n_running_max)
+        return pv_err_set(err, PV_ERR_OVERLOADED, "every sequence is busy");
+
+    /* the longest cached prefix of any sequence */
+    for (uint32_t i = 0; i < s->n_seq; i++) {
+        const struct sched_seq *q = &s->seqs[i];
+        uint32_t len = pv_context_seq_len(s->ctx, (int32_t)i);
+        if (q->state == SEQ_EMPTY || len == 0)
+            continue;
+        size_t n = common_prefix(q->tokens, len, prompt, n_prompt);
+        if (n > best_n) {
+            best = (int32_t)i;
+            best_n = n;
+        }
+    }
+    /* a sequence to run it in: the best one if it has ended, else an empty one, else
+       the least recently used ended one */
+    if (best >= 0 && s->seqs[best].state == SEQ_IDLE)
+        slot = best;
+    for (uint32_t i = 0; i < s->n_seq && slot < 0; i++)
+        if (s->seqs[i].state == SEQ_EMPTY)
+            slot = (int32_t)i;
+    for (uint32_t i = 0; i < s->n_seq && (slot < 0 || s->seqs[slot].state != SEQ_EMPTY); i++)
+        if (s->seqs[i].state == SEQ_IDLE && (int32_t)i != best && slot != best &&
+            (slot < 0 || s->seqs[i].last_used < s->seqs[slot].last_used))
+            slot = (int32_t)i;
+    if (slot < 0)
+        return pv_err_set(err, PV_ERR_OVERLOADED, "every sequence is busy");
+
+    /* the last prompt token is always evaluated, so that its logits exist */
+    keep = PV_MIN(best_n, n_prompt - 1);
+    if (slot != best) {
+        if (best >= 0 && keep > 0) {
+            pv_context_seq_fork(s->ctx, best, slot, NULL);
+            memcpy(s->seqs[slot].tokens, s->seqs[best].tokens, keep * sizeof(int32_t));
+        } else {
+            pv_context_seq_drop(s->ctx, slot);
+            keep = 0;
+        }
+    }
+    pv_context_seq_truncate(s->ctx, slot, (uint32_t)keep, NULL);
+
+    /* the rest of the prompt must fit beside what running prompts still need */
+    uint64_t need = kv_seq_blocks_needed(kv, (uint32_t)slot, (uint32_t)(n_prompt - keep)) +
+                    (prefill_backlog(s) + kv->block_size - 1) / kv->block_size;
+    while (kv->n_free < need && evict_one(s, slot))
+        ;
+    if (kv->n_free < need) {
+        s->seqs[slot].state = SEQ_IDLE;
+        s->seqs[slot].n_prompt = (uint32_t)keep;
+        memcpy(s->seqs[slot].tokens, prompt, keep * sizeof(int32_t));
+        return pv_err_set(err, PV_ERR_OVERLOADED, "the kv cache is full for now");
+    }
+
+    struct sched_seq *q = &s->seqs[slot];
+    memcpy(q->tokens, prompt, n_prompt * sizeof(int32_t));
+    q->n_prompt = (uint32_t)n_prompt;
+    q->state = SEQ_PREFILL;
+    q->pending = -1;
+    q->client = *client;
+    q->last_used = ++s->clock;
+    *seq_out = slot;
+    *n_cached = (uint32_t)keep;
+    return PV_OK;
+}
+
+void pv_sched_cancel(struct pv_sched *s, int32_t seq, const void *user)
+{
+    if (seq < 0 || (uint32_t)seq >= s->n_seq || !running(&s->seqs[seq]) ||
+        s->seqs[seq].client.user != user)
+        return;
+    struct sched_seq *q = &s->seqs[seq];
+    /* what the cache holds stays for reuse; a prompt fed in part keeps its fed part */
+    q->state = SEQ_IDLE;
+    q->last_used = ++s->clock;
+}
+
+bool pv_sched_is_running(const struct pv_sched *s, int32_t seq, const void *user)
+{
+    return seq >= 0 && (uint32_t)seq < s->n_seq && running(&s->seqs[seq]) &&
+           s->seqs[seq].client.user == user;
+}
+
+/* End a running sequence for the scheduler's own reason. */
+static void end_seq(struct pv_sched *s, uint32_t i, enum pv_status st, const char *msg)
+{
+    struct sched_seq *q = &s->seqs[i];
+    q->state = SEQ_IDLE;
+    q->last_used = ++s->clock;
+    if (q->client.ended)
+        q->client.ended(q->client.user, st, msg);
+}
+
+/* Blocks the step planned so far needs, after evicting ended sequences if it must. */
+static bool step_fits(struct pv_sched *s)
+{
+    for (;;) {
+        if (kv_batch_blocks_needed(&s->ctx->kv, s->n_add) <= s->ctx->kv.n_free)
+            return true;
+        if (!evict_one(s, -1))
+            return false;
+    }
+}
+
+static void add_token(struct pv_sched *s, uint32_t i, int32_t tok, bool logits)
+{
+    int32_t pos = (int32_t)(pv_context_seq_len(s->ctx, (int32_t)i) + s->n_add[i]);
+    pv_batch_add(&s->batch, tok, pos, (int32_t)i, logits);
+    s->n_add[i]++;
+}
+
+int pv_sched_step(struct pv_sched *s, struct pv_err *err)
+{
+    struct pv_context *ctx = s->ctx;
+    uint32_t budget = s->step_tokens;
+
+    pv_batch_clear(&s->batch);
+    memset(s->n_add, 0, s->n_seq * sizeof(uint32_t));
+
+    /* 1. the next token of every decoding sequence */
+    for (uint32_t i = 0; i < s->n_seq && budget > 0; i++) {
+        struct sched_seq *q = &s->seqs[i];
+        if (q->state != SEQ_DECODE)
+            continue;
+        uint32_t len = pv_context_seq_len(ctx, (int32_t)i);
+        if (len >= ctx->n_ctx) {
+            end_seq(s, i, PV_ERR_CONTEXT, "the context is full");
+            continue;
+        }
+        s->n_add[i] = 1;
+        if (!step_fits(s)) {
+            s->n_add[i] = 0;
+            end_seq(s, i, PV_ERR_OVERLOADED, "the kv cache is full (raise --kv-size)");
+            continue;
+        }
+        s->n_add[i] = 0;
+        add_token(s, i, q->pending, true);
+        q->tokens[len] = q->pending;
+        budget--;
+    }
+
+    /* 2. prompt chunks, round robin from rr, while the budget and the pool last */
+    const uint32_t first = s->rr;
+    for (uint32_t k = 0; k < s->n_seq && budget > 0; k++) {
+        uint32_t i = (first + k) % s->n_seq;
+        struct sched_seq *q = &s->seqs[i];
+        if (q->state != SEQ_PREFILL)
+            continue;
+        uint32_t len = pv_context_seq_len(ctx, (int32_t)i);
+        uint32_t n = PV_MIN(budget, q->n_prompt - len);
+        while (n > 0) {
+            s->n_add[i] = n;
+            if (step_fits(s))
+                break;
+            n = n > ctx->kv.block_size ? n - ctx->kv.block_size : n - 1;
+        }
+        s->n_add[i] = 0;
+        for (uint32_t t = 0; t < n; t++)
+            add_token(s, i, q->tokens[len + t], len + t + 1 == q->n_prompt);
+        budget -= n;
+        if (n > 0)
+            s->rr = (i + 1) % s->n_seq;
+    }
+    if (s->batch.n_tokens == 0) {
+        /* prompts waiting for blocks that nothing will free: end them */
+        for (uint32_t i = 0; i < s->n_seq; i++)
+            if (s->seqs[i].state == SEQ_PREFILL)
+                end_seq(s, i, PV_ERR_OVERLOADED, "the kv cache is full (raise --kv-size)");
+        return 0;
+    }
+
+    /* 3. one forward pass, then each sequence's logits to its client */
+    enum pv_status st = pv_context_decode(ctx, &s->batch, err);
+    if (st != PV_OK) {
+        for (uint32_t i = 0; i < s->n_seq; i++)
+            if (s->n_add[i] && running(&s->seqs[i]))
+                end_seq(s, i, st, err ? err->msg : "evaluation failed");
+        return -1;
+    }
+    for (int32_t t = 0; t < s->batch.n_tokens; t++) {
+        if (!s->batch.logits[t])
+            continue;
+        uint32_t i = (uint32_t)s->batch.seq_id[t];
+        struct sched_seq *q = &s->seqs[i];
+        if (!running(q))
+            continue;
+        q->last_used = ++s->clock;
+        int32_t next = q->client.next(q->client.user, pv_context_logits(ctx, t));
+        if (next < 0 || (uint32_t)next >= ctx->n_vocab) {
+            q->state = SEQ_IDLE;
+            continue;
+        }
+        q->state = SEQ_DECODE;
+        q->pending = next;
+    }
+    return s->batch.n_tokens;
+}
+
+void pv_sched_usage(const struct pv_sched *s, struct pv_sched_usage *out)
+{
+    struct pv_kv_usage u;
+    pv_context_kv_usage(s->ctx, &u);
+    out->kv_positions = (uint64_t)u.n_blocks * u.block_size;
+    out->kv_positions_used = (uint64_t)u.n_blocks_used * u.block_size;
+    out->n_running = pv_sched_n_running(s);
+}
