@@ -58,6 +58,7 @@ static bool run_pump(struct gen_run *g, struct pv_buf *out, int timeout_ms)
     size_t n = 0;
     struct gen_progress prog;
     gen_wait(g->job, g->n_seen, timeout_ms, toks, TOKS_PER_WAKE, &n, &prog);
+    g->em.n_cached = (int)prog.n_cached;
     if (n) {
         g->n_seen += n;
         g->em.n_output = (int)g->n_seen;

@@ -75,13 +75,15 @@ void emit_release(struct emitter *em)
 static json_t *usage_anthropic(const struct emitter *em)
 {
     return json_pack("{s:i, s:i, s:i, s:i}", "input_tokens", em->n_prompt, "output_tokens",
-                     em->n_output, "cache_creation_input_tokens", 0, "cache_read_input_tokens", 0);
+                     em->n_output, "cache_creation_input_tokens", 0, "cache_read_input_tokens",
+                     em->n_cached);
 }
 
 static json_t *usage_openai(const struct emitter *em)
 {
-    return json_pack("{s:i, s:i, s:i}", "prompt_tokens", em->n_prompt, "completion_tokens",
-                     em->n_output, "total_tokens", em->n_prompt + em->n_output);
+    return json_pack("{s:i, s:i, s:i, s:{s:i}}", "prompt_tokens", em->n_prompt,
+                     "completion_tokens", em->n_output, "total_tokens", em->n_prompt + em->n_output,
+                     "prompt_tokens_details", "cached_tokens", em->n_cached);
 }
 
 /* An OpenAI chunk with one choice; takes `delta` (chat) or `text` (completions). */
@@ -330,10 +332,11 @@ void emit_end(struct emitter *em, struct pv_buf *out)
     }
     if (is_anthropic(em)) {
         sse(out, "message_delta",
-            json_pack("{s:s, s:{s:s, s:s?}, s:{s:i, s:i}}", "type", "message_delta", "delta",
+            json_pack("{s:s, s:{s:s, s:s?}, s:{s:i, s:i, s:i}}", "type", "message_delta", "delta",
                       "stop_reason", stop_reason(em), "stop_sequence",
                       em->stop_reason == EMIT_STOP_SEQUENCE ? em->stop_sequence : NULL,
-                      "usage", "input_tokens", em->n_prompt, "output_tokens", em->n_output));
+                      "usage", "input_tokens", em->n_prompt, "output_tokens", em->n_output,
+                      "cache_read_input_tokens", em->n_cached));
         sse(out, "message_stop", json_pack("{s:s}", "type", "message_stop"));
         return;
     }
