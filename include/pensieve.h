@@ -376,7 +376,7 @@ struct pv_sched_params {
     uint32_t n_running;    /* requests generating at once (1..512) */
     uint32_t n_ctx;        /* most positions of one request; 0 = min(4096, training) */
     uint32_t kv_size;      /* positions in the shared KV pool; 0 = n_ctx */
-    uint32_t step_tokens;  /* tokens per step, decode and prompt chunks together; 0 = 512 */
+    uint32_t step_tokens;  /* tokens per step, decode and prompt chunks together; 0 = 256 */
     int n_threads;         /* 0 = the machine's cores */
 };
 PV_API struct pv_sched_params pv_sched_default_params(void);

@@ -17,7 +17,7 @@
 
 #include "engine/engine.h"
 
-#define DEFAULT_STEP_TOKENS 512
+#define DEFAULT_STEP_TOKENS 256
 
 enum seq_state { SEQ_EMPTY, SEQ_IDLE, SEQ_PREFILL, SEQ_DECODE };
 
