@@ -1,11 +1,13 @@
 /*
- * context.c - evaluation contexts (public pv_context_*): KV cache, scratch, logits.
+ * context.c - evaluation contexts (public pv_context_*, pv_batch_*): KV cache, scratch,
+ * logits, batches of many sequences.
  *
- * A context owns everything one sequence needs beside the model's mapped weights: the
- * KV cache (layout in engine.h), per-batch activation buffers, the logits of the last
- * eval and a worker pool. Its memory is computed up front and checked against what the
- * machine has available, so a context that cannot fit fails with a clear error rather
- * than dying later. Evaluation feeds prompts to engine_forward in steps of n_batch.
+ * A context owns everything its sequences need beside the model's mapped weights: the
+ * block KV cache (kv.h), per-step activation buffers, the logits of the last decode and
+ * the compute backend (with its worker pool). Its memory is computed up front and
+ * checked against what the machine has available, so a context that cannot fit fails
+ * with a clear error rather than dying later. A batch is checked whole, then fed to
+ * engine_forward in steps of n_batch tokens, each ordered as engine_ubatch says.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -123,8 +125,8 @@ enum pv_status pv_context_estimate(const struct pv_model *model,
     /* compute = n_batch rows of scratch + one logits row + per-thread attention scratch */
     if (pv_mul_overflow((size_t)hp->n_layer * pool_blocks(&p) * p.kv_block, kv_row, &kv) ||
         pv_mul_overflow(s.per_token * sizeof(float), p.n_batch, &t1) ||
-        pv_mul_overflow(engine_attn_scratch_floats(hp, p.n_ctx), (size_t)p.n_threads * sizeof(float),
-                        &att_scratch) ||
+        pv_mul_overflow(compute_cpu_scratch_bytes(p.n_threads, p.n_ctx, (int)hp->head_dim_k,
+                                                  (int)hp->head_dim_v), 1, &att_scratch) ||
         pv_add_overflow(t1, att_scratch, &t2) ||
         pv_add_overflow(t2, (size_t)hp->n_vocab * sizeof(float), &compute))
         return pv_err_set(err, PV_ERR_INVALID, "memory size of a %u-token context overflows",
@@ -275,7 +277,6 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
     ctx->kv_elt_bytes = p.kv_type == PV_KV_F32 ? 4 : 2;
     ctx->kv_dim_k = model->hp.n_head_kv * model->hp.head_dim_k;
     ctx->kv_dim_v = model->hp.n_head_kv * model->hp.head_dim_v;
-    ctx->attend = engine_attend_for(p.kv_type, model->hp.head_dim_v);
     {
         const char *dump = getenv("PENSIEVE_DUMP_DIR");
         ctx->dump_dir = dump && *dump ? xstrdup(dump) : NULL;
@@ -307,14 +308,16 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
     ctx->ffn_gate = try_malloc(b * s.ff * sizeof(float));
     ctx->ffn_up = try_malloc(b * s.ff * sizeof(float));
     ctx->fused = s.fused ? try_malloc(b * s.fused * sizeof(float)) : NULL;
-    ctx->att_scratch = try_malloc(engine_attn_scratch_floats(&model->hp, p.n_ctx) *
-                                  (size_t)p.n_threads * sizeof(float));
+    ctx->be = compute_cpu_new(p.n_threads, p.n_ctx, (int)model->hp.head_dim_k,
+                              (int)model->hp.head_dim_v, p.kv_type == PV_KV_F16);
+    ctx->ub_cell = try_calloc(b, sizeof(uint32_t));
+    ctx->ub_blocks = try_calloc(b, sizeof(*ctx->ub_blocks));
     ctx->logits = try_malloc((size_t)ctx->n_vocab * sizeof(float));
     ctx->logits_cap_rows = 1;
     if (!ctx->ub_token || !ctx->ub_pos || !ctx->ub_seq || !ctx->ub_out || !ctx->seq_n ||
         !ctx->seq_n_out || !ctx->x || !ctx->xb || !ctx->proj || !ctx->q ||
         !ctx->k || !ctx->v || !ctx->att || !ctx->ffn_gate || !ctx->ffn_up ||
-        (s.fused && !ctx->fused) || !ctx->att_scratch || !ctx->logits) {
+        (s.fused && !ctx->fused) || !ctx->be || !ctx->ub_cell || !ctx->ub_blocks || !ctx->logits) {
         char need[32];
         format_bytes(est.kv_bytes + est.compute_bytes, need, sizeof(need));
         pv_context_free(ctx);
@@ -322,7 +325,6 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
                           p.n_ctx);
     }
     find_eog(ctx);
-    ctx->pool = pool_new(p.n_threads);
     *out = ctx;
     return PV_OK;
 }
@@ -331,7 +333,9 @@ void pv_context_free(struct pv_context *ctx)
 {
     if (!ctx)
         return;
-    pool_free(ctx->pool);
+    compute_cpu_free(ctx->be);
+    free(ctx->ub_cell);
+    free(ctx->ub_blocks);
     kv_release(&ctx->kv);
     free(ctx->ub_token);
     free(ctx->ub_pos);
@@ -350,7 +354,6 @@ void pv_context_free(struct pv_context *ctx)
     free(ctx->ffn_gate);
     free(ctx->ffn_up);
     free(ctx->fused);
-    free(ctx->att_scratch);
     free(ctx->logits);
     free(ctx->dump_dir);
     free(ctx);
@@ -424,6 +427,7 @@ static size_t run_step(struct pv_context *ctx, const struct pv_batch *b, int32_t
                        size_t row)
 {
     struct engine_ubatch ub = {.token = ctx->ub_token, .pos = ctx->ub_pos, .seq = ctx->ub_seq,
+                               .cell = ctx->ub_cell, .blocks = ctx->ub_blocks,
                                .out_idx = ctx->ub_out};
     int n = 0;
 
@@ -441,6 +445,8 @@ static size_t run_step(struct pv_context *ctx, const struct pv_batch *b, int32_t
             ctx->ub_token[n] = b->token[i];
             ctx->ub_pos[n] = b->pos[i];
             ctx->ub_seq[n] = b->seq_id[i];
+            ctx->ub_cell[n] = kv_cell(&ctx->kv, (uint32_t)b->seq_id[i], (uint32_t)b->pos[i]);
+            ctx->ub_blocks[n] = ctx->kv.seqs[b->seq_id[i]].blocks;
             n++;
         }
         if (pass == 0)

@@ -15,36 +15,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "compute/backend.h"
 #include "engine/kv.h"
 #include "model/model.h"
 #include "pensieve.h"
 #include "util/util.h"
-
-/* One query head's attention over the visible positions [j0, pos] of one KV head. */
-struct engine_attn_item {
-    const float *q;              /* [hd_k] query of this head */
-    const void *k, *v;           /* cell 0 of this KV head; cells are k/v_stride bytes apart */
-    size_t k_stride, v_stride;
-    const uint32_t *blocks;      /* the sequence's block table: position j is in cell */
-    uint32_t block_shift;        /*   blocks[j >> block_shift] << block_shift | low bits */
-    uint32_t j0, pos;            /* visible positions */
-    int hd_k, hd_v;
-    float q_scale;               /* multiplies q before anything else (Gemma), else 1 */
-    float scale;                 /* multiplies q.k */
-    bool batch;                  /* part of a batch of 2 or more tokens (prefill) */
-    float *scores;               /* scratch [n_ctx], indexed by position */
-    float *qbuf;                 /* scratch [hd_k] */
-    float *lanes;                /* scratch [64][hd_v] */
-    float *out;                  /* [hd_v] */
-};
-typedef void (*engine_attend_fn)(const struct engine_attn_item *it);
-
-/* The cache cell of position j of an item's sequence. */
-static inline size_t engine_attn_cell(const struct engine_attn_item *it, uint32_t j)
-{
-    const uint32_t mask = (1u << it->block_shift) - 1;
-    return ((size_t)it->blocks[j >> it->block_shift] << it->block_shift) | (j & mask);
-}
 
 /*
  * One forward step: n tokens of one or more sequences (n <= n_batch). The tokens of
@@ -56,6 +31,8 @@ static inline size_t engine_attn_cell(const struct engine_attn_item *it, uint32_
 struct engine_ubatch {
     int n, n_one;
     const int32_t *token, *pos, *seq;  /* [n] */
+    const uint32_t *cell;              /* [n] the KV cell of each token */
+    const uint32_t *const *blocks;     /* [n] the block table of each token's sequence */
     int n_out, n_out_one;
     const int32_t *out_idx;            /* [n_out] the token (index < n) of each logits row */
     float *out;                        /* [n_out][n_vocab] */
@@ -63,7 +40,7 @@ struct engine_ubatch {
 
 struct pv_context {
     struct pv_model *model;      /* borrowed; outlives the context */
-    struct pv_pool *pool;        /* owned; n_threads workers */
+    struct compute_backend *be;  /* owned: the ops the recipe runs on, its worker pool */
     int n_threads;
     uint32_t n_ctx;              /* positions one sequence may hold */
     uint32_t n_batch;            /* most tokens per forward step */
@@ -75,10 +52,12 @@ struct pv_context {
     size_t kv_elt_bytes;         /* 2 (F16) or 4 (F32) */
     uint32_t kv_dim_k, kv_dim_v; /* n_head_kv * head_dim_k, n_head_kv * head_dim_v */
     struct kv_cache kv;
-    engine_attend_fn attend;     /* per-head kernel for the cache type and CPU */
 
-    /* the step being built, owned: [n_batch] token, pos, seq, out_idx; [n_seq] counts */
+    /* the step being built, owned: [n_batch] token, pos, seq, out_idx, KV cell and block
+       table of each token; [n_seq] counts */
     int32_t *ub_token, *ub_pos, *ub_seq, *ub_out;
+    uint32_t *ub_cell;
+    const uint32_t **ub_blocks;
     uint32_t *seq_n, *seq_n_out;
 
     /* scratch, each [n_batch][width], owned */
@@ -89,7 +68,6 @@ struct pv_context {
     float *proj;                 /* output of Wo / Wdown [n_embd] */
     float *ffn_gate, *ffn_up;    /* [n_ff] */
     float *fused;                /* phi3 fused qkv / gate-up output, or NULL */
-    float *att_scratch;          /* [n_threads][engine_attn_scratch_floats] */
 
     /* logits of the last decode: n_logit_rows rows of n_vocab, owned; logit_row[i] is
        the row of batch token i or -1 */
@@ -115,25 +93,6 @@ struct pv_context {
  * ub->out_idx name go to ub->out.
  */
 void engine_forward(struct pv_context *ctx, const struct engine_ubatch *ub);
-
-/*
- * att[t][h*hd_v..] = softmax_j(scale * q[t][h] . K[il][j][g]) . V[il][j][g] over the
- * positions j <= pos[t] of token t's sequence (and within the window when swa),
- * g = h / (n_head/n_head_kv). q rows are q_stride floats apart. Threaded over (token,
- * head) pairs.
- */
-void engine_attention(struct pv_context *ctx, int il, const float *q, size_t q_stride,
-                      float *att, const struct engine_ubatch *ub, bool swa);
-
-/* The attention kernel for a cache type: AVX2/F16C for F16 when the CPU has them and
- * head_dim_v is a multiple of 8, in the lane order of llama.cpp on this CPU. */
-engine_attend_fn engine_attend_for(enum pv_kv_type type, uint32_t head_dim_v);
-/* The AVX2/F16C kernel (engine/attn_avx2.c); call only when the CPU has them. */
-void engine_attend_f16_avx2(const struct engine_attn_item *it);
-/* the same in the order of llama.cpp's AVX-512 build (16 lanes), still with AVX2 code */
-void engine_attend_f16_avx512_order(const struct engine_attn_item *it);
-/* Floats of attention scratch one thread needs at context size n_ctx. */
-size_t engine_attn_scratch_floats(const struct model_hparams *hp, uint32_t n_ctx);
 
 /* The seed a sampler draws with (the random one when PV_SEED_RANDOM was asked). */
 uint64_t sampler_seed(const struct pv_sampler *s);

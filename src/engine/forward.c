@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "compute/compute.h"
 #include "engine/engine.h"
 
 /* Append n rows (stride apart) of width dim to <dump_dir>/<name>-<il>.f32. */
@@ -44,51 +43,18 @@ static const float *f32(const struct pv_tensor *t)
     return t ? (const float *)t->data : NULL;
 }
 
-/* RMSNorm of n_tok x n_sub rows of width dim: row (t, h) of x at t * tok_stride +
- * h * sub_stride, written to the same place in y (which may be x) */
-struct norm_job {
-    const float *x;
-    float *y;
-    const float *w;
-    size_t tok_stride, sub_stride;
-    int n_tok, n_sub, dim;
-    float eps;
-};
-
-static void norm_rows(void *arg, int ith, int nth)
-{
-    const struct norm_job *job = arg;
-    size_t begin, end;
-    pool_split((size_t)job->n_tok * (size_t)job->n_sub, ith, nth, &begin, &end);
-    for (size_t r = begin; r < end; r++) {
-        size_t off = (r / (size_t)job->n_sub) * job->tok_stride + (r % (size_t)job->n_sub) * job->sub_stride;
-        cpu_rmsnorm(job->x + off, job->w, job->y + off, job->dim, job->eps);
-    }
-}
-
-/* rows are independent: a batch spreads them over the pool */
-static void norm_run(struct pv_pool *pool, struct norm_job *job)
-{
-    if (pool && job->n_tok * job->n_sub >= 16)
-        pool_run(pool, norm_rows, job);
-    else
-        norm_rows(job, 0, 1);
-}
-
 /* y[t] = rmsnorm(x[t]) * w for each of n rows of width dim */
-static void rmsnorm_rows(struct pv_pool *pool, const float *x, const struct pv_tensor *w, float *y,
-                         int n, int dim, float eps)
+static void rmsnorm_rows(struct compute_backend *be, const float *x, const struct pv_tensor *w,
+                         float *y, int n, int dim, float eps)
 {
-    struct norm_job job = {x, y, f32(w), (size_t)dim, 0, n, 1, dim, eps};
-    norm_run(pool, &job);
+    be->ops->rmsnorm(be, x, f32(w), y, n, 1, (size_t)dim, 0, dim, eps);
 }
 
 /* rmsnorm over each head_dim slice of n rows of n_heads heads (rows stride apart) */
-static void rmsnorm_heads(struct pv_pool *pool, float *x, size_t stride, const struct pv_tensor *w,
-                          int n, int n_heads, int head_dim, float eps)
+static void rmsnorm_heads(struct compute_backend *be, float *x, size_t stride,
+                          const struct pv_tensor *w, int n, int n_heads, int head_dim, float eps)
 {
-    struct norm_job job = {x, x, f32(w), stride, (size_t)head_dim, n, n_heads, head_dim, eps};
-    norm_run(pool, &job);
+    be->ops->rmsnorm(be, x, f32(w), x, n, n_heads, stride, (size_t)head_dim, head_dim, eps);
 }
 
 /* x[t][i] += b[i] over n rows (stride apart) of width dim */
@@ -98,26 +64,6 @@ static void add_bias(float *x, size_t stride, const struct pv_tensor *b, int n, 
     for (int t = 0; t < n; t++)
         for (int i = 0; i < dim; i++)
             x[(size_t)t * stride + i] += bf[i];
-}
-
-/* Store the n rows (stride apart) of width dim of a step in layer il of the cache,
- * each at the cell of its token's sequence and position (K when k, else V). */
-static void kv_store(const struct pv_context *ctx, const struct engine_ubatch *ub, uint32_t il,
-                     bool k, const float *src, size_t stride, uint32_t dim)
-{
-    const struct kv_cache *kv = &ctx->kv;
-    for (int t = 0; t < ub->n; t++) {
-        const float *s = src + (size_t)t * stride;
-        uint32_t cell = kv_cell(kv, (uint32_t)ub->seq[t], (uint32_t)ub->pos[t]);
-        void *d = k ? kv_k_row(kv, il, cell) : kv_v_row(kv, il, cell);
-        if (ctx->kv_type == PV_KV_F32) {
-            memcpy(d, s, dim * sizeof(float));
-        } else {
-            uint16_t *h = d;
-            for (uint32_t i = 0; i < dim; i++)
-                h[i] = pv_f32_to_fp16(s[i]);
-        }
-    }
 }
 
 void engine_forward(struct pv_context *ctx, const struct engine_ubatch *ub)
@@ -132,17 +78,13 @@ void engine_forward(struct pv_context *ctx, const struct engine_ubatch *ub)
     const int q_dim = n_head * hd_k;
     const float eps = hp->rms_eps;
     const float *rope_ff = f32(m->rope_freqs);
-    struct pv_pool *pool = ctx->pool;
+    struct compute_backend *be = ctx->be;
+    const struct compute_ops *op = be->ops;
+    const struct kv_cache *kv = &ctx->kv;
+    const bool f16 = ctx->kv_type == PV_KV_F16;
 
     /* 1. token embeddings: x[t] = token_embd[tok] * embd_scale */
-    for (int t = 0; t < n; t++) {
-        const char *row = (const char *)m->tok_embd->data + (size_t)tokens[t] * m->tok_embd->row_bytes;
-        float *x = ctx->x + (size_t)t * n_embd;
-        cpu_dequantize_row(m->tok_embd->type, row, x, n_embd);
-        if (hp->embd_scale != 1.0f)
-            for (int i = 0; i < n_embd; i++)
-                x[i] *= hp->embd_scale;
-    }
+    op->get_rows(be, m->tok_embd, tokens, n, hp->embd_scale, ctx->x);
 
     dump(ctx, "inp_scaled", -1, ctx->x, n_embd, n, n_embd);
     for (uint32_t il = 0; il < hp->n_layer; il++) {
@@ -151,20 +93,20 @@ void engine_forward(struct pv_context *ctx, const struct engine_ubatch *ub)
         size_t q_stride, k_stride, v_stride;
 
         /* 2. attention input norm */
-        rmsnorm_rows(pool, ctx->x, L->attn_norm, ctx->xb, n, n_embd, eps);
+        rmsnorm_rows(be, ctx->x, L->attn_norm, ctx->xb, n, n_embd, eps);
         dump(ctx, "attn_norm", (int)il, ctx->xb, n_embd, n, n_embd);
 
         /* 3. q, k, v projections (fused for phi3: one matmul, rows [q | k | v]) */
         if (L->wqkv) {
-            cpu_matmul_mixed(pool, L->wqkv, ctx->xb, ctx->fused, n, n_one);
+            op->matmul(be, L->wqkv, ctx->xb, ctx->fused, n, n_one);
             q = ctx->fused;
             k = q + q_dim;
             v = k + ctx->kv_dim_k;
             q_stride = k_stride = v_stride = (size_t)q_dim + ctx->kv_dim_k + ctx->kv_dim_v;
         } else {
-            cpu_matmul_mixed(pool, L->wq, ctx->xb, ctx->q, n, n_one);
-            cpu_matmul_mixed(pool, L->wk, ctx->xb, ctx->k, n, n_one);
-            cpu_matmul_mixed(pool, L->wv, ctx->xb, ctx->v, n, n_one);
+            op->matmul(be, L->wq, ctx->xb, ctx->q, n, n_one);
+            op->matmul(be, L->wk, ctx->xb, ctx->k, n, n_one);
+            op->matmul(be, L->wv, ctx->xb, ctx->v, n, n_one);
             q = ctx->q, k = ctx->k, v = ctx->v;
             q_stride = (size_t)q_dim, k_stride = ctx->kv_dim_k, v_stride = ctx->kv_dim_v;
         }
@@ -179,79 +121,79 @@ void engine_forward(struct pv_context *ctx, const struct engine_ubatch *ub)
 
         /* 4. per-head QK-norm, then RoPE at each token's position */
         if (L->q_norm) {
-            rmsnorm_heads(pool, q, q_stride, L->q_norm, n, n_head, hd_k, eps);
-            rmsnorm_heads(pool, k, k_stride, L->k_norm, n, n_head_kv, hd_k, eps);
+            rmsnorm_heads(be, q, q_stride, L->q_norm, n, n_head, hd_k, eps);
+            rmsnorm_heads(be, k, k_stride, L->k_norm, n, n_head_kv, hd_k, eps);
         }
         dump(ctx, "Qcur_normed", (int)il, q, q_stride, n, q_dim);
         dump(ctx, "Kcur_normed", (int)il, k, k_stride, n, (int)ctx->kv_dim_k);
-        {
-            const float freq_scale = L->rope_freq_scale;
-            for (int t = 0; t < n; t++) {
-                const int32_t pos = ub->pos[t];
-                cpu_rope(q + (size_t)t * q_stride, n_head, hd_k, (int)hp->n_rot, pos,
-                         L->rope_base, freq_scale, rope_ff, hp->rope_neox);
-                cpu_rope(k + (size_t)t * k_stride, n_head_kv, hd_k, (int)hp->n_rot, pos,
-                         L->rope_base, freq_scale, rope_ff, hp->rope_neox);
-            }
-        }
+        op->rope(be, q, q_stride, n, ub->pos, n_head, hd_k, (int)hp->n_rot, L->rope_base,
+                 L->rope_freq_scale, rope_ff, hp->rope_neox);
+        op->rope(be, k, k_stride, n, ub->pos, n_head_kv, hd_k, (int)hp->n_rot, L->rope_base,
+                 L->rope_freq_scale, rope_ff, hp->rope_neox);
 
         dump(ctx, "Qcur_rope", (int)il, q, q_stride, n, q_dim);
         dump(ctx, "Kcur_rope", (int)il, k, k_stride, n, (int)ctx->kv_dim_k);
 
         /* 5. store k, v in the cache; each token attends over its sequence up to itself */
-        kv_store(ctx, ub, il, true, k, k_stride, ctx->kv_dim_k);
-        kv_store(ctx, ub, il, false, v, v_stride, ctx->kv_dim_v);
-        engine_attention(ctx, (int)il, q, q_stride, ctx->att, ub, L->is_swa);
+        op->kv_store(be, k, k_stride, n, (int)ctx->kv_dim_k, kv_k_row(kv, il, 0), kv->row_k_bytes,
+                     ub->cell, f16);
+        op->kv_store(be, v, v_stride, n, (int)ctx->kv_dim_v, kv_v_row(kv, il, 0), kv->row_v_bytes,
+                     ub->cell, f16);
+        {
+            const struct compute_attn at = {
+                .q = q, .q_stride = q_stride, .out = ctx->att, .n = n, .n_one = n_one,
+                .pos = ub->pos, .blocks = ub->blocks, .block_shift = kv->block_shift,
+                .k = kv_k_row(kv, il, 0), .v = kv_v_row(kv, il, 0),
+                .k_row_bytes = kv->row_k_bytes, .v_row_bytes = kv->row_v_bytes, .f16 = f16,
+                .n_head = n_head, .n_head_kv = n_head_kv, .hd_k = hd_k, .hd_v = (int)hp->head_dim_v,
+                .n_swa = L->is_swa ? hp->n_swa : 0,
+                .q_scale = hp->attn_scale_q ? hp->attn_scale : 1.0f,
+                .scale = hp->attn_scale_q ? 1.0f : hp->attn_scale,
+            };
+            op->attention(be, &at);
+        }
 
         /* 6. output projection, optional post-norm (gemma3), residual */
         dump(ctx, "kqv_out", (int)il, ctx->att, q_dim, n, q_dim);
-        cpu_matmul_mixed(pool, L->wo, ctx->att, ctx->proj, n, n_one);
+        op->matmul(be, L->wo, ctx->att, ctx->proj, n, n_one);
         dump(ctx, "attn_out", (int)il, ctx->proj, n_embd, n, n_embd);
         if (L->post_attn_norm)
-            rmsnorm_rows(pool, ctx->proj, L->post_attn_norm, ctx->proj, n, n_embd, eps);
-        for (size_t i = 0; i < (size_t)n * n_embd; i++)
-            ctx->x[i] += ctx->proj[i];
+            rmsnorm_rows(be, ctx->proj, L->post_attn_norm, ctx->proj, n, n_embd, eps);
+        op->add(be, ctx->x, ctx->proj, (size_t)n * n_embd);
         dump(ctx, "sa_out", (int)il, ctx->x, n_embd, n, n_embd);
 
         /* 7. gated FFN: down(act(gate . h) * (up . h)) */
-        rmsnorm_rows(pool, ctx->x, L->ffn_norm, ctx->xb, n, n_embd, eps);
+        rmsnorm_rows(be, ctx->x, L->ffn_norm, ctx->xb, n, n_embd, eps);
         dump(ctx, "ffn_norm", (int)il, ctx->xb, n_embd, n, n_embd);
         if (L->ffn_gate_up) {
             /* fused rows [gate | up]; activate in place, then pack rows to [n][n_ff] */
-            cpu_matmul_mixed(pool, L->ffn_gate_up, ctx->xb, ctx->fused, n, n_one);
+            op->matmul(be, L->ffn_gate_up, ctx->xb, ctx->fused, n, n_one);
             for (int t = 0; t < n; t++) {
                 float *gate = ctx->fused + (size_t)t * 2 * n_ff;
-                if (hp->ffn_gelu)
-                    cpu_gelu_mul(gate, gate + n_ff, n_ff);
-                else
-                    cpu_silu_mul(gate, gate + n_ff, n_ff);
+                op->glu(be, gate, gate + n_ff, (size_t)n_ff, hp->ffn_gelu);
                 memcpy(ctx->ffn_gate + (size_t)t * n_ff, gate, (size_t)n_ff * sizeof(float));
             }
         } else {
-            cpu_matmul_mixed(pool, L->ffn_gate, ctx->xb, ctx->ffn_gate, n, n_one);
-            cpu_matmul_mixed(pool, L->ffn_up, ctx->xb, ctx->ffn_up, n, n_one);
+            op->matmul(be, L->ffn_gate, ctx->xb, ctx->ffn_gate, n, n_one);
+            op->matmul(be, L->ffn_up, ctx->xb, ctx->ffn_up, n, n_one);
             dump(ctx, "ffn_gate", (int)il, ctx->ffn_gate, n_ff, n, n_ff);
             dump(ctx, "ffn_up", (int)il, ctx->ffn_up, n_ff, n, n_ff);
-            if (hp->ffn_gelu)
-                cpu_gelu_mul(ctx->ffn_gate, ctx->ffn_up, n * n_ff);
-            else
-                cpu_silu_mul(ctx->ffn_gate, ctx->ffn_up, n * n_ff);
+            op->glu(be, ctx->ffn_gate, ctx->ffn_up, (size_t)n * n_ff, hp->ffn_gelu);
         }
         dump(ctx, "ffn_act", (int)il, ctx->ffn_gate, n_ff, n, n_ff);
-        cpu_matmul_mixed(pool, L->ffn_down, ctx->ffn_gate, ctx->proj, n, n_one);
+        op->matmul(be, L->ffn_down, ctx->ffn_gate, ctx->proj, n, n_one);
         dump(ctx, "ffn_out", (int)il, ctx->proj, n_embd, n, n_embd);
         if (L->post_ffn_norm)
-            rmsnorm_rows(pool, ctx->proj, L->post_ffn_norm, ctx->proj, n, n_embd, eps);
-        for (size_t i = 0; i < (size_t)n * n_embd; i++)
-            ctx->x[i] += ctx->proj[i];
+            rmsnorm_rows(be, ctx->proj, L->post_ffn_norm, ctx->proj, n, n_embd, eps);
+        op->add(be, ctx->x, ctx->proj, (size_t)n * n_embd);
         dump(ctx, "l_out", (int)il, ctx->x, n_embd, n, n_embd);
     }
 
     /* 8. final norm and LM head for the rows whose logits are wanted */
     if (ub->n_out > 0) {
         for (int r = 0; r < ub->n_out; r++)
-            cpu_rmsnorm(ctx->x + (size_t)ub->out_idx[r] * n_embd, f32(m->output_norm),
-                        ctx->xb + (size_t)r * n_embd, n_embd, eps);
-        cpu_matmul_mixed(pool, m->output, ctx->xb, ub->out, ub->n_out, ub->n_out_one);
+            rmsnorm_rows(be, ctx->x + (size_t)ub->out_idx[r] * n_embd, m->output_norm,
+                         ctx->xb + (size_t)r * n_embd, 1, n_embd, eps);
+        op->matmul(be, m->output, ctx->xb, ub->out, ub->n_out, ub->n_out_one);
     }
 }

@@ -313,12 +313,12 @@ static void test_invalid_params(void)
     pv_sampler_free(NULL);
 }
 
-/* the kernel engine_attend_for picks in kernel mode m, or NULL when this CPU cannot run m */
-static engine_attend_fn kernel_in(enum cpu_mode m, uint32_t hd)
+/* the kernel cpu_attend_for picks in kernel mode m, or NULL when this CPU cannot run m */
+static cpu_attend_fn kernel_in(enum cpu_mode m, uint32_t hd)
 {
     if (!cpu_kernels_use(m))
         return NULL;
-    engine_attend_fn f = engine_attend_for(PV_KV_F16, hd);
+    cpu_attend_fn f = cpu_attend_for(true, hd);
     cpu_kernels_use(CPU_MODE_SCALAR);
     return f;
 }
@@ -350,9 +350,9 @@ static void test_attention_kernels(void)
         }
         for (uint32_t i = 0; i < hd; i++)
             q[i] = ((float)rand() / RAND_MAX * 2.0f - 1.0f) * 4.0f;
-        engine_attend_fn portable = kernel_in(CPU_MODE_SCALAR, hd);
+        cpu_attend_fn portable = kernel_in(CPU_MODE_SCALAR, hd);
         /* both lane orders run on any AVX2 CPU; without AVX2 the portable one twice */
-        engine_attend_fn kernels[2] = {kernel_in(CPU_MODE_AVX2_16, hd), kernel_in(CPU_MODE_AVX2_8, hd)};
+        cpu_attend_fn kernels[2] = {kernel_in(CPU_MODE_AVX2_16, hd), kernel_in(CPU_MODE_AVX2_8, hd)};
         if (!kernels[0]) {
             if (h == 0)
                 printf("  NOTE no AVX2 on this CPU: the SIMD attention orders not run\n");
@@ -363,7 +363,7 @@ static void test_attention_kernels(void)
         for (size_t w = 0; w < PV_ARRAY_LEN(windows); w++)
             for (int batch = 0; batch < 2; batch++)
                 for (int scale_q = 0; scale_q < 2; scale_q++) {
-                    struct engine_attn_item it = {
+                    struct cpu_attn_item it = {
                         .q = q, .k = k, .v = v,
                         .k_stride = hd * sizeof(uint16_t), .v_stride = hd * sizeof(uint16_t),
                         .blocks = blocks, .block_shift = 0,

@@ -9,6 +9,7 @@
 #ifndef PV_CPU_H
 #define PV_CPU_H
 
+#include "compute/backend.h"
 #include "compute/compute.h"
 #include "compute/quant.h"
 
@@ -150,5 +151,48 @@ static inline void cpu_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_
         *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
     }
 }
+
+/* ---- attention (attention.c, attn_avx2.c) ---- */
+
+/* One query head's attention over the visible positions [j0, pos] of one KV head. */
+struct cpu_attn_item {
+    const float *q;              /* [hd_k] query of this head */
+    const void *k, *v;           /* cell 0 of this KV head; cells are k/v_stride bytes apart */
+    size_t k_stride, v_stride;
+    const uint32_t *blocks;      /* the sequence's block table: position j is in cell */
+    uint32_t block_shift;        /*   blocks[j >> block_shift] << block_shift | low bits */
+    uint32_t j0, pos;            /* visible positions */
+    int hd_k, hd_v;
+    float q_scale;               /* multiplies q before anything else (Gemma), else 1 */
+    float scale;                 /* multiplies q.k */
+    bool batch;                  /* summed in the batch order (else the one-token order) */
+    float *scores;               /* scratch [n_ctx], indexed by position */
+    float *qbuf;                 /* scratch [hd_k] */
+    float *lanes;                /* scratch [64][hd_v] */
+    float *out;                  /* [hd_v] */
+};
+typedef void (*cpu_attend_fn)(const struct cpu_attn_item *it);
+
+/* The cache cell of position j of an item's sequence. */
+static inline size_t cpu_attn_cell(const struct cpu_attn_item *it, uint32_t j)
+{
+    const uint32_t mask = (1u << it->block_shift) - 1;
+    return ((size_t)it->blocks[j >> it->block_shift] << it->block_shift) | (j & mask);
+}
+
+/* The attention kernel for an F16 (f16) or F32 cache: AVX2/F16C for F16 when the CPU
+ * has them and head_dim_v is a multiple of 8, in the lane order of llama.cpp on this
+ * CPU; else the portable one. */
+cpu_attend_fn cpu_attend_for(bool f16, uint32_t head_dim_v);
+/* The AVX2/F16C kernel (attn_avx2.c); call only when the CPU has them. */
+void cpu_attend_f16_avx2(const struct cpu_attn_item *it);
+/* the same in the order of llama.cpp's AVX-512 build (16 lanes), still with AVX2 code */
+void cpu_attend_f16_avx512_order(const struct cpu_attn_item *it);
+/* Floats of attention scratch one thread needs for sequences of n_ctx positions. */
+size_t cpu_attn_scratch_floats(uint32_t n_ctx, int hd_k, int hd_v);
+/* a->n tokens x n_head heads spread over the pool, each through attend; scratch holds
+ * cpu_attn_scratch_floats(n_ctx, ...) floats per thread */
+void cpu_attention(struct pv_pool *pool, cpu_attend_fn attend, float *scratch, uint32_t n_ctx,
+                   const struct compute_attn *a);
 
 #endif /* PV_CPU_H */

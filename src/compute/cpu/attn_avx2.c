@@ -22,14 +22,14 @@
  * A 16-lane accumulator is a pair of __m256 (lanes 0-7, 8-15). Cells outside the
  * visible range have probability 0 in llama.cpp, which adds exactly nothing to a lane,
  * so they are skipped here. Built with -mavx2 -mfma -mf16c; used only after
- * engine_attend_for has checked the CPU.
+ * cpu_attend_for has checked the CPU.
  */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
 #include "compute/expf_avx2.h"
-#include "engine/engine.h"
+#include "compute/cpu/cpu.h"
 
 static inline __m256 load_f16(const uint16_t *p)
 {
@@ -149,7 +149,7 @@ static ALWAYS_INLINE __m256 lanes_sum(const __m256 *l, const int w, bool one_tok
 
 /* out[d] = sum_j p[j] v_j[d] for cells [j0, pos], cell j in slot j % slots of the lane
  * accumulators (slots = W for a batch, 4W for one token), then the slots summed in order */
-static ALWAYS_INLINE void weighted_values(const struct engine_attn_item *it, const float *p,
+static ALWAYS_INLINE void weighted_values(const struct cpu_attn_item *it, const float *p,
                                           const int w)
 {
     const int hd_v = it->hd_v, slots = it->batch ? w : 4 * w;
@@ -159,10 +159,10 @@ static ALWAYS_INLINE void weighted_values(const struct engine_attn_item *it, con
     for (uint32_t c = 0; c < (uint32_t)slots && c < count; c++)
         memset(lanes + (size_t)((it->j0 + c) % (uint32_t)slots) * hd_v, 0, (size_t)hd_v * sizeof(float));
     for (uint32_t j = it->j0; j <= it->pos; j++) {
-        const uint16_t *v = (const uint16_t *)((const char *)it->v + engine_attn_cell(it, j) * it->v_stride);
+        const uint16_t *v = (const uint16_t *)((const char *)it->v + cpu_attn_cell(it, j) * it->v_stride);
         const __m256 pj = _mm256_set1_ps(p[j]);
         float *acc = lanes + (size_t)(j % (uint32_t)slots) * hd_v;
-        for (int d = 0; d < hd_v; d += 8) /* hd_v is a multiple of 8 (engine_attend_for) */
+        for (int d = 0; d < hd_v; d += 8) /* hd_v is a multiple of 8 (cpu_attend_for) */
             _mm256_storeu_ps(acc + d, _mm256_fmadd_ps(load_f16(v + d), pj, _mm256_loadu_ps(acc + d)));
     }
     bool used[64];
@@ -180,7 +180,7 @@ static ALWAYS_INLINE void weighted_values(const struct engine_attn_item *it, con
 #undef SLOT
 }
 
-static ALWAYS_INLINE void attend(const struct engine_attn_item *it, const int w)
+static ALWAYS_INLINE void attend(const struct cpu_attn_item *it, const int w)
 {
     const int hd_k = it->hd_k;
     const uint32_t j0 = it->j0, pos = it->pos;
@@ -195,7 +195,7 @@ static ALWAYS_INLINE void attend(const struct engine_attn_item *it, const int w)
     /* s_j = (q . k_j) * scale for the visible cells [j0, pos]; a matrix multiply needs
        rows of whole W-lane steps, else llama.cpp takes the one-token dot */
     const bool batch = it->batch && hd_k % w == 0;
-#define K_ROW(j) ((const uint16_t *)((const char *)it->k + engine_attn_cell(it, j) * it->k_stride))
+#define K_ROW(j) ((const uint16_t *)((const char *)it->k + cpu_attn_cell(it, j) * it->k_stride))
     {
         uint32_t j = j0;
         if (batch)
@@ -241,12 +241,12 @@ static ALWAYS_INLINE void attend(const struct engine_attn_item *it, const int w)
     weighted_values(it, s, w);
 }
 
-void engine_attend_f16_avx2(const struct engine_attn_item *it)
+void cpu_attend_f16_avx2(const struct cpu_attn_item *it)
 {
     attend(it, 8);
 }
 
-void engine_attend_f16_avx512_order(const struct engine_attn_item *it)
+void cpu_attend_f16_avx512_order(const struct cpu_attn_item *it)
 {
     attend(it, 16);
 }

@@ -1,5 +1,6 @@
 /*
- * attention.c - scaled dot-product attention over the KV cache, threaded over heads.
+ * attention.c - scaled dot-product attention over a block KV cache, threaded over heads
+ * (the CPU backend's attention op).
  *
  * For each query token and head: scores against every visible position of the token's
  * sequence (causal, and inside the sliding window on SWA layers), read through the
@@ -14,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "compute/compute.h"
-#include "engine/engine.h"
+#include "compute/cpu/cpu.h"
+#include "util/util.h"
 
 static float f16_table[65536]; /* f16 bits -> f32, filled once */
 static pthread_once_t f16_table_once = PTHREAD_ONCE_INIT;
@@ -33,7 +34,7 @@ static inline float kv_at(const void *row, int i, bool f16)
 }
 
 /* The portable kernel: plain f32 arithmetic over either cache type. */
-static void attend_generic(const struct engine_attn_item *it, bool f16)
+static void attend_generic(const struct cpu_attn_item *it, bool f16)
 {
     float *s = it->scores, *q = it->qbuf, max = -INFINITY, sum = 0.0f;
 
@@ -41,7 +42,7 @@ static void attend_generic(const struct engine_attn_item *it, bool f16)
         q[i] = it->q[i] * it->q_scale;
     /* s_j = scale * q . k_j */
     for (uint32_t j = it->j0; j <= it->pos; j++) {
-        const void *k = (const char *)it->k + engine_attn_cell(it, j) * it->k_stride;
+        const void *k = (const char *)it->k + cpu_attn_cell(it, j) * it->k_stride;
         float dot = 0.0f;
         for (int i = 0; i < it->hd_k; i++)
             dot += q[i] * kv_at(k, i, f16);
@@ -56,101 +57,96 @@ static void attend_generic(const struct engine_attn_item *it, bool f16)
     /* out = sum_j p_j v_j */
     memset(it->out, 0, (size_t)it->hd_v * sizeof(float));
     for (uint32_t j = it->j0; j <= it->pos; j++) {
-        const void *v = (const char *)it->v + engine_attn_cell(it, j) * it->v_stride;
+        const void *v = (const char *)it->v + cpu_attn_cell(it, j) * it->v_stride;
         const float p = s[j] / sum;
         for (int d = 0; d < it->hd_v; d++)
             it->out[d] += p * kv_at(v, d, f16);
     }
 }
 
-static void attend_f16(const struct engine_attn_item *it)
+static void attend_f16(const struct cpu_attn_item *it)
 {
     attend_generic(it, true);
 }
 
-static void attend_f32(const struct engine_attn_item *it)
+static void attend_f32(const struct cpu_attn_item *it)
 {
     attend_generic(it, false);
 }
 
-engine_attend_fn engine_attend_for(enum pv_kv_type type, uint32_t head_dim_v)
+cpu_attend_fn cpu_attend_for(bool f16, uint32_t head_dim_v)
 {
-    if (type == PV_KV_F32)
+    if (!f16)
         return attend_f32;
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
         __builtin_cpu_supports("f16c") && head_dim_v % 8 == 0 && cpu_simd_active()) {
         /* in the lane width of the kernel mode */
-        return cpu_llama_lanes() == 16 ? engine_attend_f16_avx512_order : engine_attend_f16_avx2;
+        return cpu_llama_lanes() == 16 ? cpu_attend_f16_avx512_order : cpu_attend_f16_avx2;
     }
 #endif
     pthread_once(&f16_table_once, f16_table_init);
     return attend_f16;
 }
 
-size_t engine_attn_scratch_floats(const struct model_hparams *hp, uint32_t n_ctx)
+size_t cpu_attn_scratch_floats(uint32_t n_ctx, int hd_k, int hd_v)
 {
     /* scores [n_ctx] + q [hd_k] + 64 accumulator lanes of [hd_v] */
-    return (size_t)n_ctx + hp->head_dim_k + 64 * (size_t)hp->head_dim_v;
+    return (size_t)n_ctx + (size_t)hd_k + 64 * (size_t)hd_v;
 }
 
 struct attn_job {
-    struct pv_context *ctx;
-    const float *q;
-    size_t q_stride;
-    float *att;
-    const struct engine_ubatch *ub;
-    int il;
-    bool swa;
+    const struct compute_attn *a;
+    cpu_attend_fn attend;
+    float *scratch;
+    uint32_t n_ctx;
 };
 
 static void attn_worker(void *arg, int ith, int nth)
 {
     const struct attn_job *job = arg;
-    struct pv_context *ctx = job->ctx;
-    const struct engine_ubatch *ub = job->ub;
-    const struct kv_cache *kv = &ctx->kv;
-    const struct model_hparams *hp = &ctx->model->hp;
-    const int n_head = (int)hp->n_head, hd_k = (int)hp->head_dim_k, hd_v = (int)hp->head_dim_v;
-    const int group = (int)(hp->n_head / hp->n_head_kv);
-    const char *k_layer = kv_k_row(kv, (uint32_t)job->il, 0);
-    const char *v_layer = kv_v_row(kv, (uint32_t)job->il, 0);
-    float *scratch = ctx->att_scratch + (size_t)ith * engine_attn_scratch_floats(hp, ctx->n_ctx);
-    struct engine_attn_item it = {
-        .k_stride = kv->row_k_bytes,
-        .v_stride = kv->row_v_bytes,
-        .block_shift = kv->block_shift,
-        .hd_k = hd_k,
-        .hd_v = hd_v,
-        .q_scale = hp->attn_scale_q ? hp->attn_scale : 1.0f,
-        .scale = hp->attn_scale_q ? 1.0f : hp->attn_scale,
+    const struct compute_attn *a = job->a;
+    const int group = a->n_head / a->n_head_kv;
+    const size_t elt = a->f16 ? 2 : 4;
+    float *scratch = job->scratch + (size_t)ith * cpu_attn_scratch_floats(job->n_ctx, a->hd_k, a->hd_v);
+    struct cpu_attn_item it = {
+        .k_stride = a->k_row_bytes,
+        .v_stride = a->v_row_bytes,
+        .block_shift = a->block_shift,
+        .hd_k = a->hd_k,
+        .hd_v = a->hd_v,
+        .q_scale = a->q_scale,
+        .scale = a->scale,
         .scores = scratch,
-        .qbuf = scratch + ctx->n_ctx,
-        .lanes = scratch + ctx->n_ctx + hd_k,
+        .qbuf = scratch + job->n_ctx,
+        .lanes = scratch + job->n_ctx + a->hd_k,
     };
     size_t begin, end;
 
-    pool_split((size_t)ub->n * (size_t)n_head, ith, nth, &begin, &end);
+    pool_split((size_t)a->n * (size_t)a->n_head, ith, nth, &begin, &end);
     for (size_t item = begin; item < end; item++) {
-        const int t = (int)(item / (size_t)n_head), h = (int)(item % (size_t)n_head);
+        const int t = (int)(item / (size_t)a->n_head), h = (int)(item % (size_t)a->n_head);
         const int g = h / group;
         /* a sequence with several tokens in the step is attended in the batch order */
-        it.batch = t >= ub->n_one;
-        it.blocks = kv->seqs[ub->seq[t]].blocks;
-        it.pos = (uint32_t)ub->pos[t];
-        it.j0 = job->swa && it.pos + 1 > hp->n_swa ? it.pos + 1 - hp->n_swa : 0;
-        it.q = job->q + (size_t)t * job->q_stride + (size_t)h * hd_k;
-        it.k = k_layer + (size_t)g * hd_k * ctx->kv_elt_bytes;
-        it.v = v_layer + (size_t)g * hd_v * ctx->kv_elt_bytes;
-        it.out = job->att + ((size_t)t * n_head + h) * hd_v;
-        ctx->attend(&it);
+        it.batch = t >= a->n_one;
+        it.blocks = a->blocks[t];
+        it.pos = (uint32_t)a->pos[t];
+        it.j0 = a->n_swa && it.pos + 1 > a->n_swa ? it.pos + 1 - a->n_swa : 0;
+        it.q = a->q + (size_t)t * a->q_stride + (size_t)h * a->hd_k;
+        it.k = (const char *)a->k + (size_t)g * a->hd_k * elt;
+        it.v = (const char *)a->v + (size_t)g * a->hd_v * elt;
+        it.out = a->out + ((size_t)t * a->n_head + h) * a->hd_v;
+        job->attend(&it);
     }
 }
 
-void engine_attention(struct pv_context *ctx, int il, const float *q, size_t q_stride,
-                      float *att, const struct engine_ubatch *ub, bool swa)
+void cpu_attention(struct pv_pool *pool, cpu_attend_fn attend, float *scratch, uint32_t n_ctx,
+                   const struct compute_attn *a)
 {
-    struct attn_job job = {ctx, q, q_stride, att, ub, il, swa};
-    pool_run(ctx->pool, attn_worker, &job);
+    struct attn_job job = {a, attend, scratch, n_ctx};
+    if (pool)
+        pool_run(pool, attn_worker, &job);
+    else
+        attn_worker(&job, 0, 1);
 }
