@@ -7,6 +7,7 @@ several weight types, and the default model. The tool also checks that a batch w
 bad position or sequence, or one the KV pool cannot hold, fails and changes nothing.
 """
 import json
+import os
 import pathlib
 import subprocess
 
@@ -16,12 +17,13 @@ TOOL = pathlib.Path(__file__).resolve().parent.parent.parent / "build" / "tools"
 ARCHS = ["gemma3", "llama", "qwen2", "qwen3", "phi3"]
 
 
-def run(model, seed, n_seq, steps, block=None):
+def run(model, seed, n_seq, steps, block=None, env=None):
     assert TOOL.exists(), f"{TOOL} is missing: run `make`"
     args = [str(TOOL), str(model), str(seed), str(n_seq), str(steps)]
     if block:
         args.append(str(block))
-    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, **(env or {})})
     assert r.stdout, r.stderr
     c = json.loads(r.stdout)
     print(f"\n{pathlib.Path(model).name} seed {seed}: {c}")
@@ -59,6 +61,12 @@ def test_mixed_batches_block_sizes(models):
     # one position per block (every block boundary) and blocks larger than a sequence
     run(models("gemma3", "q8_0"), 3, 3, 30, block=1)
     run(models("gemma3", "q8_0"), 4, 3, 30, block=256)
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "qwen2"])
+def test_mixed_batches_scalar_kernels(models, arch):
+    # the scalar reference kernels, attention included, keep each sequence's bits too
+    run(models(arch, "f32"), 2, 3, 20, env={"PENSIEVE_KERNELS": "scalar"})
 
 
 def test_mixed_batches_default_model(default_model):

@@ -11,26 +11,16 @@
  * AVX2/F16C one for an F16 cache (attn_avx2.c), else the portable one below.
  */
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "compute/cpu/cpu.h"
 #include "util/util.h"
 
-static float f16_table[65536]; /* f16 bits -> f32, filled once */
-static pthread_once_t f16_table_once = PTHREAD_ONCE_INIT;
-
-static void f16_table_init(void)
-{
-    for (uint32_t i = 0; i < 65536; i++)
-        f16_table[i] = pv_fp16_to_f32((uint16_t)i);
-}
-
 /* Element i of a cache row of F16 (f16 true) or F32 values. */
 static inline float kv_at(const void *row, int i, bool f16)
 {
-    return f16 ? f16_table[((const uint16_t *)row)[i]] : ((const float *)row)[i];
+    return f16 ? cpu_fp16_table[((const uint16_t *)row)[i]] : ((const float *)row)[i];
 }
 
 /* The portable kernel: plain f32 arithmetic over either cache type. */
@@ -78,16 +68,10 @@ cpu_attend_fn cpu_attend_for(bool f16, uint32_t head_dim_v)
 {
     if (!f16)
         return attend_f32;
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c") && head_dim_v % 8 == 0 && cpu_simd_active()) {
-        /* in the lane width of the kernel mode */
+    /* the SIMD kernels in use imply AVX2, FMA and F16C (dispatch.c checked them) */
+    if (cpu_simd_active() && head_dim_v % 8 == 0)
         return cpu_llama_lanes() == 16 ? cpu_attend_f16_avx512_order : cpu_attend_f16_avx2;
-    }
-#endif
-    pthread_once(&f16_table_once, f16_table_init);
-    return attend_f16;
+    return attend_f16; /* cpu_simd_active filled cpu_fp16_table */
 }
 
 size_t cpu_attn_scratch_floats(uint32_t n_ctx, int hd_k, int hd_v)

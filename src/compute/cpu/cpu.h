@@ -152,6 +152,9 @@ static inline void cpu_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_
     }
 }
 
+/* f16 bits -> f32 for every f16 value, filled with the kernel tables (cpu_kernels_get) */
+extern float cpu_fp16_table[1 << 16];
+
 /* ---- attention (attention.c, attn_avx2.c) ---- */
 
 /* One query head's attention over the visible positions [j0, pos] of one KV head. */

@@ -80,8 +80,8 @@ uint16_t cpu_f32_to_bf16(float f)
 
 /* fp16 -> f32 by table on the scalar hot paths (filled by cpu_ref_fill, which runs
  * before any kernel is reachable) */
-static float fp16_table[1 << 16];
-#define FP16(h) fp16_table[(uint16_t)(h)]
+float cpu_fp16_table[1 << 16];
+#define FP16(h) cpu_fp16_table[(uint16_t)(h)]
 
 /* byte b of qh_table[x] = 16 when bit b of x is set: the 5th bits of Q5_0 / Q5_1 */
 static uint64_t qh_table[256];
@@ -702,7 +702,7 @@ static void f16_to_f32(const uint16_t *h, float *y, int n)
 void cpu_ref_fill(struct cpu_kernels *k)
 {
     for (uint32_t h = 0; h < (1u << 16); h++)
-        fp16_table[h] = pv_fp16_to_f32((uint16_t)h);
+        cpu_fp16_table[h] = pv_fp16_to_f32((uint16_t)h);
     cpu_gelu_table_fill();
     for (uint32_t x = 0; x < 256; x++) {
         uint8_t b[8];
