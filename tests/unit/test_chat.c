@@ -364,7 +364,8 @@ static void test_render_prefill_and_think_open(void)
     chat_parser_params_for(t, &c, &p, &pp);
     CHECK(!pp.think_open);
     CHECK_EQ_INT(pp.tool_format, CHAT_TOOLFMT_HERMES);
-    struct chat_grammar *g = chat_grammar_for(&c);
+    struct chat_grammar *g = NULL;
+    CHECK_EQ_INT(chat_grammar_for(&c, &g, &err), PV_OK);
     CHECK(g != NULL);
     chat_grammar_free(g);
     chat_prompt_release(&p);
@@ -465,6 +466,54 @@ static void test_grammar_tool_call(void)
     chat_matcher_free(m);
     CHECK(chat_grammar_tool_call(tools, "missing") == NULL);
     json_decref(tools);
+}
+
+/* Grammar size is request-controlled: a schema of 32,764 alternatives once numbered
+ * nodes past a 16-bit frame field and crashed the server. Over the limit is an error. */
+static void test_grammar_limits(void)
+{
+    struct pv_err err = {0};
+    json_t *alts = json_array();
+    for (int i = 0; i < 32764; i++)
+        json_array_append_new(alts, json_pack("{s:s, s:{s:{s:s}}}", "type", "object",
+                                              "properties", "k", "type", "string"));
+    json_t *schema = json_pack("{s:o}", "anyOf", alts);
+    CHECK(chat_grammar_from_schema(schema) == NULL);
+    struct chat_conv c = {0};
+    c.format = CHAT_FORMAT_JSON_SCHEMA;
+    c.schema = schema;
+    struct chat_grammar *g = (struct chat_grammar *)&c; /* must be reset */
+    CHECK_EQ_INT(chat_grammar_for(&c, &g, &err), PV_ERR_INVALID);
+    CHECK(g == NULL);
+    CHECK(strstr(err.msg, "response_format") != NULL);
+    /* the same schema as a forced tool's parameters */
+    json_t *tools = json_pack("[{s:s, s:{s:s, s:O}}]", "type", "function", "function", "name",
+                              "f", "parameters", schema);
+    c.format = CHAT_FORMAT_TEXT;
+    c.tools = tools;
+    c.tool_choice = CHAT_TOOLS_REQUIRED;
+    CHECK_EQ_INT(chat_grammar_for(&c, &g, &err), PV_ERR_INVALID);
+    CHECK(chat_grammar_tool_call(tools, NULL) == NULL);
+    json_decref(tools);
+    json_decref(schema);
+    /* a huge enum counts its values */
+    json_t *en = json_array();
+    for (int i = 0; i < 5000; i++)
+        json_array_append_new(en, json_integer(i));
+    schema = json_pack("{s:o}", "enum", en);
+    CHECK(chat_grammar_from_schema(schema) == NULL);
+    json_decref(schema);
+    /* just under the limit still compiles, and node ids past 32767 never happen */
+    en = json_array();
+    for (int i = 0; i < 4000; i++)
+        json_array_append_new(en, json_integer(i));
+    schema = json_pack("{s:o}", "enum", en);
+    g = chat_grammar_from_schema(schema);
+    CHECK(g != NULL);
+    struct chat_matcher *m = chat_matcher_new(g, NULL);
+    CHECK(chat_matcher_feed(m, "3999", 4));
+    chat_matcher_free(m);
+    json_decref(schema);
 }
 
 /* With the default model's real vocabulary: a user who writes "<start_of_turn>" gets
@@ -724,6 +773,7 @@ TESTS(TEST_ENTRY(test_plain_text), TEST_ENTRY(test_thinking), TEST_ENTRY(test_he
       TEST_ENTRY(test_anthropic_conversion), TEST_ENTRY(test_openai_conversion),
       TEST_ENTRY(test_render_fallback_and_taint), TEST_ENTRY(test_render_prefill_and_think_open),
       TEST_ENTRY(test_grammar_schema), TEST_ENTRY(test_grammar_tool_call),
+      TEST_ENTRY(test_grammar_limits),
       TEST_ENTRY(test_taint_reaches_the_tokenizer), TEST_ENTRY(test_parser_random_splits),
       TEST_ENTRY(test_mistral_tool_ids), TEST_ENTRY(test_template_formats),
       TEST_ENTRY(test_conversion_malformed_bodies))
