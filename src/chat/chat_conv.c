@@ -322,6 +322,25 @@ out:
     return st;
 }
 
+/* A forced tool call needs tools, and a named one a tool of that name. */
+static enum pv_status check_tool_choice(const struct chat_conv *c, struct pv_err *err)
+{
+    if (c->tool_choice == CHAT_TOOLS_REQUIRED && !json_array_size(c->tools))
+        return pv_err_set(err, PV_ERR_INVALID,
+                          "tool_choice: a tool call is required but no tools are given");
+    if (c->tool_choice != CHAT_TOOLS_NAMED)
+        return PV_OK;
+    size_t i;
+    json_t *t;
+    json_array_foreach(c->tools, i, t) {
+        const char *name = json_string_value(json_object_get(json_object_get(t, "function"), "name"));
+        if (name && !strcmp(name, c->tool_name))
+            return PV_OK;
+    }
+    return pv_err_set(err, PV_ERR_INVALID, "tool_choice: no tool named '%.100s' in tools",
+                      c->tool_name);
+}
+
 static enum pv_status anthropic_tools(struct chat_conv *c, const json_t *tools, struct pv_err *err)
 {
     if (!tools || json_is_null(tools))
@@ -380,7 +399,15 @@ enum pv_status chat_conv_from_anthropic(const json_t *body, struct chat_conv *c,
     if ((st = anthropic_tools(c, json_object_get(body, "tools"), err)))
         goto fail;
     json_t *tc = json_object_get(body, "tool_choice");
+    if (tc && !json_is_null(tc) && !json_is_object(tc)) {
+        st = pv_err_set(err, PV_ERR_INVALID, "tool_choice: Input should be an object");
+        goto fail;
+    }
     const char *tct = json_string_value(json_object_get(tc, "type"));
+    if (tc && !json_is_null(tc) && !tct) {
+        st = pv_err_set(err, PV_ERR_INVALID, "tool_choice.type: Field required");
+        goto fail;
+    }
     if (tct) {
         if (!strcmp(tct, "any"))
             c->tool_choice = CHAT_TOOLS_REQUIRED;
@@ -394,7 +421,13 @@ enum pv_status chat_conv_from_anthropic(const json_t *body, struct chat_conv *c,
             }
             c->tool_choice = CHAT_TOOLS_NAMED;
             c->tool_name = xstrdup(name);
+        } else if (strcmp(tct, "auto") != 0) {
+            st = pv_err_set(err, PV_ERR_INVALID,
+                            "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'");
+            goto fail;
         }
+        if ((st = check_tool_choice(c, err)))
+            goto fail;
         if (json_is_true(json_object_get(tc, "disable_parallel_tool_use")))
             c->parallel_tool_calls = false;
     }
@@ -537,7 +570,17 @@ enum pv_status chat_conv_from_openai(const json_t *body, struct chat_conv *c, st
             c->tool_choice = CHAT_TOOLS_NONE;
         else if (!strcmp(json_string_value(tc), "required"))
             c->tool_choice = CHAT_TOOLS_REQUIRED;
+        else if (strcmp(json_string_value(tc), "auto") != 0) {
+            st = pv_err_set(err, PV_ERR_INVALID,
+                            "tool_choice: expected 'none', 'auto', 'required' or a function");
+            goto fail;
+        }
     } else if (json_is_object(tc)) {
+        const char *type = json_string_value(json_object_get(tc, "type"));
+        if (!type || strcmp(type, "function") != 0) {
+            st = pv_err_set(err, PV_ERR_INVALID, "tool_choice.type: expected 'function'");
+            goto fail;
+        }
         const char *name = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
         if (!name) {
             st = pv_err_set(err, PV_ERR_INVALID, "tool_choice: function.name is required");
@@ -545,7 +588,12 @@ enum pv_status chat_conv_from_openai(const json_t *body, struct chat_conv *c, st
         }
         c->tool_choice = CHAT_TOOLS_NAMED;
         c->tool_name = xstrdup(name);
+    } else if (tc && !json_is_null(tc)) {
+        st = pv_err_set(err, PV_ERR_INVALID, "tool_choice: expected a string or an object");
+        goto fail;
     }
+    if ((st = check_tool_choice(c, err)))
+        goto fail;
     if (json_is_false(json_object_get(body, "parallel_tool_calls")))
         c->parallel_tool_calls = false;
     json_t *rf = json_object_get(body, "response_format");

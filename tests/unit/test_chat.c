@@ -719,6 +719,54 @@ static void test_template_formats(void)
 }
 
 /* Malformed bodies: a status, never a crash (run under ASan/UBSan). */
+/* tool_choice that names a missing tool, or has an unknown type, is a 400 (as Anthropic
+ * and OpenAI answer), not silently free output. */
+static void test_tool_choice_checked(void)
+{
+    static const char *const anth[][2] = {
+        {"{\"messages\":[],\"tools\":[{\"name\":\"f\"}],\"tool_choice\":{\"type\":\"tool\",\"name\":\"g\"}}", "no tool named 'g'"},
+        {"{\"messages\":[],\"tools\":[{\"name\":\"f\"}],\"tool_choice\":{\"type\":\"bogus\"}}", "tool_choice.type"},
+        {"{\"messages\":[],\"tools\":[{\"name\":\"f\"}],\"tool_choice\":{\"name\":\"f\"}}", "tool_choice.type"},
+        {"{\"messages\":[],\"tools\":[{\"name\":\"f\"}],\"tool_choice\":\"any\"}", "tool_choice"},
+        {"{\"messages\":[],\"tool_choice\":{\"type\":\"any\"}}", "no tools"},
+        {"{\"messages\":[],\"tools\":[{\"name\":\"f\"}],\"tool_choice\":{\"type\":\"tool\",\"name\":\"f\"}}", NULL},
+        {"{\"messages\":[],\"tools\":[{\"name\":\"f\"}],\"tool_choice\":{\"type\":\"auto\"}}", NULL},
+    };
+    static const char *const oai[][2] = {
+        {"{\"messages\":[],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+         "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}", "no tool named 'g'"},
+        {"{\"messages\":[],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+         "\"tool_choice\":{\"type\":\"nope\",\"function\":{\"name\":\"f\"}}}", "tool_choice.type"},
+        {"{\"messages\":[],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+         "\"tool_choice\":\"sometimes\"}", "tool_choice"},
+        {"{\"messages\":[],\"tool_choice\":\"required\"}", "no tools"},
+        {"{\"messages\":[],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+         "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}", NULL},
+        {"{\"messages\":[],\"tool_choice\":\"auto\"}", NULL},
+    };
+    struct pv_err err = {0};
+    for (int api = 0; api < 2; api++) {
+        size_t n = api ? PV_ARRAY_LEN(oai) : PV_ARRAY_LEN(anth);
+        for (size_t i = 0; i < n; i++) {
+            const char *const *row = api ? oai[i] : anth[i];
+            json_t *b = J(row[0]);
+            struct chat_conv c;
+            enum pv_status st = api ? chat_conv_from_openai(b, &c, &err) : chat_conv_from_anthropic(b, &c, &err);
+            if (row[1]) {
+                CHECK_EQ_INT(st, PV_ERR_INVALID);
+                if (!strstr(err.msg, row[1]))
+                    fprintf(stderr, "  %s: message '%s'\n", row[0], err.msg);
+                CHECK(strstr(err.msg, row[1]) != NULL);
+            } else {
+                CHECK_EQ_INT(st, PV_OK);
+                if (st == PV_OK)
+                    chat_conv_release(&c);
+            }
+            json_decref(b);
+        }
+    }
+}
+
 static void test_conversion_malformed_bodies(void)
 {
     static const char *const bodies[] = {
@@ -773,7 +821,7 @@ TESTS(TEST_ENTRY(test_plain_text), TEST_ENTRY(test_thinking), TEST_ENTRY(test_he
       TEST_ENTRY(test_anthropic_conversion), TEST_ENTRY(test_openai_conversion),
       TEST_ENTRY(test_render_fallback_and_taint), TEST_ENTRY(test_render_prefill_and_think_open),
       TEST_ENTRY(test_grammar_schema), TEST_ENTRY(test_grammar_tool_call),
-      TEST_ENTRY(test_grammar_limits),
+      TEST_ENTRY(test_grammar_limits), TEST_ENTRY(test_tool_choice_checked),
       TEST_ENTRY(test_taint_reaches_the_tokenizer), TEST_ENTRY(test_parser_random_splits),
       TEST_ENTRY(test_mistral_tool_ids), TEST_ENTRY(test_template_formats),
       TEST_ENTRY(test_conversion_malformed_bodies))
