@@ -4,6 +4,7 @@ where a well-behaved client library would not send the bytes."""
 import json
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -182,12 +183,23 @@ def metric(server, name):
 
 def test_dropped_queued_request_leaves_the_queue(tight_server):
     s = tight_server
-    long_req = {"model": "m", "max_tokens": 4000, "stream": True, "temperature": 1.0,
-                "messages": [{"role": "user", "content": "Write a very long story."}]}
-    busy = requests.post(s.url + MSG, json=long_req, stream=True, timeout=60)
+    # a reply the grammar keeps long (1000 array items at least): the slot stays taken
+    schema = {"type": "array", "items": {"type": "integer"}, "minItems": 1000}
+    long_req = {"model": "m", "max_tokens": 8000, "stream": True, "messages": HI,
+                "response_format": {"type": "json_schema",
+                                    "json_schema": {"name": "a", "schema": schema}}}
+    busy = requests.post(s.url + CHAT, json=long_req, stream=True, timeout=60)
+    assert busy.status_code == 200
+    # read it all along (a generator dropped half-way would close the connection)
+    def drain():
+        try:
+            for _ in busy.iter_lines():
+                pass
+        except Exception:  # closed by the test at its end
+            pass
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     try:
-        assert busy.status_code == 200
-        next(busy.iter_lines())  # the slot is taken
         # queue one request, then drop its connection
         ghost = socket.create_connection((s.host, s.port), timeout=10)
         ghost.sendall(request_bytes("POST", MSG, {"model": "m", "max_tokens": 8, "messages": HI}))
