@@ -7,8 +7,10 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "chat/chat.h"
+#include "chat/jinja.h"
 #include "harness.h"
 
 /* ---- event collector: a canonical string of the event sequence ------------------- */
@@ -719,6 +721,43 @@ static void test_template_formats(void)
 }
 
 /* Malformed bodies: a status, never a crash (run under ASan/UBSan). */
+/* A template of 100,000 nested parentheses was rejected only after 29 s: every token
+ * rescanned the source for its line and column. Now linear, and positions still right. */
+static void test_template_nesting_is_cheap(void)
+{
+    const size_t n = 100000;
+    char *src = malloc(n + 16);
+    memcpy(src, "{{ ", 3);
+    memset(src + 3, '(', n / 2);
+    src[3 + n / 2] = 'x';
+    memset(src + 4 + n / 2, ')', n / 2);
+    memcpy(src + 4 + n, " }}", 4);
+    struct jinja_template *t = NULL;
+    struct pv_err err = {0};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK_EQ_INT(jinja_parse(src, n + 7, &t, &err), PV_ERR_FORMAT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (!strstr(err.msg, "nested too deeply"))
+        fprintf(stderr, "  %s\n", err.msg);
+    CHECK(strstr(err.msg, "nested too deeply") != NULL);
+    const double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    if (s >= 2.0)
+        fprintf(stderr, "  100,000 parentheses took %.1f s\n", s);
+    CHECK(s < 2.0);
+    /* the position of an error after many lines and tokens */
+    struct pv_buf b = PV_BUF_INIT;
+    for (int i = 0; i < 20000; i++)
+        buf_append(&b, "{{ a + b }}\n", 12);
+    buf_append(&b, "  {{ ) }}", 9);
+    CHECK_EQ_INT(jinja_parse(b.data, b.len, &t, &err), PV_ERR_FORMAT);
+    if (!strstr(err.msg, "at 20001:6:"))
+        fprintf(stderr, "  %s\n", err.msg);
+    CHECK(strstr(err.msg, "at 20001:6:") != NULL);
+    buf_release(&b);
+    free(src);
+}
+
 /* tool_choice that names a missing tool, or has an unknown type, is a 400 (as Anthropic
  * and OpenAI answer), not silently free output. */
 static void test_tool_choice_checked(void)
@@ -822,6 +861,7 @@ TESTS(TEST_ENTRY(test_plain_text), TEST_ENTRY(test_thinking), TEST_ENTRY(test_he
       TEST_ENTRY(test_render_fallback_and_taint), TEST_ENTRY(test_render_prefill_and_think_open),
       TEST_ENTRY(test_grammar_schema), TEST_ENTRY(test_grammar_tool_call),
       TEST_ENTRY(test_grammar_limits), TEST_ENTRY(test_tool_choice_checked),
+      TEST_ENTRY(test_template_nesting_is_cheap),
       TEST_ENTRY(test_taint_reaches_the_tokenizer), TEST_ENTRY(test_parser_random_splits),
       TEST_ENTRY(test_mistral_tool_ids), TEST_ENTRY(test_template_formats),
       TEST_ENTRY(test_conversion_malformed_bodies))
