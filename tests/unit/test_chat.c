@@ -721,6 +721,30 @@ static void test_template_formats(void)
 }
 
 /* Malformed bodies: a status, never a crash (run under ASan/UBSan). */
+/* Found by fuzz_toolparse: a Qwen3-Coder call whose text holds a NUL byte (the model can
+ * emit a <0x00> byte token) was copied up to the NUL but parsed to its full length,
+ * reading past the copy. */
+static void test_parser_nul_in_call(void)
+{
+    static const char text[] =
+        "<tool_call>\n<function=get_weather>\n<parameter=city>\nOslo\n</paearmter>\n"
+        "<parameter=days>\n2\n</parameter>\n</function>\n<\xd8\x8b\x90\x90l_&\0\0\0>";
+    json_t *tools = test_tools();
+    for (int fmt = CHAT_TOOLFMT_HERMES; fmt <= CHAT_TOOLFMT_GENERIC; fmt++) {
+        struct chat_parser_params pp = {.tool_format = (enum chat_tool_format)fmt, .tools = tools};
+        struct coll c = {PV_BUF_INIT, -1};
+        struct chat_parser *p = chat_parser_new(&pp, on_event, &c);
+        chat_parser_feed(p, text, sizeof(text) - 1);
+        chat_parser_finish(p, CHAT_STOP_END_TURN, 10, 20);
+        chat_parser_free(p);
+        /* the text comes back (NUL included) and the stop event closes it */
+        CHECK(c.s.len > 9 && (memmem(c.s.data, c.s.len, "|end_turn", 9) ||
+                              memmem(c.s.data, c.s.len, "|tool_use", 9)));
+        buf_release(&c.s);
+    }
+    json_decref(tools);
+}
+
 /* A template of 100,000 nested parentheses was rejected only after 29 s: every token
  * rescanned the source for its line and column. Now linear, and positions still right. */
 static void test_template_nesting_is_cheap(void)
@@ -861,7 +885,7 @@ TESTS(TEST_ENTRY(test_plain_text), TEST_ENTRY(test_thinking), TEST_ENTRY(test_he
       TEST_ENTRY(test_render_fallback_and_taint), TEST_ENTRY(test_render_prefill_and_think_open),
       TEST_ENTRY(test_grammar_schema), TEST_ENTRY(test_grammar_tool_call),
       TEST_ENTRY(test_grammar_limits), TEST_ENTRY(test_tool_choice_checked),
-      TEST_ENTRY(test_template_nesting_is_cheap),
+      TEST_ENTRY(test_template_nesting_is_cheap), TEST_ENTRY(test_parser_nul_in_call),
       TEST_ENTRY(test_taint_reaches_the_tokenizer), TEST_ENTRY(test_parser_random_splits),
       TEST_ENTRY(test_mistral_tool_ids), TEST_ENTRY(test_template_formats),
       TEST_ENTRY(test_conversion_malformed_bodies))
