@@ -721,6 +721,60 @@ static void test_template_formats(void)
 }
 
 /* Malformed bodies: a status, never a crash (run under ASan/UBSan). */
+/* The request path with each fallible allocation failing once in turn (the template's
+ * arena, the prompt, the tokenizer's buffers): a clear PV_ERR_NOMEM, no crash, no leak. */
+static void test_request_allocation_failures(void)
+{
+    struct pv_vocab *v = NULL;
+    struct pv_err err = {0};
+    const char *vocab_path = "tests/fuzz/seeds/fuzz_vocab/llama-q8_0.gguf";
+    if (pv_vocab_load_file(vocab_path, &v, &err) != PV_OK) {
+        fprintf(stderr, "  %s: %s\n", vocab_path, err.msg);
+        CHECK(false);
+        return;
+    }
+    json_t *body = J("{\"system\":\"Be brief.\",\"messages\":[{\"role\":\"user\",\"content\":"
+                     "\"hello world, the cat\"},{\"role\":\"assistant\",\"content\":\"the dog\"},"
+                     "{\"role\":\"user\",\"content\":\"and the model?\"}]}");
+    int n_fail = 0;
+    for (long n = 1; n < 100000; n++) {
+        struct chat_template *t = NULL;
+        struct chat_conv c;
+        struct chat_prompt p;
+        int32_t *ids = NULL;
+        size_t n_ids = 0;
+        bool have_t = false, have_c = false, have_p = false;
+        pv_alloc_fail_at(n);
+        enum pv_status st = chat_template_new(NULL, "llama", "<s>", "</s>", &t, &err);
+        have_t = st == PV_OK;
+        if (st == PV_OK)
+            have_c = (st = chat_conv_from_anthropic(body, &c, &err)) == PV_OK;
+        if (st == PV_OK)
+            have_p = (st = chat_render(t, &c, &p, &err)) == PV_OK;
+        if (st == PV_OK)
+            st = pv_tokenize_segments(v, p.segs, p.n_segs, 0, &ids, &n_ids, &err);
+        pv_alloc_fail_at(0);
+        free(ids);
+        if (have_p)
+            chat_prompt_release(&p);
+        if (have_c)
+            chat_conv_release(&c);
+        if (have_t)
+            chat_template_free(t);
+        if (st == PV_OK) {
+            CHECK(n_ids > 5);
+            break;
+        }
+        n_fail++;
+        if (st != PV_ERR_NOMEM)
+            fprintf(stderr, "  allocation %ld failing: status %d '%s'\n", n, st, err.msg);
+        CHECK_EQ_INT(st, PV_ERR_NOMEM);
+    }
+    CHECK(n_fail > 3);
+    json_decref(body);
+    pv_vocab_free(v);
+}
+
 /* Found by fuzz_toolparse: a Qwen3-Coder call whose text holds a NUL byte (the model can
  * emit a <0x00> byte token) was copied up to the NUL but parsed to its full length,
  * reading past the copy. */
@@ -886,6 +940,7 @@ TESTS(TEST_ENTRY(test_plain_text), TEST_ENTRY(test_thinking), TEST_ENTRY(test_he
       TEST_ENTRY(test_grammar_schema), TEST_ENTRY(test_grammar_tool_call),
       TEST_ENTRY(test_grammar_limits), TEST_ENTRY(test_tool_choice_checked),
       TEST_ENTRY(test_template_nesting_is_cheap), TEST_ENTRY(test_parser_nul_in_call),
+      TEST_ENTRY(test_request_allocation_failures),
       TEST_ENTRY(test_taint_reaches_the_tokenizer), TEST_ENTRY(test_parser_random_splits),
       TEST_ENTRY(test_mistral_tool_ids), TEST_ENTRY(test_template_formats),
       TEST_ENTRY(test_conversion_malformed_bodies))
