@@ -127,6 +127,8 @@ bool http_client_gone(struct http_req *r)
         return false;
     if (pfd.revents & (POLLHUP | POLLERR | POLLNVAL))
         return true;
+    if (pfd.revents & POLLRDHUP)
+        r->peer_fin = true;
     if ((pfd.revents & POLLRDHUP) && !r->streaming && !r->probed) {
         static const char probe[] = "HTTP/1.1 100 Continue\r\n\r\n";
         r->probed = true;

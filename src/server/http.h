@@ -52,6 +52,7 @@ struct http_req {
     bool handled;                /* a response has been queued */
     bool streaming;              /* the reply is an SSE stream */
     bool probed;                 /* an interim 100 was written to test a half-closed peer */
+    bool peer_fin;               /* the client shut down its sending side (or closed) */
     int status;                  /* HTTP status sent */
     uint64_t t_start_ns;
     /* filled by endpoints for the access log */
@@ -124,7 +125,9 @@ void http_reply_stream(struct http_req *r, struct http_stream *s);
  * the request; while a reply is generated, silence is the server's, not the client's. */
 void http_set_idle_timeout(struct http_req *r, unsigned seconds);
 /* True when the client of `r` is gone (reset, or closed both ways); a client that only
- * half-closed after its request is still there and gets its answer. */
+ * half-closed after its request is still there and gets its answer. Sets r->peer_fin when
+ * the client's FIN was seen: a stream then writes a ping soon, whose reset tells a
+ * closed client from a half-closed one. */
 bool http_client_gone(struct http_req *r);
 
 /* ---- small helpers (http.c) ------------------------------------------------------------ */

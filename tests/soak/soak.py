@@ -193,7 +193,7 @@ def main(argv=None):
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--parallel", type=int, default=2)
-    ap.add_argument("--queue", type=int, default=8)
+    ap.add_argument("--queue", type=int, default=16)
     ap.add_argument("--out", default=str(ROOT / "build" / "soak" / "result.json"))
     a = ap.parse_args(argv)
 
