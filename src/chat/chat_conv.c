@@ -322,6 +322,35 @@ out:
     return st;
 }
 
+/* Counts a request controls, bounded explicitly (a 400 beyond them): each costs template
+ * work and prompt tokens, and the body size alone lets them reach millions. */
+#define CHAT_MAX_MESSAGES 100000
+#define CHAT_MAX_TOOLS 1024
+#define CHAT_MAX_BLOCKS 10000 /* content blocks of one message */
+
+static enum pv_status check_counts(const json_t *body, struct pv_err *err)
+{
+    const json_t *msgs = json_object_get(body, "messages");
+    if (json_array_size(msgs) > CHAT_MAX_MESSAGES)
+        return pv_err_set(err, PV_ERR_INVALID, "messages: %zu messages (at most %d)",
+                          json_array_size(msgs), CHAT_MAX_MESSAGES);
+    if (json_array_size(json_object_get(body, "tools")) > CHAT_MAX_TOOLS)
+        return pv_err_set(err, PV_ERR_INVALID, "tools: %zu tools (at most %d)",
+                          json_array_size(json_object_get(body, "tools")), CHAT_MAX_TOOLS);
+    if (json_array_size(json_object_get(body, "system")) > CHAT_MAX_BLOCKS)
+        return pv_err_set(err, PV_ERR_INVALID, "system: more than %d blocks", CHAT_MAX_BLOCKS);
+    size_t i;
+    const json_t *m;
+    json_array_foreach(msgs, i, m) {
+        if (json_array_size(json_object_get(m, "content")) > CHAT_MAX_BLOCKS ||
+            json_array_size(json_object_get(m, "tool_calls")) > CHAT_MAX_BLOCKS)
+            return pv_err_set(err, PV_ERR_INVALID,
+                              "messages.%zu: more than %d content blocks or tool calls", i,
+                              CHAT_MAX_BLOCKS);
+    }
+    return PV_OK;
+}
+
 /* A forced tool call needs tools, and a named one a tool of that name. */
 static enum pv_status check_tool_choice(const struct chat_conv *c, struct pv_err *err)
 {
@@ -375,6 +404,8 @@ enum pv_status chat_conv_from_anthropic(const json_t *body, struct chat_conv *c,
     enum pv_status st;
     conv_init(c);
     struct pv_buf sys = PV_BUF_INIT;
+    if ((st = check_counts(body, err)))
+        goto fail;
     if ((st = text_of(json_object_get(body, "system"), "system", &sys, true, err)))
         goto fail;
     if (sys.len) {
@@ -465,6 +496,8 @@ enum pv_status chat_conv_from_openai(const json_t *body, struct chat_conv *c, st
     enum pv_status st = PV_OK;
     conv_init(c);
     json_t *msgs = json_object_get(body, "messages");
+    if ((st = check_counts(body, err)))
+        goto fail;
     if (!json_is_array(msgs)) {
         st = pv_err_set(err, PV_ERR_INVALID, "messages must be an array");
         goto fail;

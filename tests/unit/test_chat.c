@@ -862,6 +862,22 @@ static void test_tool_choice_checked(void)
         {"{\"messages\":[],\"tool_choice\":\"auto\"}", NULL},
     };
     struct pv_err err = {0};
+    /* counts a request controls have explicit limits */
+    json_t *many = json_pack("{s:[]}", "messages");
+    for (int i = 0; i < 100001; i++)
+        json_array_append_new(json_object_get(many, "messages"),
+                              json_pack("{s:s,s:s}", "role", "user", "content", "x"));
+    struct chat_conv big;
+    CHECK_EQ_INT(chat_conv_from_anthropic(many, &big, &err), PV_ERR_INVALID);
+    CHECK(strstr(err.msg, "at most 100000") != NULL);
+    CHECK_EQ_INT(chat_conv_from_openai(many, &big, &err), PV_ERR_INVALID);
+    json_decref(many);
+    many = json_pack("{s:[],s:[]}", "messages", "tools");
+    for (int i = 0; i < 1025; i++)
+        json_array_append_new(json_object_get(many, "tools"), json_pack("{s:s}", "name", "t"));
+    CHECK_EQ_INT(chat_conv_from_anthropic(many, &big, &err), PV_ERR_INVALID);
+    CHECK(strstr(err.msg, "tools") != NULL);
+    json_decref(many);
     for (int api = 0; api < 2; api++) {
         size_t n = api ? PV_ARRAY_LEN(oai) : PV_ARRAY_LEN(anth);
         for (size_t i = 0; i < n; i++) {
