@@ -60,7 +60,7 @@ static struct cli_opt serve_opts[] = {
      "(repeatable, at most 4; C escapes \\n \\t \\\\ understood)", NULL},
     {"pid-file", 0, CLI_STRING, "PENSIEVE_PID_FILE", "PATH",
      "where to write the pid for `pensieve stop`; default "
-     "$XDG_RUNTIME_DIR or /tmp: pensieve-PORT.pid", NULL},
+     "$XDG_RUNTIME_DIR or /tmp: pensieve-PORT.pid (never written through a symbolic link)", NULL},
     {0},
 };
 
@@ -75,7 +75,9 @@ const struct cli_command cli_cmd_serve = {
     "/api/hello. Claude Code: ANTHROPIC_BASE_URL=http://127.0.0.1:PORT claude\n"
     "(use --ctx-size 32768 or more: its first prompt is ~20K tokens).\n"
     "SIGINT/SIGTERM (or `pensieve stop`) stop accepting, let running requests finish\n"
-    "within --grace seconds, and exit 0; a second signal stops at once.",
+    "within --grace seconds, and exit 0; a second signal stops at once.\n"
+    "Browser guards: POST bodies must be Content-Type: application/json (else 415);\n"
+    "bound to loopback, the Host header must name this machine (else 403).",
     serve_main,
 };
 

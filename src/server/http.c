@@ -878,11 +878,10 @@ static void on_conn(void *cls, struct MHD_Connection *conn, void **socket_contex
             /* all taken: the connection waiting longest for a request makes room; when
              * every one is busy with a request, the newcomer is refused */
             struct http_conn *victim = c;
-            for (struct http_conn *x = srv->conns_head; x && x != c; x = x->next)
-                if (x->reading && !x->closing && c->fd >= 0) {
+            for (struct http_conn *x = srv->conns_head; x; x = x->next)
+                if (x != c && x->reading && !x->closing && x->fd >= 0 &&
+                    (victim == c || x->t_read_ns < victim->t_read_ns))
                     victim = x;
-                    break;
-                }
             if (victim != c)
                 log_debug("connection limit: closing one idle for %.1f s",
                           (double)(clock_now_ns() - victim->t_read_ns) / 1e9);
