@@ -129,6 +129,9 @@ bool http_client_gone(struct http_req *r)
         return true;
     if (pfd.revents & POLLRDHUP)
         r->peer_fin = true;
+    /* HTTP/1.0 clients must not get a 1xx: for them a FIN still means gone */
+    if ((pfd.revents & POLLRDHUP) && !r->http11)
+        return true;
     if ((pfd.revents & POLLRDHUP) && !r->streaming && !r->probed) {
         static const char probe[] = "HTTP/1.1 100 Continue\r\n\r\n";
         r->probed = true;
@@ -726,7 +729,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct req_box *box = *con_cls;
     const struct route_def *rt;
     const char *model_id;
-    PV_UNUSED(version);
 
     if (!box) {
         box = xcalloc(1, sizeof(*box));
@@ -739,6 +741,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         buf_init(&r->body);
         http_make_id(r->id, sizeof(r->id), "req_", 24);
         snprintf(r->method, sizeof(r->method), "%s", method);
+        r->http11 = version && strcmp(version, MHD_HTTP_VERSION_1_0) != 0;
         size_t plen = strcspn(url, "?");
         if (plen >= sizeof(r->path))
             plen = sizeof(r->path) - 1; /* truncated: matches no route */

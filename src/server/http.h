@@ -53,6 +53,7 @@ struct http_req {
     bool streaming;              /* the reply is an SSE stream */
     bool probed;                 /* an interim 100 was written to test a half-closed peer */
     bool peer_fin;               /* the client shut down its sending side (or closed) */
+    bool http11;                 /* not HTTP/1.0: interim 1xx answers are allowed */
     int status;                  /* HTTP status sent */
     uint64_t t_start_ns;
     /* filled by endpoints for the access log */
