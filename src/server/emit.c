@@ -38,6 +38,89 @@ static bool is_anthropic(const struct emitter *em)
     return em->kind == API_MESSAGES;
 }
 
+/* ---- logprobs (OpenAI) ---------------------------------------------------------------- */
+
+/* An empty list of entries: chat [{token, logprob, bytes, top_logprobs}], completions
+ * {tokens, token_logprobs, top_logprobs, text_offset}. */
+static json_t *lp_container(const struct emitter *em)
+{
+    if (em->kind == API_CHAT)
+        return json_array();
+    return json_pack("{s:[], s:[], s:[], s:[]}", "tokens", "token_logprobs", "top_logprobs",
+                     "text_offset");
+}
+
+static bool lp_empty(const struct emitter *em, const json_t *c)
+{
+    return em->kind == API_CHAT ? json_array_size(c) == 0
+                                : json_array_size(json_object_get(c, "tokens")) == 0;
+}
+
+/* The `logprobs` value of a choice holding entries `c` (taken). */
+static json_t *lp_wrap(const struct emitter *em, json_t *c)
+{
+    if (em->kind == API_CHAT)
+        return json_pack("{s:o, s:n}", "content", c, "refusal");
+    return c;
+}
+
+/* Text of one token as the detokenizer gives it alone (control tokens visible). */
+static json_t *token_text(const struct emitter *em, int32_t id)
+{
+    char *text = NULL;
+    size_t len = 0;
+    struct pv_err err = {0};
+    if (pv_detokenize(em->vocab, &id, 1, 0, &text, &len, &err) != PV_OK)
+        return json_string("");
+    json_t *v = jstrn(text, len);
+    free(text);
+    return v;
+}
+
+static json_t *utf8_bytes(const char *s, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_integer((unsigned char)s[i]));
+    return a;
+}
+
+void emit_logprob(struct emitter *em, int32_t token, const struct gen_logprob *lp)
+{
+    if (em->logprobs < 0)
+        return;
+    json_t *c = em->stream ? em->lp_pending : em->lp_all;
+    json_t *tok = token_text(em, token);
+    const size_t tok_len = json_string_length(tok);
+    if (em->kind == API_CHAT) {
+        json_t *top = json_array();
+        for (int k = 0; k < lp->n_top && k < em->logprobs; k++) {
+            json_t *t = token_text(em, lp->top_id[k]);
+            json_array_append_new(
+                top, json_pack("{s:o, s:f, s:o}", "token", t, "logprob",
+                               (double)lp->top_logprob[k],
+                               "bytes", utf8_bytes(json_string_value(t), json_string_length(t))));
+        }
+        json_array_append_new(
+            c, json_pack("{s:o, s:f, s:o, s:o}", "token", tok, "logprob", (double)lp->logprob,
+                         "bytes", utf8_bytes(json_string_value(tok), tok_len), "top_logprobs",
+                         top));
+        return;
+    }
+    json_t *top = json_object();
+    for (int k = 0; k < lp->n_top && k < em->logprobs; k++) {
+        json_t *t = token_text(em, lp->top_id[k]);
+        json_object_set_new(top, json_string_value(t), json_real((double)lp->top_logprob[k]));
+        json_decref(t);
+    }
+    json_array_append_new(json_object_get(c, "token_logprobs"), json_real((double)lp->logprob));
+    json_array_append_new(json_object_get(c, "top_logprobs"), top);
+    json_array_append_new(json_object_get(c, "text_offset"),
+                          json_integer((json_int_t)em->text_offset));
+    json_array_append_new(json_object_get(c, "tokens"), tok);
+    em->text_offset += tok_len;
+}
+
 void emit_init(struct emitter *em, struct http_req *r, const struct api_request *q, int n_prompt)
 {
     memset(em, 0, sizeof(*em));
@@ -60,13 +143,22 @@ void emit_init(struct emitter *em, struct http_req *r, const struct api_request 
         http_make_id(em->id, sizeof(em->id), "cmpl-", 24);
     em->content = json_array();
     em->tool_calls = json_array();
+    em->choice = 0;
+    em->logprobs = q->kind == API_MESSAGES ? -1 : q->logprobs;
+    em->vocab = gen_engine_vocab(r->srv->engine);
+    if (em->logprobs >= 0) {
+        em->lp_pending = lp_container(em);
+        em->lp_all = lp_container(em);
+    }
 }
 
 void emit_release(struct emitter *em)
 {
     json_decref(em->content);
     json_decref(em->tool_calls);
-    em->content = em->tool_calls = NULL;
+    json_decref(em->lp_pending);
+    json_decref(em->lp_all);
+    em->content = em->tool_calls = em->lp_pending = em->lp_all = NULL;
     buf_release(&em->text);
     buf_release(&em->thinking);
     buf_release(&em->args);
@@ -80,22 +172,28 @@ static json_t *usage_anthropic(const struct emitter *em)
 
 static json_t *usage_openai(const struct emitter *em)
 {
+    const int n_out = em->n_output_before + em->n_output;
     return json_pack("{s:i, s:i, s:i}", "prompt_tokens", em->n_prompt, "completion_tokens",
-                     em->n_output, "total_tokens", em->n_prompt + em->n_output);
+                     n_out, "total_tokens", em->n_prompt + n_out);
 }
 
-/* An OpenAI chunk with one choice; takes `delta` (chat) or `text` (completions). */
+/* An OpenAI chunk with one choice; takes `delta` (chat) or `text` (completions). The
+ * log-probabilities of the tokens since the last chunk go with it. */
 static void oa_chunk(struct emitter *em, struct pv_buf *out, json_t *delta, const char *finish)
 {
     json_t *choice;
     if (em->kind == API_CHAT)
-        choice = json_pack("{s:i, s:o, s:n, s:s?}", "index", 0, "delta", delta, "logprobs",
-                           "finish_reason", finish);
+        choice = json_pack("{s:i, s:o, s:n, s:s?}", "index", em->choice, "delta", delta,
+                           "logprobs", "finish_reason", finish);
     else
-        choice = json_pack("{s:o, s:i, s:n, s:s?}", "text", delta, "index", 0, "logprobs",
-                           "finish_reason", finish);
+        choice = json_pack("{s:o, s:i, s:n, s:s?}", "text", delta, "index", em->choice,
+                           "logprobs", "finish_reason", finish);
     if (choice && !finish)
         json_object_set_new(choice, "finish_reason", json_null());
+    if (choice && em->lp_pending && !lp_empty(em, em->lp_pending)) {
+        json_object_set_new(choice, "logprobs", lp_wrap(em, em->lp_pending));
+        em->lp_pending = lp_container(em);
+    }
     json_t *c = json_pack("{s:s, s:s, s:I, s:s, s:[o]}", "id", em->id, "object",
                           em->kind == API_CHAT ? "chat.completion.chunk" : "text_completion",
                           "created", (json_int_t)em->created, "model", em->model, "choices",
@@ -338,6 +436,8 @@ void emit_end(struct emitter *em, struct pv_buf *out)
         return;
     }
     oa_chunk(em, out, em->kind == API_CHAT ? json_object() : json_string(""), stop_reason(em));
+    if (em->more_choices)
+        return;
     if (em->include_usage) {
         json_t *c = json_pack("{s:s, s:s, s:I, s:s, s:[], s:o}", "id", em->id, "object",
                               em->kind == API_CHAT ? "chat.completion.chunk" : "text_completion",
@@ -373,11 +473,15 @@ json_t *emit_take_json(struct emitter *em)
                                 jstrn(em->thinking.data, em->thinking.len));
         if (json_array_size(em->tool_calls))
             json_object_set(msg, "tool_calls", em->tool_calls);
-        choice = json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "message", msg, "logprobs",
-                           "finish_reason", stop_reason(em));
+        choice = json_pack("{s:i, s:o, s:n, s:s}", "index", em->choice, "message", msg,
+                           "logprobs", "finish_reason", stop_reason(em));
     } else {
         choice = json_pack("{s:o, s:i, s:n, s:s}", "text", jstrn(em->text.data, em->text.len),
-                           "index", 0, "logprobs", "finish_reason", stop_reason(em));
+                           "index", em->choice, "logprobs", "finish_reason", stop_reason(em));
+    }
+    if (choice && em->lp_all) {
+        json_object_set_new(choice, "logprobs", lp_wrap(em, em->lp_all));
+        em->lp_all = NULL;
     }
     return json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", em->id, "object",
                      em->kind == API_CHAT ? "chat.completion" : "text_completion", "created",

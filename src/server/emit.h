@@ -11,6 +11,7 @@
 #define PV_SERVER_EMIT_H
 
 #include "server/api.h"
+#include "server/gen.h"
 
 enum emit_stop { EMIT_STOP_END, EMIT_STOP_LENGTH, EMIT_STOP_SEQUENCE, EMIT_STOP_TOOL };
 enum emit_block { EMIT_NONE, EMIT_TEXT, EMIT_THINKING, EMIT_TOOL };
@@ -37,6 +38,16 @@ struct emitter {
     json_t *tool_calls;          /* OpenAI tool_calls */
     struct pv_buf text, thinking, args;
     char tool_id[64], tool_name[128];
+    /* OpenAI n > 1: choices are generated one after another, each with its emitter */
+    int choice;                  /* index of this choice */
+    bool more_choices;           /* a later choice follows: no usage or [DONE] yet */
+    int n_output_before;         /* output tokens of the earlier choices (usage) */
+    /* OpenAI logprobs */
+    int logprobs;                /* < 0: none; else alternatives per token */
+    const struct pv_vocab *vocab; /* token text; borrowed from the engine */
+    json_t *lp_pending;          /* entries not yet sent in a chunk (streaming) */
+    json_t *lp_all;              /* every entry (not streaming) */
+    size_t text_offset;          /* completions: bytes of token text so far */
 };
 
 void emit_init(struct emitter *em, struct http_req *r, const struct api_request *q,
@@ -51,6 +62,8 @@ void emit_tool_start(struct emitter *em, const char *name, struct pv_buf *out);
 void emit_tool_args(struct emitter *em, const char *s, size_t n, struct pv_buf *out);
 void emit_tool_end(struct emitter *em, struct pv_buf *out);
 /* Keep-alive while nothing else is sent (Anthropic `event: ping`, OpenAI comment). */
+/* The log-probabilities of one generated token (before its text is emitted). */
+void emit_logprob(struct emitter *em, int32_t token, const struct gen_logprob *lp);
 void emit_ping(struct emitter *em, struct pv_buf *out);
 /* Close open blocks and write the final events (or the error event when failed). */
 void emit_end(struct emitter *em, struct pv_buf *out);

@@ -121,8 +121,45 @@ bool http_client_gone(struct http_req *r)
 
 /* ---- replies ---------------------------------------------------------------------------- */
 
+/* The request's Origin when --cors-origin allows it ("*" or one of its comma list). */
+static const char *cors_allowed(struct http_req *r)
+{
+    const char *allow = r->srv->p.cors_origin;
+    const char *origin = http_header(r, "origin");
+    if (!allow || !*allow || !origin)
+        return NULL;
+    const size_t n = strlen(origin);
+    for (const char *p = allow; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const size_t len = strcspn(p, ",");
+        size_t tl = len;
+        while (tl && p[tl - 1] == ' ')
+            tl--;
+        if ((tl == 1 && *p == '*') || (tl == n && tl && strncmp(p, origin, n) == 0))
+            return origin;
+        p += len;
+    }
+    return NULL;
+}
+
 static void add_common_headers(struct http_req *r, struct MHD_Response *resp)
 {
+    const char *origin = cors_allowed(r);
+    if (origin) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "request-id, x-request-id");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Origin");
+        if (strcmp(r->method, "OPTIONS") == 0) {
+            /* preflight: the methods of the route and whatever headers the page asks for */
+            const char *hdrs = http_header(r, "access-control-request-headers");
+            MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, HEAD, OPTIONS");
+            MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                    hdrs ? hdrs : "content-type, authorization, x-api-key, "
+                                                  "anthropic-version, anthropic-beta");
+            MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+        }
+    }
     MHD_add_response_header(resp, "request-id", r->id);
     if (r->api == HTTP_API_OPENAI)
         MHD_add_response_header(resp, "x-request-id", r->id);
@@ -350,16 +387,24 @@ static enum http_api models_api(struct http_req *r)
                : HTTP_API_OPENAI;
 }
 
+/* The route of a path; the API routes also answer without their /v1 prefix
+ * ("/chat/completions"), as clients whose base URL lacks it send them. */
 static const struct route_def *find_route(const char *path, const char **model_id)
 {
     *model_id = NULL;
-    for (size_t i = 0; i < PV_ARRAY_LEN(routes); i++)
-        if (strcmp(path, routes[i].path) == 0)
+    for (size_t i = 0; i < PV_ARRAY_LEN(routes); i++) {
+        const char *rp = routes[i].path;
+        if (strcmp(path, rp) == 0 ||
+            (strncmp(rp, "/v1/", 4) == 0 && strcmp(path, rp + 3) == 0))
             return &routes[i];
-    if (strncmp(path, "/v1/models/", 11) == 0 && path[11] != '\0') {
+    }
+    const char *id = strncmp(path, "/v1/models/", 11) == 0 ? path + 11
+                     : strncmp(path, "/models/", 8) == 0  ? path + 8
+                                                          : NULL;
+    if (id && *id) {
         static const struct route_def model = {"/v1/models/{id}", ROUTE_MODEL, "GET",
                                                HTTP_API_OPENAI};
-        *model_id = path + 11;
+        *model_id = id;
         return &model;
     }
     return NULL;
