@@ -1,17 +1,16 @@
 /*
  * api_openai.c - POST /v1/chat/completions and /v1/completions (OpenAI shapes).
  *
- * Supported chat fields: model, messages (system/developer/user/assistant/tool roles),
- * max_tokens and max_completion_tokens, stream, stream_options.include_usage,
+ * Supported chat fields: model, messages (system/developer/user/assistant/tool/function
+ * roles; others 400 in OpenAI's wording; assistant tool-call arguments must be JSON
+ * text), max_tokens and max_completion_tokens, stream, stream_options.include_usage,
  * temperature (0-2), top_p, stop (string or list of up to 4), seed, tools, tool_choice,
- * response_format, n (1-128 choices, generated one after another on the cached prompt;
- * a seed gives choice i the seed + i), logprobs/top_logprobs (chat) and logprobs
- * (completions, 0-20): log-softmax of the model's raw logits. Other fields (user,
- * metadata, store...) are ignored. Without max_tokens a chat generates at most API_DEFAULT_MAX_TOKENS (4096); a
- * legacy completion defaults to 16 tokens as OpenAI's does. Both cap max_tokens to what
- * the context leaves after the prompt. Messages: roles system, developer, user,
- * assistant, tool, function (others 400, OpenAI's wording); assistant tool-call
- * arguments must be JSON text.
+ * response_format, n (1-128 choices, generated one after another on the cached prompt; a
+ * seed gives choice i the seed + i), logprobs/top_logprobs (chat) and logprobs
+ * (completions, 0-20): the log-softmax of the model's raw logits. Other fields (user,
+ * metadata, store...) are ignored. Without max_tokens a chat generates at most
+ * API_DEFAULT_MAX_TOKENS (4096, or --max-tokens-limit when lower); a legacy completion
+ * defaults to 16 tokens as OpenAI's does. Both are capped to what the context leaves.
  */
 #include <limits.h>
 #include <string.h>
@@ -81,7 +80,7 @@ static bool check_max_tokens(struct http_req *r, struct api_request *q, int dflt
     if (!v_int(r, "max_tokens", false, 1, lim, &mt, &has_mt) ||
         !v_int(r, "max_completion_tokens", false, 1, lim, &mct, &has_mct))
         return false;
-    q->max_tokens = has_mct ? (int)mct : has_mt ? (int)mt : dflt;
+    q->max_tokens = has_mct ? (int)mct : has_mt ? (int)mt : (int)PV_MIN((long)dflt, lim);
     return true;
 }
 
