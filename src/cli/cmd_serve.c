@@ -71,7 +71,8 @@ const struct cli_command cli_cmd_serve = {
     "pensieve serve -m MODEL [options]",
     "Endpoints: POST /v1/messages, /v1/messages/count_tokens, /v1/chat/completions,\n"
     "/v1/completions; GET /v1/models, /v1/models/{id}, /health, /metrics; HEAD / and\n"
-    "/api/hello. Claude Code: ANTHROPIC_BASE_URL=http://127.0.0.1:PORT claude\n"
+    "/api/hello; the API routes answer without /v1 too.\n"
+    "Claude Code: ANTHROPIC_BASE_URL=http://127.0.0.1:PORT claude\n"
     "(use --ctx-size 32768 or more: its first prompt is ~20K tokens).\n"
     "SIGINT/SIGTERM (or `pensieve stop`) stop accepting, let running requests finish\n"
     "within --grace seconds, and exit 0; a second signal stops at once.",

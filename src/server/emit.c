@@ -6,7 +6,11 @@
  * indexes 0,1,2..., thinking blocks closed by a signature_delta, tool_use blocks with
  * `toolu_` ids and input_json_delta fragments, then message_delta (stop_reason, usage)
  * and message_stop. OpenAI chat streams send a role chunk, content/reasoning_content/
- * tool_calls deltas, a finish_reason chunk, the usage chunk when asked, then [DONE].
+ * tool_calls deltas, a finish_reason chunk, the usage chunk when asked, then [DONE]; with
+ * n > 1 each choice (its own emitter, the same id) does so in turn up to its finish_reason,
+ * and the last one adds usage and [DONE]. Requested logprobs travel with the chunk that
+ * follows their tokens (chat: logprobs.content entries; completions: tokens,
+ * token_logprobs, top_logprobs, text_offset), or in the choice when not streaming.
  */
 #include <string.h>
 
