@@ -55,6 +55,7 @@ struct http_req {
     int n_tools;                 /* tool definitions the request carried */
     long system_bytes;           /* bytes of system prompt text (system + system messages) */
     json_t *json;                /* parsed body, owned */
+    const char *path_arg;        /* the {id} part of the route's path, in `path`, or NULL */
 };
 
 /* The server: parameters, the loaded model (or NULL), the engine, stats. */
@@ -113,7 +114,28 @@ const char *http_header(struct http_req *r, const char *name);
 /* The model name a request asked for answered by the loaded model? (aliases) */
 bool http_model_allowed(const struct http_server *srv, const char *name);
 
+/* ---- routes (routes.c) ----------------------------------------------------------------- */
+
+#define HTTP_ROUTE_BODY 0x1u          /* the handler gets the body as a JSON object (r->json) */
+#define HTTP_ROUTE_PUBLIC 0x2u        /* answered without the API key (health checks) */
+#define HTTP_ROUTE_API_BY_CLIENT 0x4u /* error envelope by the client: Anthropic SDK or OpenAI */
+
+/* One endpoint: a row of the route table. */
+struct http_route {
+    const char *path;            /* exact, or ending in "{id}" (the rest of the path) */
+    const char *method;          /* the one allowed besides HEAD and OPTIONS */
+    enum http_api api;           /* error envelope and overload status */
+    unsigned flags;              /* HTTP_ROUTE_* */
+    void (*handle)(struct http_req *r);
+};
+
+/* The route of a path (also an API path without its /v1 prefix); *arg gets the {id} part. */
+const struct http_route *http_route_find(const char *path, const char **arg);
+
 /* ---- endpoints ------------------------------------------------------------------------- */
+
+/* GET /: the web chat page (web.c). */
+void http_handle_web(struct http_req *r);
 
 void http_handle_health(struct http_req *r);
 void http_handle_metrics(struct http_req *r);
