@@ -169,7 +169,6 @@ static bool run_next_choice(struct gen_run *g)
     next.created = g->em.created;
     next.choice = choice;
     next.n_output_before = g->n_output_total;
-    next.role_sent = false;
     emit_release(&g->em);
     g->em = next;
     if (st != PV_OK) {
