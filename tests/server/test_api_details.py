@@ -351,3 +351,58 @@ def test_cors(srv, start_server, default_model):
     plain = start_server(["-m", str(default_model), "--ctx-size", "256"])
     r = requests.get(plain.url + "/v1/models", headers={"Origin": "http://page.test"})
     assert "access-control-allow-origin" not in r.headers
+
+
+# ---- tool arguments --------------------------------------------------------------------------
+
+TOOL_USER = "Write a Python function that adds two numbers, with the write_code tool."
+TOOL_SCHEMA = {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]}
+
+
+@pytest.fixture(scope="module")
+def forced_call(default_model):
+    """The forced call the chat layer generates without the server (greedy, same grammar)."""
+    inp = {"model": str(default_model), "random": False, "max_tokens": 40, "requests": [{
+        "openai": True, "messages": [{"role": "user", "content": TOOL_USER}],
+        "tools": [{"type": "function", "function": {"name": "write_code", "parameters": TOOL_SCHEMA}}],
+        "tool_choice": "required"}]}
+    r = subprocess.run([str(BIN.parent / "tools" / "chat_forced")], input=json.dumps(inp).encode(),
+                       capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    res = json.loads(r.stdout)[0]
+    assert len(res["calls"]) == 1
+    return res["calls"][0]
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_arguments_as_generated(start_server, default_model, forced_call, api, stream):
+    """Served tool arguments (both APIs, streamed and not) are the generated ones. A fresh
+    server each time: a prompt read from the prefix cache ends in a one-token step, whose
+    logits differ in the last bits from a batch's, enough to change this small model's
+    choice between near-equal tokens."""
+    s = start_server(["-m", str(default_model), "--ctx-size", "1024"])
+    oa = openai.OpenAI(base_url=s.url + "/v1", api_key="x", max_retries=0)
+    an = anthropic.Anthropic(base_url=s.url, api_key="x", max_retries=0)
+    tools = [{"type": "function", "function": {"name": "write_code", "parameters": TOOL_SCHEMA}}]
+    kw = dict(model="m", max_tokens=40, temperature=0, tools=tools, tool_choice="required",
+              messages=[{"role": "user", "content": TOOL_USER}])
+    if api == "openai":
+        if stream:
+            args = "".join(c.choices[0].delta.tool_calls[0].function.arguments or ""
+                           for c in oa.chat.completions.create(stream=True, **kw)
+                           if c.choices and c.choices[0].delta.tool_calls)
+        else:
+            args = oa.chat.completions.create(**kw).choices[0].message.tool_calls[0].function.arguments
+        assert json.loads(args) == forced_call["arguments"]
+        return
+    akw = dict(model="m", max_tokens=40, extra_body={"temperature": 0},
+               tools=[{"name": "write_code", "input_schema": TOOL_SCHEMA}],
+               tool_choice={"type": "any"}, messages=[{"role": "user", "content": TOOL_USER}])
+    if stream:
+        with an.messages.stream(**akw) as s:
+            m = s.get_final_message()
+    else:
+        m = an.messages.create(**akw)
+    use = [b for b in m.content if b.type == "tool_use"]
+    assert len(use) == 1 and use[0].input == forced_call["arguments"]

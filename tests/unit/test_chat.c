@@ -131,6 +131,10 @@ static void test_plain_text(void)
     check_parse(CHAT_TOOLFMT_HERMES, false, NULL, 0,
                 "\n <tool_call>{\"name\": \"search\", \"arguments\": {\"q\": \"a\"}}</tool_call>",
                 "S(search)A[{\"q\":\"a\"}]E|tool_use");
+    /* whitespace inside argument values is the argument's */
+    check_parse(CHAT_TOOLFMT_HERMES, false, NULL, 0,
+                "<tool_call>{\"name\": \"search\", \"arguments\": {\"q\": \"\\n    return a\"}}</tool_call>",
+                "S(search)A[{\"q\":\"\\n    return a\"}]E|tool_use");
     /* with tools offered, text that only looks like the start of a marker stays text */
     check_parse(CHAT_TOOLFMT_HERMES, false, NULL, 0, "a <tool b <tool_cal", "T[a <tool b <tool_cal]|end_turn");
     check_parse(CHAT_TOOLFMT_HERMES, false, NULL, 0, "{not json at all", "T[{not json at all]|end_turn");
