@@ -1,10 +1,11 @@
 /*
  * http.h - internal interface of the server module (not for other modules).
  *
- * http.c owns libmicrohttpd: routing, auth, limits, request ids, replies and the access
- * log. Endpoint files (api_*.c, info.c) receive a `struct http_req` with the parsed
- * body and answer it through http_reply_*; stats.c keeps the numbers /health and
- * /metrics show; gen.c is the engine thread and the per-request token channel.
+ * http.c owns libmicrohttpd: auth, limits, CORS, request ids, replies and the access
+ * log. routes.c is the route table: each row names the handler of one endpoint. Endpoint
+ * files (api_*.c, info.c, web.c) receive a `struct http_req` with the parsed body and
+ * answer it through http_reply_*; stats.c keeps the numbers /health and /metrics show;
+ * gen.c is the engine thread and the per-request token channel.
  *
  * Limits (each a `pensieve serve` flag; defaults in server_default_params):
  *   body bytes -> 413; total header bytes -> 431; idle connection seconds -> closed;
