@@ -197,3 +197,17 @@ def test_markdown_rendering(srv, browser):
     assert '<pre><code data-lang="python">def f():\n    return 1</code></pre>' in html
     assert "<ul><li>a</li><li>b</li></ul>" in html
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_thinking_is_shown_dimmed(srv, browser):
+    b = browser
+    b.goto(srv.url + "/")
+    style = b.js("""(() => {
+        const node = renderMsg({role: 'assistant', text: 'The answer.', thinking: 'Let me see.'}, 0);
+        document.getElementById('log').appendChild(node);
+        const t = node.querySelector('.thinking'), body = node.querySelector('.body');
+        const st = getComputedStyle(t), sb = getComputedStyle(body);
+        return {text: t.textContent, color: st.color, body: sb.color, italic: st.fontStyle};
+    })()""")
+    assert style["text"] == "Let me see." and style["italic"] == "italic"
+    assert style["color"] != style["body"]  # the dim colour, not the text's
