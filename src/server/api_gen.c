@@ -4,9 +4,11 @@
  * The request becomes prompt tokens (prompt.c), is checked against the context and
  * queued on the engine (gen.h). The connection thread then turns the job's tokens into
  * text (streaming detokenizer) and events (the chat layer's output parser: thinking,
- * tool calls, stop sequences) and writes each in the endpoint's shape (emit.c): Anthropic SSE or JSON, OpenAI chunks or JSON. Waiting is
- * done in slices of GEN_POLL_MS so that a client that hangs up cancels its generation
- * within one engine step, and a stream gets `ping` events while a long prompt is read.
+ * tool calls, stop sequences) and writes each in the endpoint's shape (emit.h): Anthropic
+ * SSE or JSON, OpenAI chunks or JSON. OpenAI's n > 1 runs the choices one after another
+ * on the same prompt (the prefix cache holds it). Waiting is done in slices of
+ * GEN_POLL_MS so that a client that hangs up cancels its generation within one engine
+ * step, and a stream gets `ping` events while a long prompt is read.
  */
 #include <string.h>
 
