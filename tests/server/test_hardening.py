@@ -241,6 +241,26 @@ def test_half_closed_client_gets_its_answer(server):
     assert b"event: message_stop" in out
 
 
+def test_closed_plain_client_still_cancels(tight_server):
+    """The other side of item 6: a client that closes (not half-closes) during a
+    non-streamed generation is still noticed, and its slot freed."""
+    s = tight_server
+    schema = {"type": "array", "items": {"type": "integer"}, "minItems": 1000}
+    body = {"model": "m", "max_tokens": 4000, "messages": HI,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}}
+    c = socket.create_connection((s.host, s.port), timeout=10)
+    c.sendall(request_bytes("POST", CHAT, body))
+    deadline = time.monotonic() + 10
+    while requests.get(s.url + "/health", timeout=10).json()["slots_busy"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    c.close()
+    deadline = time.monotonic() + 5
+    while requests.get(s.url + "/health", timeout=10).json()["slots_busy"] != 0:
+        assert time.monotonic() < deadline, "the slot of a closed client stayed busy"
+        time.sleep(0.05)
+
+
 # ---- 7. log injection -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
