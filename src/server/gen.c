@@ -9,6 +9,7 @@
  * and cancels.
  */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,12 +28,14 @@ struct gen_job {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int32_t *tokens;             /* [n_tokens] generated, owned */
+    struct gen_logprob *lps;     /* [n_tokens] when p.n_logprobs >= 0, else NULL; owned */
     size_t n_tokens, cap_tokens;
     struct gen_progress prog;
     int refs;                    /* engine + requester */
     atomic_bool cancel;
     /* engine-thread state */
-    struct gen_job *next;        /* queue link */
+    struct http_engine *e;       /* the engine it was submitted to */
+    struct gen_job *next;        /* queue link, under e->mu */
     uint64_t t_last_ns;
 };
 
@@ -80,6 +83,7 @@ static void job_unref(struct gen_job *j)
         j->p.constraint.release(j->p.constraint.state);
     free(j->prompt);
     free(j->tokens);
+    free(j->lps);
     free(j);
 }
 
@@ -99,21 +103,27 @@ static void job_finish(struct gen_job *j, enum pv_status st, const char *msg, bo
     pthread_mutex_unlock(&j->mu);
 }
 
-/* Append a generated token; false on OOM. */
-static bool job_push(struct gen_job *j, int32_t tok)
+/* Append a generated token (and its log-probabilities when recorded); false on OOM. */
+static bool job_push(struct gen_job *j, int32_t tok, const struct gen_logprob *lp)
 {
     const uint64_t now = clock_now_ns();
     pthread_mutex_lock(&j->mu);
     if (j->n_tokens == j->cap_tokens) {
         size_t cap = j->cap_tokens ? j->cap_tokens * 2 : 64;
         int32_t *t = try_realloc(j->tokens, cap * sizeof(*t));
-        if (!t) {
+        if (t)
+            j->tokens = t;
+        struct gen_logprob *l = NULL;
+        if (t && lp && (l = try_realloc(j->lps, cap * sizeof(*l))))
+            j->lps = l;
+        if (!t || (lp && !l)) {
             pthread_mutex_unlock(&j->mu);
             return false;
         }
-        j->tokens = t;
         j->cap_tokens = cap;
     }
+    if (lp)
+        j->lps[j->n_tokens] = *lp;
     j->tokens[j->n_tokens++] = tok;
     j->prog.n_tokens = j->n_tokens;
     if (!j->prog.t_first_ns)
@@ -163,10 +173,45 @@ void gen_wait(struct gen_job *j, size_t from, int timeout_ms, int32_t *out, size
     pthread_mutex_unlock(&j->mu);
 }
 
+void gen_logprobs(struct gen_job *j, size_t from, size_t n, struct gen_logprob *out)
+{
+    pthread_mutex_lock(&j->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (j->lps && from + i < j->n_tokens)
+            out[i] = j->lps[from + i];
+        else
+            memset(&out[i], 0, sizeof(out[i]));
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* A job still waiting in the queue leaves it at once: a client that went away must not
+ * keep a queue place (and make others' requests 529) until a slot frees. */
 void gen_cancel(struct gen_job *j)
 {
-    if (j)
-        atomic_store(&j->cancel, true);
+    if (!j)
+        return;
+    atomic_store(&j->cancel, true);
+    struct http_engine *e = j->e;
+    bool unlinked = false;
+    pthread_mutex_lock(&e->mu);
+    for (struct gen_job **pp = &e->queue_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+        if (*pp != j)
+            continue;
+        *pp = j->next;
+        if (e->queue_tail == j)
+            e->queue_tail = prev;
+        j->next = NULL;
+        e->n_queued--;
+        http_stats_queue(e->n_queued);
+        unlinked = true;
+        break;
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (unlinked) {
+        job_finish(j, PV_ERR_CANCELLED, "cancelled", false, false);
+        job_unref(j); /* the queue's reference */
+    }
 }
 
 void gen_release(struct gen_job *j)
@@ -178,6 +223,38 @@ void gen_release(struct gen_job *j)
 }
 
 /* ---- engine thread --------------------------------------------------------------------- */
+
+/* log p(tok) = logit - log sum exp(logits), and the n_top most likely ids (ties: the lower id). */
+static void token_logprob(const float *logits, size_t n_vocab, int32_t tok, int n_top,
+                          struct gen_logprob *out)
+{
+    float mx = -INFINITY;
+    for (size_t i = 0; i < n_vocab; i++)
+        mx = logits[i] > mx ? logits[i] : mx;
+    double sum = 0;
+    for (size_t i = 0; i < n_vocab; i++)
+        sum += exp((double)logits[i] - mx);
+    const double lse = mx + log(sum);
+    memset(out, 0, sizeof(*out));
+    out->logprob = (float)(logits[tok] - lse);
+    n_top = PV_MIN(PV_MAX(n_top, 0), GEN_MAX_TOP_LOGPROBS);
+    n_top = (int)PV_MIN((size_t)n_top, n_vocab);
+    int n = 0;
+    for (size_t i = 0; i < n_vocab && n_top > 0; i++) {
+        const float v = logits[i];
+        if (n == n_top && v <= logits[out->top_id[n - 1]])
+            continue;
+        int k = n < n_top ? n++ : n - 1; /* insertion point, most likely first */
+        while (k > 0 && logits[out->top_id[k - 1]] < v) {
+            out->top_id[k] = out->top_id[k - 1];
+            k--;
+        }
+        out->top_id[k] = (int32_t)i;
+    }
+    out->n_top = n;
+    for (int k = 0; k < n; k++)
+        out->top_logprob[k] = (float)(logits[out->top_id[k]] - lse);
+}
 
 /* The sampler of a running request: the scheduler's client. Engine thread. */
 static int32_t req_next(void *user, const float *logits)
@@ -193,6 +270,7 @@ static int32_t req_next(void *user, const float *logits)
         job_finish(j, PV_ERR_INTERNAL, "no logits after evaluation", false, false);
         return -1;
     }
+    const float *raw = logits;
     const struct gen_constraint *c = &j->p.constraint;
     if (c->mask) {
         const size_t n_vocab = pv_context_n_vocab(ctx);
@@ -212,7 +290,10 @@ static int32_t req_next(void *user, const float *logits)
         job_finish(j, PV_OK, NULL, true, false);
         return -1;
     }
-    if (!job_push(j, tok)) {
+    struct gen_logprob lp;
+    if (j->p.n_logprobs >= 0)
+        token_logprob(raw, pv_context_n_vocab(ctx), tok, j->p.n_logprobs, &lp);
+    if (!job_push(j, tok, j->p.n_logprobs >= 0 ? &lp : NULL)) {
         job_finish(j, PV_ERR_NOMEM, "out of memory for generated tokens", false, false);
         return -1;
     }
@@ -314,28 +395,37 @@ static void *engine_main(void *arg)
     struct pv_context *ctx = pv_sched_context(e->sched);
     for (;;) {
         pthread_mutex_lock(&e->mu);
-        /* admit queued jobs while a request is free and the cache has room */
+        /* admit queued jobs while a request is free and the cache has room; a job is off
+           the queue while it starts (gen_cancel then only flags it) */
         while (e->queue_head && !e->stopping) {
             struct gen_req *r = free_req(e);
             if (!r)
                 break;
             struct gen_job *j = e->queue_head;
+            e->queue_head = j->next;
+            if (!e->queue_head)
+                e->queue_tail = NULL;
+            j->next = NULL;
+            e->n_queued--;
             r->job = j;
             pthread_mutex_unlock(&e->mu);
             enum pv_status st = req_start(e, r, j);
             pthread_mutex_lock(&e->mu);
-            if (st == PV_ERR_OVERLOADED && pv_sched_n_running(e->sched) > 0) {
-                r->job = NULL; /* waits until running requests free the cache */
+            r->job = st == PV_OK ? j : NULL;
+            if (st == PV_ERR_OVERLOADED && pv_sched_n_running(e->sched) > 0 &&
+                !atomic_load(&j->cancel)) {
+                /* back to the head: it waits until running requests free the cache */
+                j->next = e->queue_head;
+                e->queue_head = j;
+                if (!e->queue_tail)
+                    e->queue_tail = j;
+                e->n_queued++;
                 break;
             }
-            e->queue_head = j->next;
-            if (!e->queue_head)
-                e->queue_tail = NULL;
-            e->n_queued--;
             if (st != PV_OK) {
                 if (st == PV_ERR_OVERLOADED)
-                    job_finish(j, st, "the kv cache cannot hold this prompt now", false, false);
-                r->job = NULL;
+                    job_finish(j, atomic_load(&j->cancel) ? PV_ERR_CANCELLED : st,
+                               "the kv cache cannot hold this prompt now", false, false);
                 job_unref(j);
             }
         }
@@ -557,6 +647,7 @@ enum pv_status gen_submit(struct http_engine *e, const struct gen_params *gp,
     j->p = *gp;
     j->p.prompt = prompt;
     j->t_submit_ns = clock_now_ns();
+    j->e = e;
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cv, NULL);
     atomic_init(&j->cancel, false);

@@ -172,7 +172,8 @@ def test_messages_field_validation(server, change, expected):
     ({"messages": None}, "messages"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"max_completion_tokens": "x"}, "max_completion_tokens"),
-    ({"n": 2}, "n"),
+    ({"n": 0}, "n"),
+    ({"n": 129}, "n"),
     ({"temperature": 2.5}, "temperature"),
     ({"stop": 5}, "stop"),
 ])
@@ -261,7 +262,8 @@ def test_slow_client_is_disconnected(small_server):
 
 def test_slow_body_is_disconnected(small_server):
     with socket.create_connection((small_server.host, small_server.port), timeout=15) as s:
-        s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
+        s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n{")
         assert s.recv(4096) == b""
 
 
@@ -358,6 +360,11 @@ def test_json_log_and_sigterm_exit(start_server, default_model):
 def test_pensieve_stop(start_server, default_model, pensieve_bin, tmp_path):
     pid_file = tmp_path / "srv.pid"
     s = start_server(["-m", str(default_model), "--pid-file", str(pid_file)])
+    # written right after the listening socket opens, so /health can answer first on a
+    # busy machine: give it a moment
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert int(pid_file.read_text()) == s.proc.pid
     r = subprocess.run([str(pensieve_bin), "stop", "--pid-file", str(pid_file)],
                        capture_output=True, text=True, timeout=60)
