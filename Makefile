@@ -18,7 +18,7 @@ PORT      ?= 8080
 MODEL     ?=
 ARGS      ?=
 
-PKGS      := libmicrohttpd jansson libpcre2-8 libutf8proc
+PKGS      := libmicrohttpd jansson libpcre2-8 libutf8proc libcurl zlib
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -14,7 +14,7 @@
 
 static struct cli_opt serve_opts[] = {
     {"model", 'm', CLI_STRING, "PENSIEVE_MODEL", "MODEL",
-     "GGUF file, or a name in the model directory", NULL},
+     "GGUF file, or a name in the model directory (default: " PV_DEFAULT_MODEL ")", NULL},
     {"host", 0, CLI_STRING, "PENSIEVE_HOST", "ADDR",
      "address to listen on (an IP; non-loopback without --api-key is warned about)",
      "127.0.0.1"},
@@ -65,7 +65,7 @@ static int serve_main(int argc, char **argv);
 const struct cli_command cli_cmd_serve = {
     "serve",
     "serve the Anthropic Messages and OpenAI APIs over HTTP",
-    "pensieve serve -m MODEL [options]",
+    "pensieve serve [-m MODEL] [options]",
     "Endpoints: POST /v1/messages, /v1/messages/count_tokens, /v1/chat/completions,\n"
     "/v1/completions; GET /v1/models, /v1/models/{id}, /health, /metrics; HEAD / and\n"
     "/api/hello. Claude Code: ANTHROPIC_BASE_URL=http://127.0.0.1:PORT claude\n"
@@ -138,11 +138,13 @@ static int serve_main(int argc, char **argv)
     cli_parse(&cli_cmd_serve, serve_opts, argc, argv, NULL, 0, NULL);
     server_default_params(&p);
     struct cli_opt *m = cli_get(serve_opts, "model");
-    if (!m->str)
-        cli_die("serve", 2, "no model given (-m MODEL; `pensieve models --default-path` "
-                            "names the default one)");
-    if (!cli_resolve_model(m->str, model, sizeof(model)))
-        cli_die("serve", 1, "model '%s' not found", m->str);
+    if (!m->str) {
+        if (!cli_resolve_model(PV_DEFAULT_MODEL_FILE, model, sizeof(model)))
+            cli_die("serve", 1, "the default model %s is not installed: `pensieve pull` "
+                                "downloads it (or give -m MODEL; `pensieve models` lists them)",
+                    PV_DEFAULT_MODEL);
+    } else if (!cli_resolve_model(m->str, model, sizeof(model)))
+        cli_die_model_not_found("serve", m->str);
     p.model_path = model;
     p.host = cli_get(serve_opts, "host")->str;
     p.port = (int)cli_get(serve_opts, "port")->i;
@@ -216,6 +218,8 @@ static int serve_main(int argc, char **argv)
         cli_default_pid_file(p.port, pid_file, sizeof(pid_file));
     p.pid_file = pid_file;
 
+    cli_check_port(p.host, p.port);
+    cli_check_model(p.model_path, p.n_ctx, p.n_parallel);
     if (server_run(&p, &err) != PV_OK)
         cli_die("serve", 1, "%s", err.msg);
     return 0;

@@ -647,7 +647,7 @@ static void test_default_model(void)
     struct pv_err err = {0};
     if (pv_models_dir(dir, sizeof dir) != PV_OK)
         return;
-    snprintf(path, sizeof path, "%s/%s", dir, PV_DEFAULT_MODEL_FILE);
+    snprintf(path, sizeof path, "%s/%s", dir, PV_TEST_MODEL_FILE);
     if (access(path, R_OK) != 0) {
         fprintf(stderr, "  SKIP test_default_model: %s is not installed (scripts/setup)\n", path);
         return;
