@@ -1,11 +1,11 @@
 # Pensieve - one Makefile.
 #
 #   make            build build/pensieve (CPU backend)
-#   make run        set up what is missing, build, serve the default model
+#   make run        install what serving needs, build, serve the default chat model
 #   make test       set up, build, run every test (C unit tests under ASan/UBSan + pytest)
 #   make bench      speed against llama.cpp on the same machine (ratios, medians)
 #   make cuda       build build/cuda/pensieve with the CUDA backend (needs nvcc)
-#   make models-large   install DeepSeek-R1-Distill-Qwen-7B Q4_K_M into the model directory
+#   make models-large   install Qwen2.5-Coder-1.5B-Instruct Q4_K_M (`pensieve pull`)
 #   make clean
 #
 # Settings you may change on the command line: CC, OPT, NVCC, CUDA_ARCH, PORT, MODEL, ARGS.
@@ -84,7 +84,9 @@ $(B)/unit/%: tests/unit/%.c tests/unit/harness.h $(B)/asan/libpensieve.a
 setup:
 	@scripts/setup
 
-run: setup all
+# run installs only what serving needs (no test tools) and builds quietly.
+run:
+	@scripts/setup --serve
 	@scripts/run-default $(B)/pensieve $(PORT) "$(MODEL)" $(ARGS)
 
 unit: $(UNIT_BIN)
