@@ -75,8 +75,14 @@ static int models_main(int argc, char **argv)
         return 0;
     }
     n = cli_list_models(dir, &names);
-    printf("installed in %s\n", dir);
-    printf("  %-44s %-8s %-8s %10s  %s\n", "NAME", "ARCH", "QUANT", "SIZE", "CHAT");
+    struct stat dst;
+    if (stat(dir, &dst) != 0)
+        printf("no models: %s does not exist (`pensieve pull` installs the default model)\n",
+               dir);
+    else
+        printf("installed in %s\n", dir);
+    if (n)
+        printf("  %-44s %-8s %-8s %10s  %s\n", "FILE", "ARCH", "QUANT", "SIZE", "CHAT");
     for (size_t i = 0; i < n; i++) {
         struct stat st;
         struct pv_model_summary sum;
@@ -85,9 +91,7 @@ static int models_main(int argc, char **argv)
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
         if (stat(path, &st) == 0)
             format_bytes((uint64_t)st.st_size, size, sizeof(size));
-        /* the name -m takes: the file name without .gguf */
-        char shown[512];
-        snprintf(shown, sizeof(shown), "%.*s", (int)(strlen(names[i]) - 5), names[i]);
+        const char *shown = names[i];
         if (pv_model_probe(path, &sum, &err) == PV_OK) {
             printf("  %-44s %-8s %-8s %10s  %s%s%s\n", shown, sum.architecture, sum.quant, size,
                    sum.has_chat_template ? "yes" : "no (base model)",
@@ -103,7 +107,7 @@ static int models_main(int argc, char **argv)
         }
         free(names[i]);
     }
-    if (n == 0)
+    if (n == 0 && stat(dir, &dst) == 0)
         printf("  (none: `pensieve pull` installs the default model)\n");
     free(names);
 

@@ -164,11 +164,19 @@ static enum pv_status find_wheel(const char *project, const char *version, struc
                             name);
             goto out_release;
         }
-        /* relative URLs are relative to the project page */
-        if (strstr(furl, "://"))
-            snprintf(w->url, sizeof(w->url), "%s", furl);
-        else
-            snprintf(w->url, sizeof(w->url), "%s%s", url, furl);
+        /* relative URLs are relative to the project page (RFC 3986 resolution) */
+        CURLU *u = curl_url();
+        char *abs = NULL;
+        if (!u || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+            curl_url_set(u, CURLUPART_URL, furl, 0) != CURLUE_OK ||
+            curl_url_get(u, CURLUPART_URL, &abs, 0) != CURLUE_OK) {
+            curl_url_cleanup(u);
+            st = pv_err_set(err, PV_ERR_FORMAT, "index %s: bad file URL '%s'", url, furl);
+            goto out_release;
+        }
+        snprintf(w->url, sizeof(w->url), "%s", abs);
+        curl_free(abs);
+        curl_url_cleanup(u);
         snprintf(w->sha256, sizeof(w->sha256), "%s", sha);
         w->bytes = (uint64_t)json_integer_value(size);
         goto out_release;
