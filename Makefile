@@ -5,6 +5,8 @@
 #   make test       set up, build, run every test (C unit tests under ASan/UBSan + pytest)
 #   make bench      speed against llama.cpp on the same machine (ratios, medians)
 #   make cuda       build build/cuda/pensieve with the CUDA backend (needs nvcc)
+#   make check-engine   engine-only build (no server/chat/CLI libraries) + its unit tests
+#                   under ASan/UBSan + mode_check on CHECK_MODELS (a folder of .gguf files)
 #   make models-large   install Qwen2.5-Coder-1.5B-Instruct Q4_K_M (`pensieve pull`)
 #   make clean
 #
@@ -49,7 +51,7 @@ TOOL_BIN   := $(patsubst tests/tools/%.c,$(B)/tools/%,$(TOOL_SRC))
 CUDA_OBJ   := $(patsubst src/%.c,$(B)/cuda/%.o,$(CUDA_CSRC) $(CLI_SRC)) \
               $(patsubst src/%.cu,$(B)/cuda/%.cu.o,$(CUDA_CUSRC))
 
-.PHONY: all run test unit e2e bench cuda models-large setup clean
+.PHONY: all run test unit e2e bench cuda models-large setup clean check-engine
 
 all: $(B)/pensieve $(TOOL_BIN)
 
@@ -105,6 +107,46 @@ bench: setup all
 
 models-large: setup
 	@scripts/setup --large-model
+
+# Engine-only build: util, compute, model, tok and engine with none of the server's, chat's
+# or CLI's libraries, for a machine that has a C compiler and PCRE2 (tok/ needs it) but
+# no -dev packages: PCRE2_CFLAGS / PCRE2_LIBS may point at a copied header and library.
+# Runs the unit tests of those modules under ASan/UBSan, then mode_check (every kernel
+# mode the CPU runs against the scalar reference) on each CHECK_MODELS/*.gguf.
+# (model/pull.c, the downloader, needs libcurl and zlib: not part of it)
+ENGINE_SRC   := $(filter-out src/model/pull.c,$(filter src/util/% src/compute/% src/model/% src/tok/% src/engine/%,$(CPU_SRC)))
+ENGINE_UNITS := $(addprefix $(B)/engine/unit/,test_util test_compute test_engine test_gguf test_model)
+PCRE2_CFLAGS ?= $(shell pkg-config --cflags libpcre2-8 2>/dev/null)
+PCRE2_LIBS   ?= -lpcre2-8
+CHECK_MODELS ?=
+ENGINE_CFLAGS = -std=c11 -g $(WARN) -D_GNU_SOURCE -fvisibility=hidden -fno-common -Iinclude -Isrc $(PCRE2_CFLAGS)
+
+$(B)/engine/asan/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ENGINE_CFLAGS) -O1 $(SAN) $(call simd_flags,$@) -c $< -o $@
+
+$(B)/engine/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ENGINE_CFLAGS) $(OPT) $(call simd_flags,$@) -c $< -o $@
+
+$(B)/engine/libasan.a: $(patsubst src/%.c,$(B)/engine/asan/%.o,$(ENGINE_SRC))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/engine/lib.a: $(patsubst src/%.c,$(B)/engine/obj/%.o,$(ENGINE_SRC))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/engine/unit/%: tests/unit/%.c tests/unit/harness.h $(B)/engine/libasan.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ENGINE_CFLAGS) -O1 $(SAN) -Itests/unit -o $@ $< $(B)/engine/libasan.a $(PCRE2_LIBS) -lm -lpthread
+
+$(B)/engine/mode_check: tests/tools/mode_check.c $(B)/engine/lib.a
+	$(CC) $(ENGINE_CFLAGS) $(OPT) -o $@ $< $(B)/engine/lib.a $(PCRE2_LIBS) -lm -lpthread
+
+check-engine: $(ENGINE_UNITS) $(B)/engine/mode_check
+	@scripts/run-unit $(ENGINE_UNITS)
+	@set -e; for m in $(wildcard $(CHECK_MODELS)/*.gguf); do $(B)/engine/mode_check $$m; done
 
 # CUDA build: same sources with the CUDA backend instead of the no-CUDA stub.
 cuda:

@@ -104,6 +104,14 @@ PV_API void pv_err_clear(struct pv_err *err);
 /* Version string of the library, "0.1.0". */
 PV_API const char *pv_version(void);
 
+/* The CPU kernel mode contexts run in: "scalar", "avx2/8", "avx2/16", "avx2+vnni/8" or
+ * "avx2+vnni/16" (kernels, then the lane width whose llama.cpp float order they keep).
+ * Picked once per process from the CPU, or by the environment variable PENSIEVE_KERNELS
+ * (pv_context_new fails when it names a mode this CPU cannot run). Static string. */
+PV_API const char *pv_cpu_kernels(void);
+/* The kernel modes this CPU can run, space-separated, "scalar" first. Static string. */
+PV_API const char *pv_cpu_kernels_available(void);
+
 /*
  * Directory that holds models: $PENSIEVE_MODELS, else $XDG_CACHE_HOME/pensieve/models,
  * else $HOME/.cache/pensieve/models. Writes a NUL-terminated path into `out`.

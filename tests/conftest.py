@@ -136,3 +136,20 @@ def server(start_server, default_model):
         ext.host, ext.port, ext.url = host, int(port), f"http://{host}:{port}"
         return ext
     return start_server(["-m", str(default_model)])
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say which CPU kernel modes the engine tests ran pensieve in, and which this CPU
+    cannot run (tests/engine/oracle.py), so a run on a CPU without AVX2 or AVX-VNNI shows
+    what it did not cover."""
+    import sys
+    oracle = sys.modules.get("oracle")
+    if oracle is None or not BIN.exists():
+        return
+    runnable = oracle.runnable_modes(BIN)
+    ran = [m for m in oracle.ALL_MODES if m in oracle.MODES_RUN]
+    cannot = [m for m in oracle.ALL_MODES if m not in runnable]
+    terminalreporter.write_line(
+        f"kernel modes run by the engine tests: {', '.join(ran) or 'none'}; "
+        f"not runnable on this CPU: {', '.join(cannot) or 'none'}; "
+        f"oracle: llama.cpp built for {oracle.oracle_features().strip()}")

@@ -223,10 +223,10 @@ static int run_main(int argc, char **argv)
 
     fprintf(stderr,
             "prompt %zu tokens, prefill %.1f tok/s, generated %ld tokens, decode %.1f tok/s, "
-            "time to first token %.0f ms, load %.0f ms, %d threads\n",
+            "time to first token %.0f ms, load %.0f ms, %d threads, kernels %s\n",
             n_prompt, n_prompt / (prefill_ms / 1e3), n_gen,
             n_gen > 1 ? (n_gen - 1) / (decode_ms / 1e3) : 0.0, ttft_ms, load_ms,
-            pv_context_n_threads(ctx));
+            pv_context_n_threads(ctx), pv_cpu_kernels());
 
     pv_detok_free(detok);
     pv_sampler_free(smp);

@@ -41,7 +41,8 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
-        printf("pensieve %s\n", pv_version());
+        printf("pensieve %s\nkernels %s (this CPU runs: %s)\n", pv_version(), pv_cpu_kernels(),
+               pv_cpu_kernels_available());
         return 0;
     }
     for (size_t i = 0; i < PV_ARRAY_LEN(commands); i++)

@@ -97,15 +97,23 @@ void cpu_silu_mul(float *x, const float *g, int n);
 
 /* In-place softmax over n values (max-subtracted, f32). */
 void cpu_softmax(float *x, int n);
-/* The vector width, in floats, of llama.cpp's native build on this CPU: 16 with AVX-512
- * F and DQ, else 8 (or 8 when PENSIEVE_NO_AVX512 is set, non-empty, not "0"). Kernels
- * that reproduce llama.cpp's float order (SiLU, attention) sum in this many lanes. */
+/* The vector width, in floats, whose llama.cpp float order the kernels in use keep: 16
+ * or 8, as the kernel mode says (by default 16 on CPUs with AVX-512 F and DQ, as a native
+ * llama.cpp build there sums). SiLU, the F32/F16 dots and attention sum in this many lanes. */
 int cpu_llama_lanes(void);
+/* Whether the SIMD kernels are in use (not the scalar reference). */
+bool cpu_simd_active(void);
+/* The kernel modes this CPU can run, by name, space-separated ("scalar avx2/8 avx2/16"). */
+const char *cpu_modes_available(void);
+/* Why PENSIEVE_KERNELS could not be honoured (not a mode, or one this CPU cannot run),
+ * or NULL when it was (or is unset). */
+const char *cpu_kernels_env_error(void);
 
 /* bf16 from f32: round to nearest even, nan kept a nan. */
 uint16_t cpu_f32_to_bf16(float f);
 
-/* Name of the kernel set in use: "avx2" or "scalar" (PENSIEVE_NO_SIMD=1 forces scalar). */
+/* Name of the kernel mode in use: "scalar", "avx2/8", "avx2/16", "avx2+vnni/8" or
+ * "avx2+vnni/16". */
 const char *cpu_features(void);
 
 /* cpu_rmsnorm over n_rows consecutive rows of n elements; y may alias x. */

@@ -79,8 +79,8 @@ engine_attend_fn engine_attend_for(enum pv_kv_type type, uint32_t head_dim_v)
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c") && head_dim_v % 8 == 0 && !env_flag("PENSIEVE_NO_SIMD")) {
-        /* in llama.cpp's lane width on this CPU (PENSIEVE_NO_AVX512 forces 8) */
+        __builtin_cpu_supports("f16c") && head_dim_v % 8 == 0 && cpu_simd_active()) {
+        /* in the lane width of the kernel mode */
         return cpu_llama_lanes() == 16 ? engine_attend_f16_avx512_order : engine_attend_f16_avx2;
     }
 #endif

@@ -207,6 +207,16 @@ bool pv_context_is_eog(const struct pv_context *ctx, int32_t token)
     return false;
 }
 
+const char *pv_cpu_kernels(void)
+{
+    return cpu_features();
+}
+
+const char *pv_cpu_kernels_available(void)
+{
+    return cpu_modes_available();
+}
+
 enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_params *params,
                               struct pv_context **out, struct pv_err *err)
 {
@@ -223,6 +233,8 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
         return pv_err_set(err, PV_ERR_INVALID, "no model given for the context");
     if (params && params->kv_type != PV_KV_F16 && params->kv_type != PV_KV_F32)
         return pv_err_set(err, PV_ERR_INVALID, "unknown kv cache type %d", (int)params->kv_type);
+    if (cpu_kernels_env_error())
+        return pv_err_set(err, PV_ERR_INVALID, "%s", cpu_kernels_env_error());
     st = check_model(model, err);
     if (st != PV_OK)
         return st;

@@ -11,9 +11,14 @@ gets the same bits on the default model. The fast paths differ from llama.cpp's 
 reference by last-bit noise that a 270M model amplifies: with them on, llama.cpp agrees
 with itself at about 98% of the top-1 tokens of the long prompt (measured 2026-11-26).
 
-llama-cpp-python builds llama.cpp natively, so its attention sums in 16 lanes where the
-CPU has AVX-512 and in 8 otherwise. Pensieve picks the same from the CPU; if llama.cpp was
-built without AVX-512 on an AVX-512 machine, pensieve runs with PENSIEVE_NO_AVX512=1.
+The oracle is one fixed build on every machine: scripts/setup builds llama-cpp-python for
+AVX2 + FMA + F16C, without AVX-512, AVX-VNNI or AMX (GGML_NATIVE=OFF), so its F32/F16 dots,
+SiLU and attention sum in 8 lanes whatever the CPU. Pensieve runs in one of its kernel
+modes (PENSIEVE_KERNELS): scalar, avx2/8, avx2/16, avx2+vnni/8, avx2+vnni/16, of which
+the CPU runs a subset (`pensieve --version` lists it). The 8-lane SIMD modes keep the
+oracle's float order (bit-identical logits); the 16-lane modes keep the order of an AVX-512
+llama.cpp build, and the scalar reference its own: both are held to tolerances instead.
+MODES_RUN records what the tests exercised; tests/conftest.py prints it at the end.
 """
 import functools
 import os
@@ -49,6 +54,7 @@ def _no_repack():
 
 def llama_model(path, n_ctx=512, n_batch=512):
     from llama_cpp import Llama
+    check_oracle_build()
     with _no_repack():
         return Llama(str(path), n_ctx=n_ctx, n_batch=n_batch, logits_all=True, n_threads=2,
                      verbose=False)
@@ -73,31 +79,67 @@ def llama_greedy(llm, tokens, n):
     return out
 
 
-@functools.lru_cache(maxsize=None)
-def llama_has_avx512():
+ALL_MODES = ("scalar", "avx2/8", "avx2/16", "avx2+vnni/8", "avx2+vnni/16")
+ORACLE_ORDER_MODES = ("avx2/8", "avx2+vnni/8")  # the oracle's float order
+MODES_RUN = set()
+
+
+def oracle_features():
+    """The CPU features llama.cpp was built with, as it reports them."""
     import llama_cpp
-    return b"AVX512 = 1" in llama_cpp.llama_print_system_info()
+    return llama_cpp.llama_print_system_info().decode()
 
 
-def pensieve_env():
-    """The environment of a pensieve run: the lane order of the llama.cpp build."""
+def check_oracle_build():
+    """The oracle is the pinned AVX2 build (scripts/setup), not a native one."""
+    info = oracle_features()
+    assert "AVX2 = 1" in info and "FMA = 1" in info, info
+    for f in ("AVX512 = 1", "AVX512_VNNI = 1", "AVX512_BF16 = 1", "AVX_VNNI = 1", "AMX_INT8 = 1"):
+        assert f not in info, f"llama-cpp-python is not the pinned AVX2 build ({f}): rerun scripts/setup\n{info}"
+
+
+@functools.lru_cache(maxsize=None)
+def runnable_modes(bin_path):
+    """The kernel modes this CPU can run, as `pensieve --version` lists them."""
+    r = subprocess.run([str(bin_path), "--version"], capture_output=True, text=True, timeout=60)
+    line = next(l for l in r.stdout.splitlines() if "this CPU runs:" in l)
+    modes = tuple(line.split("this CPU runs:")[1].strip(" )").split())
+    assert modes and modes[0] == "scalar" and set(modes) <= set(ALL_MODES), modes
+    return modes
+
+
+def exact_mode(bin_path):
+    """The mode the exactness tests run in: the widest 8-lane one the CPU has (the oracle's
+    float order), or the scalar reference on a CPU without AVX2."""
+    modes = runnable_modes(bin_path)
+    for m in ("avx2+vnni/8", "avx2/8"):
+        if m in modes:
+            return m
+    return "scalar"
+
+
+def pensieve_env(bin_path=None, mode=None):
+    """The environment of a pensieve run in kernel mode `mode` (default: exact_mode)."""
     env = dict(os.environ)
-    if not llama_has_avx512():
-        env["PENSIEVE_NO_AVX512"] = "1"
+    env.pop("PENSIEVE_NO_AVX512", None)
+    env["PENSIEVE_KERNELS"] = mode or exact_mode(bin_path)
+    MODES_RUN.add(env["PENSIEVE_KERNELS"])
     return env
 
 
-def pensieve(bin_path, model, *args, timeout=300):
+def pensieve(bin_path, model, *args, timeout=300, mode=None):
     r = subprocess.run([str(bin_path), "run", "-m", str(model), "--threads", "2", *args],
-                       capture_output=True, text=True, timeout=timeout, env=pensieve_env())
+                       capture_output=True, text=True, timeout=timeout,
+                       env=pensieve_env(bin_path, mode))
     assert r.returncode == 0, f"pensieve run failed ({r.returncode}): {r.stderr}"
+    assert f"kernels {mode or exact_mode(bin_path)}" in r.stderr, r.stderr
     return r
 
 
-def pensieve_logits(bin_path, model, tokens, tmp_path, *extra):
+def pensieve_logits(bin_path, model, tokens, tmp_path, *extra, mode=None):
     out = tmp_path / "logits.f32"
     pensieve(bin_path, model, "--prompt-ids", " ".join(map(str, tokens)), "-n", "1",
-             "--temperature", "0", "--all-logits", str(out), *extra)
+             "--temperature", "0", "--all-logits", str(out), *extra, mode=mode)
     data = np.fromfile(out, dtype=np.float32)
     assert data.size % len(tokens) == 0
     return data.reshape(len(tokens), -1)

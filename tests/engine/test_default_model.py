@@ -8,16 +8,16 @@ max |diff| relative to the logit range are printed), and 32-token greedy continu
 two tokens were nearly tied), and every intermediate tensor of a shorter prompt.
 
 Pensieve keeps llama.cpp's float order in the dots, RoPE, softmax and attention (in the
-lane width of llama.cpp's build, see oracle.py), so the logits are bit-identical: checked
-on x86 with AVX-512 (16 lanes) and with an AVX2-only llama.cpp build (8 lanes). A
-configuration that changes the order on purpose (an F32 KV cache, batches of 7) is
-checked with the noise allowance below instead.
+lane width of the pinned AVX2 oracle, see oracle.py), so the logits are bit-identical in
+the 8-lane kernel modes. The prompt's logits are also checked in every other kernel mode
+the CPU runs (the scalar reference, the 16-lane order), and a configuration that changes
+the order on purpose (an F32 KV cache, batches of 7), with the noise allowance below.
 """
 import numpy as np
 import pytest
 
-from oracle import (compare, llama_greedy, llama_has_avx512, llama_logits, llama_model,
-                    pensieve_env, pensieve_greedy, pensieve_logits)
+from oracle import (ORACLE_ORDER_MODES, compare, exact_mode, llama_greedy, llama_logits,
+                    llama_model, pensieve_env, pensieve_greedy, pensieve_logits, runnable_modes)
 
 LONG_PROMPT = (
     "The history of the lighthouse at the edge of the harbour begins in 1842, when the "
@@ -88,8 +88,24 @@ def test_prompt_logits_match_llama_cpp(pensieve_bin, default_model, llm, tmp_pat
     assert len(tokens) >= 64
     ref = llama_logits(llm, tokens)
     ours = pensieve_logits(pensieve_bin, default_model, tokens, tmp_path)
-    lanes = 16 if llama_has_avx512() else 8
-    check_prompt_logits(ours, ref, f"default model ({lanes}-lane attention)")
+    check_prompt_logits(ours, ref, f"default model, kernels {exact_mode(pensieve_bin)}")
+
+
+def test_prompt_logits_in_every_kernel_mode(pensieve_bin, default_model, llm, tmp_path):
+    """Each kernel mode this CPU runs: the 8-lane ones bit-identical to llama.cpp, the
+    scalar reference and the 16-lane order within the noise allowance (and the two
+    16-lane modes, AVX2 and AVX2+VNNI, the same bits: their integer sums are exact)."""
+    tokens = llm.tokenize(LONG_PROMPT.encode(), add_bos=True)
+    ref = llama_logits(llm, tokens)
+    got = {}
+    for mode in runnable_modes(pensieve_bin):
+        ours = got[mode] = pensieve_logits(pensieve_bin, default_model, tokens, tmp_path, mode=mode)
+        same_order = mode in ORACLE_ORDER_MODES
+        check_prompt_logits(ours, ref, f"default model, kernels {mode}", same_order=same_order)
+        if same_order:
+            assert np.array_equal(ours, ref), mode
+    if "avx2+vnni/16" in got:
+        assert np.array_equal(got["avx2+vnni/16"], got["avx2/16"])
 
 
 def test_f32_kv_cache_and_small_batches(pensieve_bin, default_model, llm, tmp_path):
@@ -127,7 +143,7 @@ def test_intermediate_tensors_match_llama_cpp(pensieve_bin, default_model):
     from compare_tensors import compare, llama_with_callback
     llm, seen = llama_with_callback(default_model, fast_paths=False, threads=2)
     tokens = llm.tokenize(LONG_PROMPT[:160].encode(), add_bos=True)
-    rows, ref, ours = compare(llm, seen, pensieve_bin, default_model, tokens, env=pensieve_env())
+    rows, ref, ours = compare(llm, seen, pensieve_bin, default_model, tokens, env=pensieve_env(pensieve_bin))
     assert len(rows) == 1 + 17 * 18, [r[0] for r in rows]  # every step of every layer
     differing = [r for r in rows if r[2] > 0]
     print(f"\n{len(rows)} tensors compared over {len(tokens)} tokens; differing: {differing[:5]}")

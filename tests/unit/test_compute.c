@@ -161,11 +161,101 @@ static void test_bf16(void)
     CHECK(isnan(pv_bf16_to_f32(cpu_f32_to_bf16(NAN))));
 }
 
+/* ---- kernel modes ----------------------------------------------------------------- */
+
+/* Run check(k) on the table of every SIMD kernel mode this CPU can run (both lane orders
+ * of AVX2, and of AVX2+VNNI where the CPU has AVX-VNNI). */
+static void each_simd_mode(void (*check)(const struct cpu_kernels *k))
+{
+    for (int m = CPU_MODE_AVX2_8; m < CPU_MODE_COUNT; m++) {
+        const struct cpu_kernels *k = cpu_kernels_mode((enum cpu_mode)m);
+        if (k)
+            check(k);
+    }
+}
+
+/* F32 dots in llama.cpp's float orders, written out one lane at a time with fmaf: the
+ * batch order (tinyBLAS: element e in lane e % W, then the lanes summed as an AVX-512 or
+ * AVX2 reduction does) and the one-token order (ggml's vec_dot: 4 accumulators of W lanes
+ * over blocks of 4W, (a0 + a2) + (a1 + a3), the same reduction, the tail in order). */
+static float lanes_reduce(float *l, int w)
+{
+    if (w == 16)
+        for (int j = 0; j < 8; j++)
+            l[j] += l[j + 8];
+    for (int j = 0; j < 4; j++)
+        l[j] += l[j + 4];
+    return (l[0] + l[2]) + (l[1] + l[3]);
+}
+
+static float emulate_batch_f32(const float *w, const float *a, int n, int lanes)
+{
+    float l[16] = {0};
+    int i = 0;
+    for (; i + lanes <= n; i += lanes)
+        for (int j = 0; j < lanes; j++)
+            l[j] = fmaf(w[i + j], a[i + j], l[j]);
+    float sum = lanes_reduce(l, lanes);
+    for (; i < n; i++)
+        sum = fmaf(w[i], a[i], sum);
+    return sum;
+}
+
+static float emulate_one_f32(const float *w, const float *a, int n, int lanes)
+{
+    float acc[4][16] = {{0}}, l[16];
+    int i = 0;
+    for (; i + 4 * lanes <= n; i += 4 * lanes)
+        for (int k = 0; k < 4; k++)
+            for (int j = 0; j < lanes; j++)
+                acc[k][j] = fmaf(w[i + lanes * k + j], a[i + lanes * k + j], acc[k][j]);
+    for (int j = 0; j < lanes; j++)
+        l[j] = (acc[0][j] + acc[2][j]) + (acc[1][j] + acc[3][j]);
+    float sum;
+    if (lanes == 16) {
+        sum = lanes_reduce(l, 16);
+    } else { /* two horizontal adds: (0 + 1) + (2 + 3) of l[j] + l[j + 4] */
+        for (int j = 0; j < 4; j++)
+            l[j] += l[j + 4];
+        sum = (l[0] + l[1]) + (l[2] + l[3]);
+    }
+    for (; i < n; i++)
+        sum = fmaf(w[i], a[i], sum);
+    return sum;
+}
+
+/* Each SIMD mode's F32 dots keep their lane order exactly: the same bits as the lane-by-
+ * lane emulation above, for lengths that fill the lanes and lengths with a tail. */
+static void check_lane_order(const struct cpu_kernels *k)
+{
+    enum { N = 301 };
+    float w[N], a[N];
+    fill_f32(w, N, 1.0f);
+    fill_f32(a, N, 3.0f);
+    const int lanes = k->f_lanes;
+    CHECK(lanes == 8 || lanes == 16);
+    for (int n = 1; n <= N; n += 1 + n / 3) {
+        float s_batch, s_one;
+        k->vec_dot[PV_TYPE_F32](n, &s_batch, w, a);
+        k->vec_dot_one[PV_TYPE_F32](n, &s_one, w, a);
+        CHECK(s_batch == emulate_batch_f32(w, a, n, lanes));
+        CHECK(s_one == emulate_one_f32(w, a, n, lanes));
+    }
+}
+
+static void test_lane_orders(void)
+{
+    each_simd_mode(check_lane_order);
+    if (cpu_kernels_mode(CPU_MODE_AVX2_8)) /* the two orders are different tables */
+        CHECK(cpu_kernels_mode(CPU_MODE_AVX2_8)->f_lanes == 8 &&
+              cpu_kernels_mode(CPU_MODE_AVX2_16)->f_lanes == 16);
+}
+
 /* ---- quantizers ------------------------------------------------------------------- */
 
-static void test_quantizers_match_reference(void)
+static void check_quantizers_match_reference(const struct cpu_kernels *best)
 {
-    const struct cpu_kernels *ref = cpu_kernels_ref(), *best = cpu_kernels_best();
+    const struct cpu_kernels *ref = cpu_kernels_ref();
     const uint32_t dot_types[] = {PV_TYPE_Q8_0, PV_TYPE_Q8_1, PV_TYPE_Q8_K, PV_TYPE_F16,
                                   PV_TYPE_BF16};
     enum { N = 1024 };
@@ -234,6 +324,11 @@ static void test_quantizers_match_reference(void)
     free(b);
 }
 
+static void test_quantizers_match_reference(void)
+{
+    each_simd_mode(check_quantizers_match_reference);
+}
+
 /* ---- vec_dot ---------------------------------------------------------------------- */
 
 /*
@@ -241,9 +336,9 @@ static void test_quantizers_match_reference(void)
  * the dequantized activation blocks (up to f32 rounding, 2e-6 of sum|w*a|), and the SIMD
  * dot equals the scalar one to 1e-5 of sum|w*a| (same integer sums, other float order).
  */
-static void test_vec_dot_all_types(void)
+static void check_vec_dot_all_types(const struct cpu_kernels *best)
 {
-    const struct cpu_kernels *ref = cpu_kernels_ref(), *best = cpu_kernels_best();
+    const struct cpu_kernels *ref = cpu_kernels_ref();
     enum { N = 1024 };
     float *x = xmalloc(N * sizeof(float)), *wf = xmalloc(N * sizeof(float));
     float *af = xmalloc(N * sizeof(float));
@@ -304,21 +399,16 @@ static void test_vec_dot_all_types(void)
     free(aw);
 }
 
+static void test_vec_dot_all_types(void)
+{
+    each_simd_mode(check_vec_dot_all_types);
+}
+
 /* The AVX-VNNI kernels give the AVX2 kernels' bits (the same integer lane sums), one
  * token and several, for every type both have. */
-static void test_vnni_same_bits(void)
+static void vnni_same_bits(const struct cpu_kernels *plain_k, const struct cpu_kernels *vnni_k)
 {
-#if defined(__x86_64__)
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
-        !__builtin_cpu_supports("f16c") || !__builtin_cpu_supports("avxvnni")) {
-        printf("  (no AVX-VNNI on this CPU: nothing to compare)\n");
-        return;
-    }
-    static struct cpu_kernels plain, vnni;
-    cpu_ref_fill(&plain);
-    cpu_ref_fill(&vnni);
-    cpu_avx2_fill(&plain);
-    cpu_vnni_fill(&vnni);
+    const struct cpu_kernels plain = *plain_k, vnni = *vnni_k;
     enum { N = 512 };
     float x[N];
     void *w = xmalloc(N * 4);
@@ -356,14 +446,26 @@ static void test_vnni_same_bits(void)
     free(w);
     free(a);
     free(m);
-#endif
+}
+
+static void test_vnni_same_bits(void)
+{
+    if (!cpu_kernels_mode(CPU_MODE_VNNI_8)) {
+        printf("  NOTE no AVX-VNNI on this CPU: avx2+vnni/8 and avx2+vnni/16 not run\n");
+        return;
+    }
+    for (int lanes = 8; lanes <= 16; lanes += 8) {
+        const struct cpu_kernels *p = cpu_kernels_mode(lanes == 8 ? CPU_MODE_AVX2_8 : CPU_MODE_AVX2_16);
+        const struct cpu_kernels *v = cpu_kernels_mode(lanes == 8 ? CPU_MODE_VNNI_8 : CPU_MODE_VNNI_16);
+        vnni_same_bits(p, v);
+    }
 }
 
 /* Each multi-token SIMD dot equals the one-token SIMD dot bit for bit, and the scalar
  * dot of every token to 1e-5 of sum|w*a|. */
-static void test_vec_dot_multi(void)
+static void check_vec_dot_multi(const struct cpu_kernels *best)
 {
-    const struct cpu_kernels *ref = cpu_kernels_ref(), *best = cpu_kernels_best();
+    const struct cpu_kernels *ref = cpu_kernels_ref();
     enum { N = 512 };
     float x[N];
     void *w = xmalloc(N * 4);
@@ -426,9 +528,14 @@ static void test_vec_dot_multi(void)
     free(a);
 }
 
-static void test_f16_helpers(void)
+static void test_vec_dot_multi(void)
 {
-    const struct cpu_kernels *ref = cpu_kernels_ref(), *best = cpu_kernels_best();
+    each_simd_mode(check_vec_dot_multi);
+}
+
+static void check_f16_helpers(const struct cpu_kernels *best)
+{
+    const struct cpu_kernels *ref = cpu_kernels_ref();
     enum { N = 259 };
     float x[N], y1[N], y2[N], back[N];
     uint16_t h[N];
@@ -456,6 +563,11 @@ static void test_f16_helpers(void)
     }
 }
 
+static void test_f16_helpers(void)
+{
+    each_simd_mode(check_f16_helpers);
+}
+
 /* ---- matmul ----------------------------------------------------------------------- */
 
 /*
@@ -463,7 +575,8 @@ static void test_f16_helpers(void)
  * activations (tolerance 1e-5 of sum|w*a|, plus the fp16 rounding of Q8_1's s), and
  * the 3-thread result equal to the 1-thread one bit for bit.
  */
-static void test_matmul(void)
+/* cpu_matmul in every kernel mode this CPU can run (the scalar reference included). */
+static void check_matmul(void)
 {
     const struct cpu_kernels *k = cpu_kernels_get();
     struct pv_pool *pools[2] = {pool_new(1), pool_new(3)};
@@ -527,6 +640,14 @@ static void test_matmul(void)
     pool_free(pools[0]);
     pool_free(pools[1]);
     cpu_scratch_release();
+}
+
+static void test_matmul(void)
+{
+    for (int m = 0; m < CPU_MODE_COUNT; m++)
+        if (cpu_kernels_use((enum cpu_mode)m))
+            check_matmul();
+    cpu_kernels_select(false);
 }
 
 /* ---- element-wise ops ------------------------------------------------------------- */
@@ -626,9 +747,9 @@ static void test_activations_softmax(void)
 /* SIMD activations and softmax against the scalar ones, over a wide range of inputs
  * (tolerance 1e-5 relative, plus 1e-6 |x g| for the cancellation in 1 + tanh(z) that
  * the scalar GELU suffers near z = -1). */
-static void test_simd_activations(void)
+static void check_simd_activations(const struct cpu_kernels *best)
 {
-    const struct cpu_kernels *ref = cpu_kernels_ref(), *best = cpu_kernels_best();
+    const struct cpu_kernels *ref = cpu_kernels_ref();
     enum { N = 1003 };
     static float x[N], g[N], a[N], b[N];
     for (int i = 0; i < N; i++) {
@@ -665,6 +786,11 @@ static void test_simd_activations(void)
     }
 }
 
+static void test_simd_activations(void)
+{
+    each_simd_mode(check_simd_activations);
+}
+
 /* A thread that runs matmuls and exits leaves nothing behind (LeakSanitizer checks). */
 static void *matmul_thread(void *arg)
 {
@@ -690,14 +816,28 @@ static void test_dispatch(void)
 {
     CHECK_EQ_STR(cpu_kernels_ref()->name, "scalar");
     const char *f = cpu_features();
-    CHECK(strcmp(f, "scalar") == 0 || strcmp(f, "avx2") == 0 || strcmp(f, "avx2+vnni") == 0);
+    bool known = false;
+    for (int m = 0; m < CPU_MODE_COUNT; m++)
+        known |= strcmp(f, cpu_mode_name((enum cpu_mode)m)) == 0;
+    CHECK(known);
+    CHECK(cpu_kernels_mode(CPU_MODE_SCALAR) == cpu_kernels_ref());
+    CHECK(cpu_kernels_mode(CPU_MODE_COUNT) == NULL);
     for (size_t t = 0; t < PV_ARRAY_LEN(weight_types); t++) {
         CHECK(cpu_kernels_best()->vec_dot[weight_types[t]] != NULL);
         CHECK_EQ_INT(cpu_row_bytes(weight_types[t], 256) % cpu_type_bytes(weight_types[t]), 0);
     }
+    /* say which kernel modes these tests ran and which this CPU cannot run */
+    char ran[128] = "", skipped[128] = "";
+    for (int m = 0; m < CPU_MODE_COUNT; m++) {
+        char *dst = cpu_kernels_mode((enum cpu_mode)m) ? ran : skipped;
+        size_t len = strlen(dst);
+        snprintf(dst + len, 128 - len, "%s%s", len ? " " : "", cpu_mode_name((enum cpu_mode)m));
+    }
+    printf("  NOTE kernel modes tested: %s; not runnable on this CPU: %s\n", ran,
+           skipped[0] ? skipped : "none");
 }
 
-TESTS(TEST_ENTRY(test_fp16_values), TEST_ENTRY(test_bf16),
+TESTS(TEST_ENTRY(test_fp16_values), TEST_ENTRY(test_bf16), TEST_ENTRY(test_lane_orders),
       TEST_ENTRY(test_quantizers_match_reference), TEST_ENTRY(test_vec_dot_all_types),
       TEST_ENTRY(test_vec_dot_multi), TEST_ENTRY(test_vnni_same_bits), TEST_ENTRY(test_f16_helpers), TEST_ENTRY(test_matmul), TEST_ENTRY(test_rmsnorm),
       TEST_ENTRY(test_rope), TEST_ENTRY(test_activations_softmax), TEST_ENTRY(test_simd_activations),

@@ -79,23 +79,42 @@ struct cpu_kernels {
 /* Largest n_rot / 2 cpu_rope handles (head sizes of 1024). */
 #define CPU_ROPE_MAX_HALF 512
 
-/* The table in use: AVX2 when the CPU has AVX2+FMA+F16C, unless PENSIEVE_NO_SIMD is set
- * (non-empty, not "0"). */
+/* The kernel modes: which table, and llama.cpp's lane width its F32/F16 dots, SiLU and
+ * attention sum in. Append-only. */
+enum cpu_mode {
+    CPU_MODE_SCALAR,
+    CPU_MODE_AVX2_8,
+    CPU_MODE_AVX2_16,
+    CPU_MODE_VNNI_8,
+    CPU_MODE_VNNI_16,
+    CPU_MODE_COUNT
+};
+
+/* The table in use (see dispatch.c for how it is picked). */
 const struct cpu_kernels *cpu_kernels_get(void);
 /* The scalar reference table. */
 const struct cpu_kernels *cpu_kernels_ref(void);
 /* The best table the CPU supports, ignoring PENSIEVE_NO_SIMD (for tests and benches). */
 const struct cpu_kernels *cpu_kernels_best(void);
+/* The table of mode m, or NULL when this CPU cannot run it. */
+const struct cpu_kernels *cpu_kernels_mode(enum cpu_mode m);
+/* "scalar", "avx2/8", "avx2/16", "avx2+vnni/8", "avx2+vnni/16" */
+const char *cpu_mode_name(enum cpu_mode m);
 
-/* Switch the table in use to the scalar one (true) or the best one (false); for benches
- * and tests, never while a matmul runs. */
+/* Switch the table in use to the scalar one (true) or the process's mode (false); for
+ * benches and tests, never while a matmul runs. */
 void cpu_kernels_select(bool scalar);
 
-/* Fill the scalar table (ref.c) and overlay the AVX2 kernels on one (quants_avx2.c). */
+/* Use mode m from now on (false, and no change, when this CPU cannot run it); for tests,
+ * never while a matmul runs. */
+bool cpu_kernels_use(enum cpu_mode m);
+
+/* Fill the scalar table (ref.c) and overlay the AVX2 kernels on one (quants_avx2.c), the
+ * F32/F16 dots and SiLU summing in `lanes` (8 or 16) as llama.cpp does at that width. */
 void cpu_ref_fill(struct cpu_kernels *k);
-void cpu_avx2_fill(struct cpu_kernels *k);
-void cpu_vnni_fill(struct cpu_kernels *k); /* cpu_avx2_fill's kernels with AVX-VNNI */
-void cpu_avx2_ops_fill(struct cpu_kernels *k);
+void cpu_avx2_fill(struct cpu_kernels *k, int lanes);
+void cpu_vnni_fill(struct cpu_kernels *k, int lanes); /* cpu_avx2_fill's kernels with AVX-VNNI */
+void cpu_avx2_ops_fill(struct cpu_kernels *k, int lanes);
 
 /* Scalar activations and softmax (ops.c), the references of the SIMD ones. */
 void cpu_gelu_mul_ref(float *x, const float *g, int n);

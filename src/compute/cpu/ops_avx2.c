@@ -114,10 +114,10 @@ static void rope_rotate(float *x, int n_heads, int head_dim, int half, const flo
     }
 }
 
-void cpu_avx2_ops_fill(struct cpu_kernels *k)
+void cpu_avx2_ops_fill(struct cpu_kernels *k, int lanes)
 {
     k->rope_rotate = rope_rotate;
     k->gelu_mul = gelu_mul;
-    k->silu_mul = cpu_llama_lanes() == 16 ? silu_mul16 : silu_mul8;
+    k->silu_mul = lanes == 16 ? silu_mul16 : silu_mul8;
     k->softmax = softmax;
 }

@@ -993,9 +993,9 @@ static void quantize_q8_K(const float *x, void *vy, int64_t n)
 }
 
 #if defined(CPU_QUANTS_VNNI)
-void cpu_vnni_fill(struct cpu_kernels *k)
+void cpu_vnni_fill(struct cpu_kernels *k, int lanes)
 #else
-void cpu_avx2_fill(struct cpu_kernels *k)
+void cpu_avx2_fill(struct cpu_kernels *k, int lanes)
 #endif
 {
 #if defined(CPU_QUANTS_VNNI)
@@ -1005,7 +1005,7 @@ void cpu_avx2_fill(struct cpu_kernels *k)
 #endif
     k->widen_q8_0 = true;
     /* F32 / F16: a batch in tinyBLAS's order, one token in ggml vec_dot's (matmul.c picks) */
-    const bool l16 = cpu_llama_lanes() == 16;
+    const bool l16 = lanes == 16;
     k->f_lanes = l16 ? 16 : 8;
     k->vec_dot[PV_TYPE_F32] = l16 ? vec_dot_f32_16 : vec_dot_f32_8;
     k->vec_dot[PV_TYPE_F16] = l16 ? vec_dot_f16_16 : vec_dot_f16_8;
