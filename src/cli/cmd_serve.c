@@ -5,6 +5,8 @@
  * server_params and runs the server until SIGINT/SIGTERM. The pid file lets
  * `pensieve stop` find the server.
  */
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,6 +220,12 @@ static int serve_main(int argc, char **argv)
         cli_default_pid_file(p.port, pid_file, sizeof(pid_file));
     p.pid_file = pid_file;
 
+    /* SIGINT/SIGTERM during the checks wait for the server, which then stops cleanly */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     cli_check_port(p.host, p.port);
     cli_check_model(p.model_path, p.n_ctx, p.n_parallel);
     if (server_run(&p, &err) != PV_OK)

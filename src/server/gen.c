@@ -48,6 +48,9 @@ struct slot {
     size_t n_fed;                /* prompt tokens of the job that are in the KV cache */
     int32_t last;                /* last sampled token, not yet evaluated; -1 none */
     float *masked;               /* [n_vocab] logits copy for constrained jobs, owned */
+    uint64_t t_fill_ns;          /* when the job's prefill began; progress log clock */
+    uint64_t t_logged_ns;
+    size_t n_fill_start;         /* prompt tokens already cached when it began */
 };
 
 struct http_engine {
@@ -229,6 +232,8 @@ static void slot_start(struct http_engine *e, struct slot *s, struct gen_job *j)
     }
     s->n_kv = keep;
     s->n_fed = keep;
+    s->t_fill_ns = s->t_logged_ns = clock_now_ns();
+    s->n_fill_start = keep;
     if (keep)
         log_debug("slot %d: %zu of %zu prompt tokens reused from the cache",
                   (int)(s - e->slots), keep, j->n_prompt);
@@ -289,6 +294,27 @@ static void slot_sample(struct slot *s)
     s->last = tok;
 }
 
+/* A long prefill (4096 tokens or more) says how far it is at each quarter and at least
+ * every 10 s: a client waiting minutes for its first token (Claude Code's first prompt on
+ * a small CPU) is visibly not stuck. */
+static void log_prefill(struct slot *s, size_t n_step)
+{
+    const struct gen_job *j = s->job;
+    const uint64_t now = clock_now_ns();
+    if (j->n_prompt < 4096 || s->n_fed >= j->n_prompt)
+        return;
+    const size_t quarter = j->n_prompt / 4;
+    const bool crossed = s->n_fed / quarter > (s->n_fed - n_step) / quarter;
+    if (!crossed && now - s->t_logged_ns < 10000000000ull)
+        return;
+    s->t_logged_ns = now;
+    const double el = (double)(now - s->t_fill_ns) * 1e-9;
+    const double rate = el > 0 ? (double)(s->n_fed - s->n_fill_start) / el : 0;
+    log_info("prefill: %zu of %zu prompt tokens, %.0f tok/s, about %.0f s left", s->n_fed,
+             j->n_prompt, rate,
+             rate > 0 ? (double)(j->n_prompt - s->n_fed) / rate : 0.0);
+}
+
 /* One step of a busy slot: a prompt chunk or one decode token. */
 static void slot_step(struct slot *s)
 {
@@ -303,6 +329,7 @@ static void slot_step(struct slot *s)
             return;
         s->n_fed += n;
         job_set_prefilled(j, s->n_fed);
+        log_prefill(s, n);
         if (s->n_fed == j->n_prompt)
             slot_sample(s);
         return;

@@ -293,3 +293,18 @@ def test_base_model_warning(start_server, default_model, pensieve_bin):
     assert "gemma-3-270m-q4_k_m.gguf has no chat template" in s.output()
     r = run(pensieve_bin, "info", str(default_model))
     assert "absent: a base model that continues text and cannot chat" in r.stdout
+
+
+def test_long_prefill_logs_progress(start_server, default_model):
+    """A prompt of 4096 tokens or more logs its prefill progress at each quarter."""
+    import requests
+    s = start_server(["-m", str(default_model), "--ctx-size", "8192"])
+    r = requests.post(s.url + "/v1/completions", timeout=600,
+                      json={"model": "x", "prompt": "one two three four " * 1030,
+                            "max_tokens": 1})
+    assert r.status_code == 200, r.text
+    n = r.json()["usage"]["prompt_tokens"]
+    assert n >= 4096
+    lines = [l for l in s.output().splitlines() if "prefill:" in l]
+    assert len(lines) >= 3, s.output()
+    assert f"of {n} prompt tokens" in lines[0] and "tok/s, about" in lines[0]
