@@ -5,11 +5,14 @@
  * server_params and runs the server until SIGINT/SIGTERM. The pid file lets
  * `pensieve stop` find the server.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "server/server.h"
@@ -34,6 +37,10 @@ static struct cli_opt serve_opts[] = {
      "(without it any model name is served by the loaded model)", NULL},
     {"log-format", 0, CLI_STRING, "PENSIEVE_LOG_FORMAT", "FMT",
      "text or json (one object per line)", "text"},
+    {"log-level", 0, CLI_STRING, "PENSIEVE_LOG_LEVEL", "LEVEL",
+     "debug, info, warn, error or off", "info"},
+    {"log-file", 0, CLI_STRING, "PENSIEVE_LOG_FILE", "PATH",
+     "append the log (and any error) to this file instead of stderr", NULL},
     {"max-body-bytes", 0, CLI_INT, "PENSIEVE_MAX_BODY_BYTES", "N",
      "largest request body; larger gets 413", "33554432", 1024, 1L << 31},
     {"max-header-bytes", 0, CLI_INT, "PENSIEVE_MAX_HEADER_BYTES", "N",
@@ -163,6 +170,20 @@ static int serve_main(int argc, char **argv)
     p.max_connections = (int)cli_get(serve_opts, "max-connections")->i;
     p.ping_interval_s = (int)cli_get(serve_opts, "ping-interval")->i;
 
+    enum pv_log_level level;
+    if (!log_parse_level(cli_get(serve_opts, "log-level")->str, &level))
+        cli_die("serve", 2, "--log-level: expected debug, info, warn, error or off, got '%s'",
+                cli_get(serve_opts, "log-level")->str);
+    log_set_level(level);
+    const char *log_file = cli_get(serve_opts, "log-file")->str;
+    if (log_file) {
+        int fd = open(log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd < 0)
+            cli_die("serve", 1, "--log-file: cannot open '%s': %s", log_file, strerror(errno));
+        fflush(stderr);
+        dup2(fd, 2);
+        close(fd);
+    }
     const char *fmt = cli_get(serve_opts, "log-format")->str;
     if (strcmp(fmt, "json") == 0)
         p.log_json = true;

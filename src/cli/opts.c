@@ -71,6 +71,78 @@ static void set_value(const struct cli_command *cmd, struct cli_opt *o, const ch
     }
 }
 
+/* ---- the config file: "name = value" lines, the names of the options ---------------- */
+
+struct config_entry {
+    char *name, *value;
+    int line;
+};
+static struct config_entry *config;
+static size_t n_config;
+static char config_path[4096];
+static bool config_loaded;
+
+/* $PENSIEVE_CONFIG, else $XDG_CONFIG_HOME/pensieve/config, else ~/.config/pensieve/config. */
+static void config_load(void)
+{
+    const char *env = getenv("PENSIEVE_CONFIG"), *xdg = getenv("XDG_CONFIG_HOME"),
+               *home = getenv("HOME");
+    char line[4096];
+
+    config_loaded = true;
+    if (env && *env)
+        snprintf(config_path, sizeof(config_path), "%s", env);
+    else if (xdg && *xdg)
+        snprintf(config_path, sizeof(config_path), "%s/pensieve/config", xdg);
+    else
+        snprintf(config_path, sizeof(config_path), "%s/.config/pensieve/config",
+                 home && *home ? home : ".");
+    FILE *f = fopen(config_path, "r");
+    if (!f) {
+        if (env && *env)
+            cli_die(NULL, 2, "PENSIEVE_CONFIG: cannot read '%s'", env);
+        return;
+    }
+    for (int ln = 1; fgets(line, sizeof(line), f); ln++) {
+        char *p = line, *eq, *end;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '#' || *p == '\n' || *p == '\0')
+            continue;
+        eq = strchr(p, '=');
+        if (!eq)
+            cli_die(NULL, 2, "%s:%d: expected 'name = value'", config_path, ln);
+        for (end = eq; end > p && (end[-1] == ' ' || end[-1] == '\t'); end--)
+            ;
+        *end = '\0';
+        char *v = eq + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        for (end = v + strlen(v); end > v && (end[-1] == '\n' || end[-1] == '\r' ||
+                                             end[-1] == ' ' || end[-1] == '\t'); end--)
+            ;
+        *end = '\0';
+        if (strncmp(p, "--", 2) == 0)
+            p += 2;
+        config = xrealloc(config, (n_config + 1) * sizeof(*config));
+        config[n_config++] = (struct config_entry){xstrdup(p), xstrdup(v), ln};
+    }
+    fclose(f);
+}
+
+/* The config file's value for option `name`, or NULL; `where` gets "PATH:LINE". */
+static const char *config_value(const char *name, char *where, size_t cap)
+{
+    if (!config_loaded)
+        config_load();
+    for (size_t i = n_config; i-- > 0;) /* the last line of a name wins */
+        if (strcmp(config[i].name, name) == 0) {
+            snprintf(where, cap, "%s:%d", config_path, config[i].line);
+            return config[i].value;
+        }
+    return NULL;
+}
+
 /* Unknown --NAME: name the closest option (--temp -> --temperature) when there is one. */
 _Noreturn static void die_unknown_option(const struct cli_command *cmd,
                                          const struct cli_opt *opts, const char *arg,
@@ -156,13 +228,18 @@ void cli_parse(const struct cli_command *cmd, struct cli_opt *opts, int argc, ch
         }
         set_value(cmd, o, inline_val, "option");
     }
+    char cfg_where[4200];
     for (struct cli_opt *o = opts; o && o->long_name; o++) {
         if (o->set)
             continue;
         const char *env = o->env ? getenv(o->env) : NULL;
+        const char *cfg = config_value(o->long_name, cfg_where, sizeof(cfg_where));
         if (env && *env) {
             o->set = true;
             set_value(cmd, o, env, o->env);
+        } else if (cfg) {
+            o->set = true;
+            set_value(cmd, o, cfg, cfg_where);
         } else if (o->def) {
             set_value(cmd, o, o->def, "default");
         } else {

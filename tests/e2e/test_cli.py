@@ -4,7 +4,7 @@ import subprocess
 import pytest
 
 COMMANDS = ["serve", "run", "chat", "bench", "info", "tokenize", "detokenize", "models", "pull",
-            "rm", "claude", "stop"]
+            "rm", "ps", "claude", "stop"]
 
 
 def run(bin_path, *args, env=None):

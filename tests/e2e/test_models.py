@@ -308,3 +308,50 @@ def test_long_prefill_logs_progress(start_server, default_model):
     lines = [l for l in s.output().splitlines() if "prefill:" in l]
     assert len(lines) >= 3, s.output()
     assert f"of {n} prompt tokens" in lines[0] and "tok/s, about" in lines[0]
+
+
+def test_config_file_ps_log_file_and_level(pensieve_bin, default_model, tmp_path):
+    """~/.config/pensieve/config (XDG_CONFIG_HOME) takes the flags' names for every
+    command; `pensieve ps` reads the server's state; --log-file/--log-level."""
+    import socket
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    (tmp_path / "pensieve").mkdir()
+    log = tmp_path / "server.log"
+    (tmp_path / "pensieve" / "config").write_text(
+        f"# pensieve config\nport = {port}\nmodel = {default_model}\n"
+        f"log-file = {log}\nlog-level = warn\n")
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path))
+    proc = subprocess.Popen([str(pensieve_bin), "serve"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        r = None
+        while time.monotonic() < deadline:
+            r = run(pensieve_bin, "ps", env=env)
+            if r.returncode == 0:
+                break
+            time.sleep(0.2)
+        assert r.returncode == 0, r.stderr
+        head, row = r.stdout.splitlines()[:2]
+        assert head.split()[:3] == ["MODEL", "STATUS", "SLOTS"]
+        assert row.startswith("gemma-3-270m-q4_k_m") and "0/1 busy" in row
+        r = run(pensieve_bin, "ps", "--json", env=env)
+        assert json.loads(r.stdout)["model"] == "gemma-3-270m-q4_k_m"
+        assert run(pensieve_bin, "stop", env=env).returncode == 0
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert err == b"", "everything goes to --log-file"
+    text = log.read_text()
+    assert "has no chat template" in text          # a warning: kept at --log-level warn
+    assert "listening on" not in text              # info: dropped
+    # a bad value in the file names the file and line
+    (tmp_path / "pensieve" / "config").write_text("ctx-size = lots\n")
+    r = run(pensieve_bin, "serve", env=env)
+    assert r.returncode == 2 and "pensieve/config:1 --ctx-size" in r.stderr
+    r = run(pensieve_bin, "ps", "--port", "1", env=env)
+    assert r.returncode == 1 and "no pensieve server answers" in r.stderr
