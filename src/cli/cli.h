@@ -76,6 +76,6 @@ void cli_print_catalogue_hint(const char *cmd, const char *name);
 
 extern const struct cli_command cli_cmd_serve, cli_cmd_run, cli_cmd_chat, cli_cmd_bench,
     cli_cmd_info, cli_cmd_tokenize, cli_cmd_detokenize, cli_cmd_models, cli_cmd_stop,
-    cli_cmd_pull, cli_cmd_rm, cli_cmd_claude, cli_cmd_ps;
+    cli_cmd_pull, cli_cmd_rm, cli_cmd_claude, cli_cmd_ps, cli_cmd_service;
 
 #endif /* PV_CLI_H */

@@ -4,7 +4,7 @@ import subprocess
 import pytest
 
 COMMANDS = ["serve", "run", "chat", "bench", "info", "tokenize", "detokenize", "models", "pull",
-            "rm", "ps", "claude", "stop"]
+            "rm", "ps", "claude", "service", "stop"]
 
 
 def run(bin_path, *args, env=None):

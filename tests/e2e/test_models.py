@@ -355,3 +355,26 @@ def test_config_file_ps_log_file_and_level(pensieve_bin, default_model, tmp_path
     assert r.returncode == 2 and "pensieve/config:1 --ctx-size" in r.stderr
     r = run(pensieve_bin, "ps", "--port", "1", env=env)
     assert r.returncode == 1 and "no pensieve server answers" in r.stderr
+
+
+def test_service_install_dry_run(pensieve_bin, tmp_path):
+    """The systemd unit runs this binary's `serve` with the given options (systemd
+    quoting) and this model directory; --dry-run changes nothing."""
+    env = dict(os.environ, HOME=str(tmp_path), PENSIEVE_MODELS=str(tmp_path / "m"))
+    env.pop("XDG_CONFIG_HOME", None)
+    r = run(pensieve_bin, "service", "install", "--dry-run", "--", "--port", "8081",
+            "--stop", 'a"b%c', env=env)
+    assert r.returncode == 0, r.stderr
+    unit = tmp_path / ".config" / "systemd" / "user" / "pensieve.service"
+    assert f"would write {unit}:" in r.stdout
+    assert (f'ExecStart="{pensieve_bin.resolve()}" serve "--port" "8081" "--stop" '
+            '"a\\"b%%c"') in r.stdout
+    assert f'Environment="PENSIEVE_MODELS={tmp_path / "m"}"' in r.stdout
+    assert "WantedBy=default.target" in r.stdout
+    assert "would run: systemctl --user enable --now pensieve" in r.stdout
+    assert not unit.exists()
+    r = run(pensieve_bin, "service", "install", "--system", "--dry-run", env=env)
+    assert "/etc/systemd/system/pensieve.service" in r.stdout
+    assert "WantedBy=multi-user.target" in r.stdout
+    r = run(pensieve_bin, "service", "frobnicate", env=env)
+    assert r.returncode == 2
