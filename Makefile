@@ -168,4 +168,7 @@ $(B)/cuda/%.cu.o: src/%.cu
 clean:
 	rm -rf $(B)
 
+# The web chat page is assembled into web.o (.incbin), which -MMD does not see.
+$(B)/obj/server/web.o $(B)/asan/server/web.o $(B)/cuda/server/web.o: src/server/web_page.html
+
 -include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_OBJ:.o=.d)

@@ -38,6 +38,8 @@ struct chat_parser {
     enum callkind ck;
     bool fenced;         /* CK_JSON inside ``` */
     bool block_start;    /* drop whitespace before the first character of a block */
+    bool reply_start;    /* nothing emitted yet: leading whitespace is kept, not dropped */
+    struct pv_buf lead;  /* leading whitespace of the reply, held until text follows */
     bool turn_start;     /* nothing but whitespace since the start or the last call */
     bool eat_close;      /* a bare <function= call may be followed by </tool_call> */
     bool eat_fence;      /* a ```json call is followed by its closing ``` */
@@ -53,22 +55,43 @@ static void ev(struct chat_parser *p, enum chat_ev_type t, const char *s, size_t
 
 static bool is_space(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
 
-/* Emit text or thinking, dropping leading whitespace of a new block. */
+/* Something other than text (thinking, a tool call) is emitted first: whitespace held
+ * before it was only the gap before that block. */
+static void end_reply_start(struct chat_parser *p)
+{
+    p->reply_start = false;
+    buf_reset(&p->lead);
+}
+
+/*
+ * Emit text or thinking, dropping leading whitespace of a new block, except at the very
+ * start of the reply: a continuation such as " to" or "\n    return" keeps its
+ * whitespace (held until text follows; dropped when a thinking block or a call follows).
+ */
 static void out_text(struct chat_parser *p, bool thinking, const char *s, size_t n)
 {
     if (p->block_start) {
+        const char *s0 = s;
         while (n && is_space(*s)) {
             s++;
             n--;
         }
+        if (p->reply_start && !thinking)
+            buf_append(&p->lead, s0, (size_t)(s - s0));
         if (!n)
             return;
         p->block_start = false;
     }
     if (!n)
         return;
-    if (!thinking)
+    if (thinking) {
+        end_reply_start(p);
+    } else {
         p->turn_start = false;
+        if (p->reply_start && p->lead.len)
+            ev(p, CHAT_EV_TEXT, p->lead.data, p->lead.len);
+        end_reply_start(p);
+    }
     ev(p, thinking ? CHAT_EV_THINKING : CHAT_EV_TEXT, s, n);
 }
 
@@ -132,6 +155,7 @@ static bool known_tool(const struct chat_parser *p, const char *name)
 
 static void emit_call(struct chat_parser *p, const char *id, const char *name, json_t *args)
 {
+    end_reply_start(p);
     struct chat_event e = {.type = CHAT_EV_TOOL_START, .tool_id = id, .tool_name = name};
     p->fn(p->ud, &e);
     char *s = json_dumps(args, JSON_COMPACT);
@@ -651,6 +675,8 @@ struct chat_parser *chat_parser_new(const struct chat_parser_params *pp, chat_ev
     p->state = pp->think_open ? P_THINK : P_TEXT;
     p->block_start = true;
     p->turn_start = true;
+    p->reply_start = !pp->think_open;
+    buf_init(&p->lead);
     buf_init(&p->hold);
     buf_init(&p->buf);
     buf_init(&p->raw);
@@ -674,6 +700,7 @@ void chat_parser_free(struct chat_parser *p)
     buf_release(&p->hold);
     buf_release(&p->buf);
     buf_release(&p->raw);
+    buf_release(&p->lead);
     free(p);
 }
 
@@ -715,6 +742,9 @@ void chat_parser_finish(struct chat_parser *p, enum chat_stop reason, int n_inpu
     buf_reset(&p->hold);
     p->finished = true;
     process(p, true);
+    if (p->reply_start && p->lead.len) /* a reply of whitespace only */
+        ev(p, CHAT_EV_TEXT, p->lead.data, p->lead.len);
+    end_reply_start(p);
     struct chat_event e = {.type = CHAT_EV_STOP, .n_input = n_input, .n_output = n_output};
     if (p->stopped) {
         e.stop = CHAT_STOP_SEQUENCE;

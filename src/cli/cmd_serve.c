@@ -63,6 +63,9 @@ static struct cli_opt serve_opts[] = {
     {"stop", 0, CLI_STRING, "PENSIEVE_STOP", "TEXT",
      "a stop sequence added to every request, like a Modelfile's PARAMETER stop "
      "(repeatable, at most 4; C escapes \\n \\t \\\\ understood)", NULL},
+    {"cors-origin", 0, CLI_STRING, "PENSIEVE_CORS_ORIGIN", "ORIGINS",
+     "let browser pages of these origins call the API (\"*\" for any, or a comma list such "
+     "as http://localhost:3000); default: no CORS headers", NULL},
     {"pid-file", 0, CLI_STRING, "PENSIEVE_PID_FILE", "PATH",
      "where to write the pid for `pensieve stop`; default "
      "$XDG_RUNTIME_DIR or /tmp: pensieve-PORT.pid", NULL},
@@ -77,7 +80,8 @@ const struct cli_command cli_cmd_serve = {
     "pensieve serve [-m MODEL] [options]",
     "Endpoints: POST /v1/messages, /v1/messages/count_tokens, /v1/chat/completions,\n"
     "/v1/completions; GET /v1/models, /v1/models/{id}, /health, /metrics; HEAD / and\n"
-    "/api/hello. Claude Code: ANTHROPIC_BASE_URL=http://127.0.0.1:PORT claude\n"
+    "/api/hello; the API routes answer without /v1 too.\n"
+    "Claude Code: ANTHROPIC_BASE_URL=http://127.0.0.1:PORT claude\n"
     "(use --ctx-size 32768 or more: its first prompt is ~20K tokens).\n"
     "SIGINT/SIGTERM (or `pensieve stop`) stop accepting, let running requests finish\n"
     "within --grace seconds, and exit 0; a second signal stops at once.",
@@ -169,6 +173,7 @@ static int serve_main(int argc, char **argv)
     p.max_tokens_limit = (int)cli_get(serve_opts, "max-tokens-limit")->i;
     p.max_connections = (int)cli_get(serve_opts, "max-connections")->i;
     p.ping_interval_s = (int)cli_get(serve_opts, "ping-interval")->i;
+    p.cors_origin = cli_get(serve_opts, "cors-origin")->str;
 
     enum pv_log_level level;
     if (!log_parse_level(cli_get(serve_opts, "log-level")->str, &level))

@@ -13,13 +13,16 @@
 #include "server/http.h"
 
 #define API_MAX_STOP 16
+/* max_tokens of an OpenAI chat request that names none (capped to the context left) */
+#define API_DEFAULT_MAX_TOKENS 4096
+#define API_MAX_CHOICES 128     /* OpenAI n */
 
 enum api_kind { API_MESSAGES, API_COUNT_TOKENS, API_CHAT, API_COMPLETIONS };
 
 struct api_request {
     enum api_kind kind;
     const char *model;          /* as the client named it; echoed back */
-    int max_tokens;             /* 0: all the context leaves (OpenAI chat without a limit) */
+    int max_tokens;             /* >= 1; capped to what the context leaves after the prompt */
     bool stream;
     bool include_usage;         /* OpenAI stream_options.include_usage */
     double temperature;         /* < 0: default */
@@ -29,6 +32,9 @@ struct api_request {
     const char *stop[API_MAX_STOP]; /* borrowed from r->json */
     int n_stop;
     const char *prompt_text;    /* /v1/completions: the raw prompt */
+    int n_choices;              /* OpenAI n: independent completions of one prompt (>= 1) */
+    int logprobs;               /* OpenAI: < 0 none; else log-probabilities of each token
+                                   with this many most likely alternatives */
 };
 
 void api_request_init(struct api_request *q, enum api_kind kind);

@@ -13,8 +13,73 @@
 #include "server/api.h"
 #include "server/validate.h"
 
-/* Shape checks of messages[] beyond "is a list": each entry an object with a string
- * role and string-or-list content. Deeper conversion belongs to the chat layer. */
+/* A required string field of content block j of message i; replies 400 when absent. */
+static bool block_string(struct http_req *r, json_t *blk, size_t i, size_t j, const char *type,
+                         const char *key)
+{
+    json_t *v = json_object_get(blk, key);
+    if (json_is_string(v))
+        return true;
+    http_reply_errorf(r, PV_ERR_INVALID, "messages", "messages.%zu.content.%zu.%s.%s: %s", i, j,
+                      type, key, v ? "Input should be a valid string" : "Field required");
+    return false;
+}
+
+/*
+ * Content blocks as the Messages API checks them: text needs text, tool_use an id, a name
+ * and an input object, tool_result a tool_use_id, thinking its thinking and signature.
+ * The wording is the API's ("messages.1.content.0.tool_use.id: Field required"). Other
+ * block types (image, document, ...) are left to the chat layer.
+ */
+static bool check_blocks(struct http_req *r, json_t *content, size_t i)
+{
+    size_t j;
+    json_t *b;
+    json_array_foreach(content, j, b) {
+        if (!json_is_object(b)) {
+            http_reply_errorf(r, PV_ERR_INVALID, "messages",
+                              "messages.%zu.content.%zu: Input should be a valid dictionary", i, j);
+            return false;
+        }
+        const char *type = json_string_value(json_object_get(b, "type"));
+        if (!type) {
+            http_reply_errorf(r, PV_ERR_INVALID, "messages",
+                              "messages.%zu.content.%zu.type: Field required", i, j);
+            return false;
+        }
+        if (!strcmp(type, "text") && !block_string(r, b, i, j, type, "text"))
+            return false;
+        if (!strcmp(type, "tool_use")) {
+            if (!block_string(r, b, i, j, type, "id") || !block_string(r, b, i, j, type, "name"))
+                return false;
+            json_t *input = json_object_get(b, "input");
+            if (!json_is_object(input)) {
+                http_reply_errorf(r, PV_ERR_INVALID, "messages",
+                                  "messages.%zu.content.%zu.tool_use.input: %s", i, j,
+                                  input ? "Input should be a valid dictionary" : "Field required");
+                return false;
+            }
+        }
+        if (!strcmp(type, "tool_result") && !block_string(r, b, i, j, type, "tool_use_id"))
+            return false;
+        if (!strcmp(type, "thinking")) {
+            if (!block_string(r, b, i, j, type, "thinking") ||
+                !block_string(r, b, i, j, type, "signature"))
+                return false;
+            if (json_string_length(json_object_get(b, "thinking")) == 0) {
+                http_reply_errorf(r, PV_ERR_INVALID, "messages",
+                                  "messages.%zu.content.%zu.thinking.thinking: each thinking "
+                                  "block must contain thinking", i, j);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* Shape checks of messages[] beyond "is a list": each entry an object with a role of
+ * user, assistant or system (Claude Code sends system turns) and string-or-list content
+ * of well-formed blocks. Deeper conversion belongs to the chat layer. */
 static bool check_messages(struct http_req *r, json_t *msgs, bool allow_empty)
 {
     size_t i;
@@ -35,12 +100,20 @@ static bool check_messages(struct http_req *r, json_t *msgs, bool allow_empty)
                               role ? "Input should be a valid string" : "Field required");
             return false;
         }
+        const char *rs = json_string_value(role);
+        if (strcmp(rs, "user") && strcmp(rs, "assistant") && strcmp(rs, "system")) {
+            http_reply_errorf(r, PV_ERR_INVALID, "messages",
+                              "messages.%zu.role: Input should be 'user', 'assistant' or 'system'", i);
+            return false;
+        }
         if (content && !json_is_string(content) && !json_is_array(content) &&
             !json_is_null(content)) {
             http_reply_errorf(r, PV_ERR_INVALID, "messages",
                               "messages.%zu.content: Input should be a valid string or list", i);
             return false;
         }
+        if (json_is_array(content) && !check_blocks(r, content, i))
+            return false;
     }
     return true;
 }

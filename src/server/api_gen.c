@@ -4,9 +4,11 @@
  * The request becomes prompt tokens (prompt.c), is checked against the context and
  * queued on the engine (gen.h). The connection thread then turns the job's tokens into
  * text (streaming detokenizer) and events (the chat layer's output parser: thinking,
- * tool calls, stop sequences) and writes each in the endpoint's shape (emit.c): Anthropic SSE or JSON, OpenAI chunks or JSON. Waiting is
- * done in slices of GEN_POLL_MS so that a client that hangs up cancels its generation
- * within one engine step, and a stream gets `ping` events while a long prompt is read.
+ * tool calls, stop sequences) and writes each in the endpoint's shape (emit.h): Anthropic
+ * SSE or JSON, OpenAI chunks or JSON. OpenAI's n > 1 runs the choices one after another
+ * on the same prompt (the prefix cache holds it). Waiting is done in slices of
+ * GEN_POLL_MS so that a client that hangs up cancels its generation within one engine
+ * step, and a stream gets `ping` events while a long prompt is read.
  */
 #include <string.h>
 
@@ -22,13 +24,16 @@
 struct gen_run {
     struct http_req *r;
     struct api_request q;
-    struct gen_job *job;
+    struct gen_job *job;         /* of the current choice */
     struct prompt_out *po;       /* decoder + parser of the output, owned */
     struct emitter em;
     size_t n_seen;               /* tokens taken from the job */
     bool started, finished;
     bool length;                 /* ended at max_tokens */
     uint64_t t_last_write_ns;
+    int max_tokens;              /* after capping to the context */
+    int n_output_total;          /* tokens of the finished choices */
+    bool next_failed;            /* a later choice could not start (em.failed says why) */
 };
 
 void api_request_init(struct api_request *q, enum api_kind kind)
@@ -39,6 +44,8 @@ void api_request_init(struct api_request *q, enum api_kind kind)
     q->top_p = -1;
     q->top_k = -1;
     q->seed = UINT64_MAX; /* random */
+    q->n_choices = 1;
+    q->logprobs = -1;
 }
 
 static void run_free(struct gen_run *g)
@@ -59,12 +66,23 @@ static bool run_pump(struct gen_run *g, struct pv_buf *out, int timeout_ms)
     struct gen_progress prog;
     gen_wait(g->job, g->n_seen, timeout_ms, toks, TOKS_PER_WAKE, &n, &prog);
     if (n) {
+        const size_t from = g->n_seen;
         g->n_seen += n;
         g->em.n_output = (int)g->n_seen;
-        g->r->n_output = (int)g->n_seen;
+        g->r->n_output = g->n_output_total + (int)g->n_seen;
         if (g->r->ttft_ms < 0)
             g->r->ttft_ms = (double)(prog.t_first_ns - g->r->t_start_ns) / 1e6;
-        prompt_out_tokens(g->po, toks, n, &g->em, out);
+        if (g->em.logprobs >= 0) {
+            /* token by token, so each chunk carries the log-probabilities of its tokens */
+            struct gen_logprob lp[TOKS_PER_WAKE];
+            gen_logprobs(g->job, from, n, lp);
+            for (size_t i = 0; i < n && !prompt_out_stopped(g->po); i++) {
+                emit_logprob(&g->em, toks[i], &lp[i]);
+                prompt_out_tokens(g->po, &toks[i], 1, &g->em, out);
+            }
+        } else {
+            prompt_out_tokens(g->po, toks, n, &g->em, out);
+        }
         if (prompt_out_stopped(g->po)) {
             gen_cancel(g->job); /* a stop sequence: no more tokens needed */
             return true;
@@ -84,8 +102,84 @@ static void run_finish(struct gen_run *g, struct pv_buf *out)
 {
     if (g->em.failed == PV_OK)
         prompt_out_finish(g->po, g->length, &g->em, out);
-    g->r->n_output = (int)g->n_seen;
+    g->r->n_output = g->n_output_total + (int)g->n_seen;
+    g->em.more_choices = g->em.failed == PV_OK && g->em.choice + 1 < g->q.n_choices;
     emit_end(&g->em, out);
+}
+
+/* The gen_params of choice `choice` (seeded runs get seed + choice: n different samples). */
+static struct gen_params run_params(const struct gen_run *g, const struct prompt_in *pin,
+                                    int choice)
+{
+    const struct api_request *q = &g->q;
+    return (struct gen_params){
+        .prompt = pin->tokens,
+        .n_prompt = pin->n_tokens,
+        .max_tokens = g->max_tokens,
+        .temperature = (float)q->temperature,
+        .top_p = (float)q->top_p,
+        .top_k = q->top_k,
+        .seed = q->seed == UINT64_MAX ? q->seed : q->seed + (uint64_t)choice,
+        .n_logprobs = q->logprobs,
+    };
+}
+
+/* Submit choice `choice` of pin's prompt (its grammar and output parser are taken over). */
+static enum pv_status run_submit(struct gen_run *g, struct prompt_in *pin, int choice,
+                                 struct pv_err *err)
+{
+    struct gen_params gp = run_params(g, pin, choice);
+    if (pin->matcher) {
+        /* the engine owns the grammar from here on (gen_submit releases it on failure) */
+        gp.constraint = (struct gen_constraint){pin->matcher, chat_constraint_mask,
+                                                chat_constraint_accept, chat_constraint_release};
+        pin->matcher = NULL;
+    }
+    gen_release(g->job);
+    g->job = NULL;
+    enum pv_status st = gen_submit(g->r->srv->engine, &gp, &g->job, err);
+    if (st != PV_OK)
+        return st;
+    prompt_out_free(g->po);
+    g->po = pin->out;
+    pin->out = NULL;
+    g->n_seen = 0;
+    g->length = false;
+    return PV_OK;
+}
+
+/*
+ * After choice em.choice finished: start the next one (OpenAI n > 1) on the same prompt,
+ * with an emitter that continues the same id. False when there is none or it could not
+ * start (then em.failed says why).
+ */
+static bool run_next_choice(struct gen_run *g)
+{
+    if (g->em.failed != PV_OK || g->em.choice + 1 >= g->q.n_choices)
+        return false;
+    struct pv_err err = {0};
+    struct prompt_in pin = {0};
+    const int choice = g->em.choice + 1;
+    g->n_output_total += (int)g->n_seen;
+    enum pv_status st = prompt_build(g->r, &g->q, &pin, &err);
+    if (st == PV_OK)
+        st = run_submit(g, &pin, choice, &err);
+    prompt_in_release(&pin);
+    struct emitter next;
+    emit_init(&next, g->r, &g->q, g->em.n_prompt);
+    memcpy(next.id, g->em.id, sizeof(next.id));
+    next.created = g->em.created;
+    next.choice = choice;
+    next.n_output_before = g->n_output_total;
+    emit_release(&g->em);
+    g->em = next;
+    if (st != PV_OK) {
+        g->em.failed = st;
+        snprintf(g->em.fail_msg, sizeof(g->em.fail_msg), "%s", err.msg);
+        g->next_failed = true;
+        return false;
+    }
+    return true;
 }
 
 /* Stream producer: called by the connection thread each time the previous bytes are out. */
@@ -104,6 +198,12 @@ static bool stream_produce(struct http_stream *s, struct pv_buf *out)
         const bool done = run_pump(g, out, GEN_POLL_MS);
         if (done) {
             run_finish(g, out);
+            if (run_next_choice(g)) {
+                emit_begin(&g->em, out);
+                return true;
+            }
+            if (g->next_failed)
+                emit_end(&g->em, out); /* the error event */
             g->finished = true;
             return false;
         }
@@ -113,7 +213,7 @@ static bool stream_produce(struct http_stream *s, struct pv_buf *out)
         }
         if (http_client_gone(g->r)) {
             gen_cancel(g->job);
-            g->r->n_output = (int)g->n_seen;
+            g->r->n_output = g->n_output_total + (int)g->n_seen;
             g->finished = true;
             return false;
         }
@@ -165,28 +265,11 @@ void api_generate(struct http_req *r, struct api_request *q)
         goto out;
     /* max_tokens is capped to what the context leaves after the prompt */
     const int room = n_ctx - (int)pin.n_tokens;
-    const int max_tokens = q->max_tokens > 0 ? PV_MIN(q->max_tokens, room) : room;
-    struct gen_params gp = {
-        .prompt = pin.tokens,
-        .n_prompt = pin.n_tokens,
-        .max_tokens = max_tokens,
-        .temperature = (float)q->temperature,
-        .top_p = (float)q->top_p,
-        .top_k = q->top_k,
-        .seed = q->seed,
-    };
-    if (pin.matcher) {
-        /* the engine owns the grammar from here on (gen_submit releases it on failure) */
-        gp.constraint = (struct gen_constraint){pin.matcher, chat_constraint_mask,
-                                                chat_constraint_accept, chat_constraint_release};
-        pin.matcher = NULL;
-    }
-    if (gen_submit(r->srv->engine, &gp, &g->job, &err) != PV_OK) {
+    g->max_tokens = q->max_tokens > 0 ? PV_MIN(q->max_tokens, room) : room;
+    if (run_submit(g, &pin, 0, &err) != PV_OK) {
         http_reply_error(r, err.status, NULL, err.msg);
         goto out;
     }
-    g->po = pin.out;
-    pin.out = NULL;
     emit_init(&g->em, r, q, (int)pin.n_tokens);
 
     /* a stream is never silent for longer than a few ping intervals; a non-streamed
@@ -204,24 +287,42 @@ void api_generate(struct http_req *r, struct api_request *q)
         http_reply_stream(r, s);
         return;
     }
-    /* not streamed: wait here (this is the connection's own thread) */
+    /* not streamed: wait here (this is the connection's own thread); n > 1 choices one
+     * after another, their bodies merged into one */
     struct pv_buf sink = PV_BUF_INIT;
+    json_t *body = NULL;
     for (;;) {
-        if (run_pump(g, &sink, GEN_POLL_MS))
-            break;
-        if (http_client_gone(r)) {
-            gen_cancel(g->job);
-            r->n_output = (int)g->n_seen;
-            buf_release(&sink);
-            goto out;
+        if (!run_pump(g, &sink, GEN_POLL_MS)) {
+            if (http_client_gone(r)) {
+                gen_cancel(g->job);
+                buf_release(&sink);
+                json_decref(body);
+                goto out;
+            }
+            continue;
         }
+        run_finish(g, &sink);
+        buf_reset(&sink);
+        if (g->em.failed != PV_OK)
+            break;
+        json_t *one = emit_take_json(&g->em);
+        if (!body)
+            body = one;
+        else {
+            json_array_extend(json_object_get(body, "choices"), json_object_get(one, "choices"));
+            json_object_set(body, "usage", json_object_get(one, "usage"));
+            json_decref(one);
+        }
+        if (!run_next_choice(g))
+            break;
     }
-    run_finish(g, &sink);
     buf_release(&sink);
-    if (g->em.failed != PV_OK)
+    if (g->em.failed != PV_OK) {
+        json_decref(body);
         http_reply_error(r, g->em.failed, NULL, g->em.fail_msg);
-    else
-        http_reply_json(r, 200, emit_take_json(&g->em));
+    } else {
+        http_reply_json(r, 200, body);
+    }
 out:
     prompt_in_release(&pin);
     run_free(g);

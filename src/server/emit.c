@@ -1,20 +1,17 @@
 /*
- * emit.c - Anthropic and OpenAI wire shapes of a generation (see emit.h).
+ * emit.c - the emitter: generation events -> ordered blocks -> the API's wire format.
  *
- * Anthropic streams follow the documented grammar: message_start first (usage with
- * input_tokens), then per block content_block_start -> deltas -> content_block_stop with
- * indexes 0,1,2..., thinking blocks closed by a signature_delta, tool_use blocks with
- * `toolu_` ids and input_json_delta fragments, then message_delta (stop_reason, usage)
- * and message_stop. OpenAI chat streams send a role chunk, content/reasoning_content/
- * tool_calls deltas, a finish_reason chunk, the usage chunk when asked, then [DONE].
+ * Text, thinking and tool calls arrive as the output parser finds them; a change of kind
+ * closes the open block and opens the next, so every wire sees start, deltas, stop in
+ * order. Which wire an emitter uses follows from the request's API (emit_int.h); APIs
+ * without thinking blocks (completions) get thinking as text, APIs without tools drop
+ * tool calls.
  */
 #include <string.h>
 
-#include "server/emit.h"
+#include "server/emit_int.h"
 
-/* ---- framing ------------------------------------------------------------------------ */
-
-static void sse(struct pv_buf *out, const char *event, json_t *data)
+void emit_sse(struct pv_buf *out, const char *event, json_t *data)
 {
     char *text = json_dumps(data, JSON_COMPACT);
     json_decref(data);
@@ -26,21 +23,18 @@ static void sse(struct pv_buf *out, const char *event, json_t *data)
     free(text);
 }
 
-static json_t *jstrn(const char *s, size_t n)
+json_t *emit_jstrn(const char *s, size_t n)
 {
-    json_t *v = json_stringn(s, n);
-    /* the detokenizer never splits UTF-8, so this only fails on OOM */
+    json_t *v = json_stringn(s ? s : "", s ? n : 0);
     return v ? v : json_string("");
-}
-
-static bool is_anthropic(const struct emitter *em)
-{
-    return em->kind == API_MESSAGES;
 }
 
 void emit_init(struct emitter *em, struct http_req *r, const struct api_request *q, int n_prompt)
 {
     memset(em, 0, sizeof(*em));
+    em->wire = q->kind == API_CHAT          ? &emit_wire_chat
+               : q->kind == API_COMPLETIONS ? &emit_wire_completions
+                                            : &emit_wire_anthropic;
     em->r = r;
     em->kind = q->kind;
     em->stream = q->stream;
@@ -49,223 +43,92 @@ void emit_init(struct emitter *em, struct http_req *r, const struct api_request 
     em->created = (long long)clock_wall_s();
     em->n_prompt = n_prompt;
     em->failed = PV_OK;
+    em->logprobs = q->logprobs;
+    em->vocab = gen_engine_vocab(r->srv->engine);
     buf_init(&em->text);
     buf_init(&em->thinking);
     buf_init(&em->args);
-    if (is_anthropic(em))
-        http_make_id(em->id, sizeof(em->id), "msg_", 24);
-    else if (em->kind == API_CHAT)
-        http_make_id(em->id, sizeof(em->id), "chatcmpl-", 24);
-    else
-        http_make_id(em->id, sizeof(em->id), "cmpl-", 24);
-    em->content = json_array();
-    em->tool_calls = json_array();
+    buf_init(&em->all_text);
+    buf_init(&em->all_thinking);
+    http_make_id(em->id, sizeof(em->id), em->wire->id_prefix, 24);
+    em->wire->init(em);
 }
 
 void emit_release(struct emitter *em)
 {
     json_decref(em->content);
     json_decref(em->tool_calls);
-    em->content = em->tool_calls = NULL;
+    json_decref(em->lp_pending);
+    json_decref(em->lp_all);
+    em->content = em->tool_calls = em->lp_pending = em->lp_all = NULL;
     buf_release(&em->text);
     buf_release(&em->thinking);
     buf_release(&em->args);
+    buf_release(&em->all_text);
+    buf_release(&em->all_thinking);
 }
-
-static json_t *usage_anthropic(const struct emitter *em)
-{
-    return json_pack("{s:i, s:i, s:i, s:i}", "input_tokens", em->n_prompt, "output_tokens",
-                     em->n_output, "cache_creation_input_tokens", 0, "cache_read_input_tokens", 0);
-}
-
-static json_t *usage_openai(const struct emitter *em)
-{
-    return json_pack("{s:i, s:i, s:i}", "prompt_tokens", em->n_prompt, "completion_tokens",
-                     em->n_output, "total_tokens", em->n_prompt + em->n_output);
-}
-
-/* An OpenAI chunk with one choice; takes `delta` (chat) or `text` (completions). */
-static void oa_chunk(struct emitter *em, struct pv_buf *out, json_t *delta, const char *finish)
-{
-    json_t *choice;
-    if (em->kind == API_CHAT)
-        choice = json_pack("{s:i, s:o, s:n, s:s?}", "index", 0, "delta", delta, "logprobs",
-                           "finish_reason", finish);
-    else
-        choice = json_pack("{s:o, s:i, s:n, s:s?}", "text", delta, "index", 0, "logprobs",
-                           "finish_reason", finish);
-    if (choice && !finish)
-        json_object_set_new(choice, "finish_reason", json_null());
-    json_t *c = json_pack("{s:s, s:s, s:I, s:s, s:[o]}", "id", em->id, "object",
-                          em->kind == API_CHAT ? "chat.completion.chunk" : "text_completion",
-                          "created", (json_int_t)em->created, "model", em->model, "choices",
-                          choice);
-    if (c && em->include_usage)
-        json_object_set_new(c, "usage", json_null());
-    sse(out, NULL, c);
-}
-
-/* ---- blocks --------------------------------------------------------------------------- */
 
 static void close_block(struct emitter *em, struct pv_buf *out)
 {
     if (em->open == EMIT_NONE)
         return;
-    if (is_anthropic(em)) {
-        if (em->stream) {
-            if (em->open == EMIT_THINKING)
-                sse(out, "content_block_delta",
-                    json_pack("{s:s, s:i, s:{s:s, s:s}}", "type", "content_block_delta", "index",
-                              em->index, "delta", "type", "signature_delta", "signature", ""));
-            sse(out, "content_block_stop",
-                json_pack("{s:s, s:i}", "type", "content_block_stop", "index", em->index));
-        } else if (em->open == EMIT_TEXT) {
-            json_array_append_new(em->content,
-                                  json_pack("{s:s, s:o}", "type", "text", "text",
-                                            jstrn(em->text.data, em->text.len)));
-        } else if (em->open == EMIT_THINKING) {
-            json_array_append_new(em->content,
-                                  json_pack("{s:s, s:o, s:s}", "type", "thinking", "thinking",
-                                            jstrn(em->thinking.data, em->thinking.len),
-                                            "signature", ""));
-        }
-        em->index++;
-    }
-    if (em->open == EMIT_TOOL) {
-        /* non-streamed: the collected argument text becomes the input object */
-        json_t *input = NULL;
-        if (!em->stream || !is_anthropic(em)) {
-            json_error_t jerr;
-            input = em->args.len ? json_loadb(em->args.data, em->args.len, 0, &jerr) : NULL;
-            if (!json_is_object(input)) {
-                json_decref(input);
-                input = json_object();
-            }
-        }
-        if (!em->stream && is_anthropic(em)) {
-            json_array_append_new(em->content,
-                                  json_pack("{s:s, s:s, s:s, s:o}", "type", "tool_use", "id",
-                                            em->tool_id, "name", em->tool_name, "input", input));
-            input = NULL;
-        } else if (!em->stream) {
-            json_array_append_new(
-                em->tool_calls,
-                json_pack("{s:s, s:s, s:{s:s, s:o}}", "id", em->tool_id, "type", "function",
-                          "function", "name", em->tool_name, "arguments",
-                          jstrn(em->args.data, em->args.len)));
-        }
-        json_decref(input);
+    em->wire->block_stop(em, out);
+    if (em->open == EMIT_TOOL)
         em->n_tools++;
-    }
-    if (em->open == EMIT_TEXT)
-        buf_reset(&em->text);
-    else if (em->open == EMIT_THINKING)
-        buf_reset(&em->thinking);
-    else
-        buf_reset(&em->args);
+    buf_reset(em->open == EMIT_TEXT ? &em->text : em->open == EMIT_THINKING ? &em->thinking
+                                                                            : &em->args);
     em->open = EMIT_NONE;
 }
 
 static void open_block(struct emitter *em, enum emit_block kind, struct pv_buf *out)
 {
-    if (em->open == kind)
+    if (em->open == kind && kind != EMIT_TOOL)
         return;
     close_block(em, out);
     em->open = kind;
-    if (!em->stream || !is_anthropic(em) || kind == EMIT_TOOL)
-        return;
-    json_t *block = kind == EMIT_TEXT
-                        ? json_pack("{s:s, s:s}", "type", "text", "text", "")
-                        : json_pack("{s:s, s:s, s:s}", "type", "thinking", "thinking", "",
-                                    "signature", "");
-    sse(out, "content_block_start",
-        json_pack("{s:s, s:i, s:o}", "type", "content_block_start", "index", em->index,
-                  "content_block", block));
+    em->wire->block_start(em, out);
 }
 
 void emit_begin(struct emitter *em, struct pv_buf *out)
 {
-    if (!em->stream)
-        return;
-    if (is_anthropic(em)) {
-        sse(out, "message_start",
-            json_pack("{s:s, s:{s:s, s:s, s:s, s:[], s:s, s:n, s:n, s:o}}", "type",
-                      "message_start", "message", "id", em->id, "type", "message", "role",
-                      "assistant", "content", "model", em->model, "stop_reason",
-                      "stop_sequence", "usage", usage_anthropic(em)));
-    } else if (em->kind == API_CHAT) {
-        oa_chunk(em, out, json_pack("{s:s, s:s}", "role", "assistant", "content", ""), NULL);
-        em->role_sent = true;
-    }
+    if (em->stream)
+        em->wire->begin(em, out);
 }
 
 void emit_text(struct emitter *em, const char *s, size_t n, struct pv_buf *out)
 {
     if (n == 0)
         return;
-    if (em->open == EMIT_TOOL)
-        close_block(em, out);
-    if (!em->stream) {
-        if (is_anthropic(em))
-            open_block(em, EMIT_TEXT, out);
+    open_block(em, EMIT_TEXT, out);
+    if (em->stream)
+        em->wire->block_delta(em, s, n, out);
+    else
         buf_append(&em->text, s, n);
-        return;
-    }
-    if (is_anthropic(em)) {
-        open_block(em, EMIT_TEXT, out);
-        sse(out, "content_block_delta",
-            json_pack("{s:s, s:i, s:{s:s, s:o}}", "type", "content_block_delta", "index",
-                      em->index, "delta", "type", "text_delta", "text", jstrn(s, n)));
-    } else if (em->kind == API_CHAT) {
-        oa_chunk(em, out, json_pack("{s:o}", "content", jstrn(s, n)), NULL);
-    } else {
-        oa_chunk(em, out, jstrn(s, n), NULL);
-    }
 }
 
 void emit_thinking(struct emitter *em, const char *s, size_t n, struct pv_buf *out)
 {
     if (n == 0)
         return;
-    if (em->kind == API_COMPLETIONS) {
+    if (!(em->wire->caps & EMIT_CAP_THINKING)) {
         emit_text(em, s, n, out);
         return;
     }
-    if (is_anthropic(em))
-        open_block(em, EMIT_THINKING, out);
-    if (!em->stream) {
-        buf_append(&em->thinking, s, n);
-        return;
-    }
-    if (is_anthropic(em))
-        sse(out, "content_block_delta",
-            json_pack("{s:s, s:i, s:{s:s, s:o}}", "type", "content_block_delta", "index",
-                      em->index, "delta", "type", "thinking_delta", "thinking", jstrn(s, n)));
+    open_block(em, EMIT_THINKING, out);
+    if (em->stream)
+        em->wire->block_delta(em, s, n, out);
     else
-        oa_chunk(em, out, json_pack("{s:o}", "reasoning_content", jstrn(s, n)), NULL);
+        buf_append(&em->thinking, s, n);
 }
 
 void emit_tool_start(struct emitter *em, const char *name, struct pv_buf *out)
 {
-    if (em->kind == API_COMPLETIONS)
+    if (!(em->wire->caps & EMIT_CAP_TOOLS))
         return;
     close_block(em, out);
-    em->open = EMIT_TOOL;
     snprintf(em->tool_name, sizeof(em->tool_name), "%s", name);
-    http_make_id(em->tool_id, sizeof(em->tool_id), is_anthropic(em) ? "toolu_" : "call_", 24);
-    if (!em->stream)
-        return;
-    if (is_anthropic(em))
-        sse(out, "content_block_start",
-            json_pack("{s:s, s:i, s:{s:s, s:s, s:s, s:{}}}", "type", "content_block_start",
-                      "index", em->index, "content_block", "type", "tool_use", "id", em->tool_id,
-                      "name", em->tool_name, "input"));
-    else
-        oa_chunk(em, out,
-                 json_pack("{s:[{s:i, s:s, s:s, s:{s:s, s:s}}]}", "tool_calls", "index",
-                           em->n_tools, "id", em->tool_id, "type", "function", "function",
-                           "name", em->tool_name, "arguments", ""),
-                 NULL);
+    http_make_id(em->tool_id, sizeof(em->tool_id), em->wire->tool_id_prefix, 24);
+    open_block(em, EMIT_TOOL, out);
 }
 
 void emit_tool_args(struct emitter *em, const char *s, size_t n, struct pv_buf *out)
@@ -273,18 +136,8 @@ void emit_tool_args(struct emitter *em, const char *s, size_t n, struct pv_buf *
     if (em->open != EMIT_TOOL || n == 0)
         return;
     buf_append(&em->args, s, n);
-    if (!em->stream)
-        return;
-    if (is_anthropic(em))
-        sse(out, "content_block_delta",
-            json_pack("{s:s, s:i, s:{s:s, s:o}}", "type", "content_block_delta", "index",
-                      em->index, "delta", "type", "input_json_delta", "partial_json",
-                      jstrn(s, n)));
-    else
-        oa_chunk(em, out,
-                 json_pack("{s:[{s:i, s:{s:o}}]}", "tool_calls", "index", em->n_tools,
-                           "function", "arguments", jstrn(s, n)),
-                 NULL);
+    if (em->stream)
+        em->wire->block_delta(em, s, n, out);
 }
 
 void emit_tool_end(struct emitter *em, struct pv_buf *out)
@@ -293,94 +146,25 @@ void emit_tool_end(struct emitter *em, struct pv_buf *out)
         close_block(em, out);
 }
 
-void emit_ping(struct emitter *em, struct pv_buf *out)
+void emit_logprob(struct emitter *em, int32_t token, const struct gen_logprob *lp)
 {
-    if (is_anthropic(em))
-        sse(out, "ping", json_pack("{s:s}", "type", "ping"));
-    else
-        buf_puts(out, ": ping\n\n");
+    if (em->logprobs >= 0 && em->wire->logprob)
+        em->wire->logprob(em, token, lp);
 }
 
-static const char *stop_reason(const struct emitter *em)
+void emit_ping(struct emitter *em, struct pv_buf *out)
 {
-    if (em->stop_reason == EMIT_STOP_LENGTH)
-        return is_anthropic(em) ? "max_tokens" : "length";
-    if (em->stop_reason == EMIT_STOP_SEQUENCE)
-        return is_anthropic(em) ? "stop_sequence" : "stop";
-    if (em->stop_reason == EMIT_STOP_TOOL || em->n_tools > 0)
-        return is_anthropic(em) ? "tool_use" : "tool_calls";
-    return is_anthropic(em) ? "end_turn" : "stop";
+    em->wire->ping(em, out);
 }
 
 void emit_end(struct emitter *em, struct pv_buf *out)
 {
     close_block(em, out);
-    if (!em->stream)
-        return;
-    if (em->failed != PV_OK) {
-        if (is_anthropic(em))
-            sse(out, "error",
-                json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error", "type",
-                          pv_status_anthropic_type(em->failed), "message", em->fail_msg));
-        else
-            sse(out, NULL,
-                json_pack("{s:{s:s, s:s, s:n, s:n}}", "error", "message", em->fail_msg, "type",
-                          pv_status_openai_type(em->failed), "param", "code"));
-        return;
-    }
-    if (is_anthropic(em)) {
-        sse(out, "message_delta",
-            json_pack("{s:s, s:{s:s, s:s?}, s:{s:i, s:i}}", "type", "message_delta", "delta",
-                      "stop_reason", stop_reason(em), "stop_sequence",
-                      em->stop_reason == EMIT_STOP_SEQUENCE ? em->stop_sequence : NULL,
-                      "usage", "input_tokens", em->n_prompt, "output_tokens", em->n_output));
-        sse(out, "message_stop", json_pack("{s:s}", "type", "message_stop"));
-        return;
-    }
-    oa_chunk(em, out, em->kind == API_CHAT ? json_object() : json_string(""), stop_reason(em));
-    if (em->include_usage) {
-        json_t *c = json_pack("{s:s, s:s, s:I, s:s, s:[], s:o}", "id", em->id, "object",
-                              em->kind == API_CHAT ? "chat.completion.chunk" : "text_completion",
-                              "created", (json_int_t)em->created, "model", em->model,
-                              "choices", "usage", usage_openai(em));
-        sse(out, NULL, c);
-    }
-    buf_puts(out, "data: [DONE]\n\n");
+    if (em->stream)
+        em->wire->end(em, out);
 }
 
 json_t *emit_take_json(struct emitter *em)
 {
-    if (is_anthropic(em)) {
-        json_t *o = json_pack(
-            "{s:s, s:s, s:s, s:s, s:O, s:s, s:s?, s:o}", "id", em->id, "type", "message", "role",
-            "assistant", "model", em->model, "content", em->content, "stop_reason",
-            stop_reason(em), "stop_sequence",
-            em->stop_reason == EMIT_STOP_SEQUENCE ? em->stop_sequence : NULL, "usage",
-            usage_anthropic(em));
-        if (o && !json_object_get(o, "stop_sequence"))
-            json_object_set_new(o, "stop_sequence", json_null());
-        return o;
-    }
-    json_t *choice;
-    if (em->kind == API_CHAT) {
-        json_t *msg = json_pack("{s:s, s:o, s:n}", "role", "assistant", "content",
-                                em->text.len || !json_array_size(em->tool_calls)
-                                    ? jstrn(em->text.data, em->text.len)
-                                    : json_null(),
-                                "refusal");
-        if (em->thinking.len)
-            json_object_set_new(msg, "reasoning_content",
-                                jstrn(em->thinking.data, em->thinking.len));
-        if (json_array_size(em->tool_calls))
-            json_object_set(msg, "tool_calls", em->tool_calls);
-        choice = json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "message", msg, "logprobs",
-                           "finish_reason", stop_reason(em));
-    } else {
-        choice = json_pack("{s:o, s:i, s:n, s:s}", "text", jstrn(em->text.data, em->text.len),
-                           "index", 0, "logprobs", "finish_reason", stop_reason(em));
-    }
-    return json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", em->id, "object",
-                     em->kind == API_CHAT ? "chat.completion" : "text_completion", "created",
-                     (json_int_t)em->created, "model", em->model, "choices", choice, "usage",
-                     usage_openai(em));
+    return em->wire->take_json(em);
 }

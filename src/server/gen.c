@@ -10,6 +10,7 @@
  * prompt is evaluated (a Claude Code second turn reuses the first turn's ~20K tokens).
  */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@ struct gen_job {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int32_t *tokens;             /* [n_tokens] generated, owned */
+    struct gen_logprob *lps;     /* [n_tokens] when p.n_logprobs >= 0, else NULL; owned */
     size_t n_tokens, cap_tokens;
     struct gen_progress prog;
     int refs;                    /* engine + requester */
@@ -86,6 +88,7 @@ static void job_unref(struct gen_job *j)
         j->p.constraint.release(j->p.constraint.state);
     free(j->prompt);
     free(j->tokens);
+    free(j->lps);
     free(j);
 }
 
@@ -105,21 +108,27 @@ static void job_finish(struct gen_job *j, enum pv_status st, const char *msg, bo
     pthread_mutex_unlock(&j->mu);
 }
 
-/* Append a generated token; false on OOM. */
-static bool job_push(struct gen_job *j, int32_t tok)
+/* Append a generated token (and its log-probabilities when recorded); false on OOM. */
+static bool job_push(struct gen_job *j, int32_t tok, const struct gen_logprob *lp)
 {
     const uint64_t now = clock_now_ns();
     pthread_mutex_lock(&j->mu);
     if (j->n_tokens == j->cap_tokens) {
         size_t cap = j->cap_tokens ? j->cap_tokens * 2 : 64;
         int32_t *t = try_realloc(j->tokens, cap * sizeof(*t));
-        if (!t) {
+        if (t)
+            j->tokens = t;
+        struct gen_logprob *l = NULL;
+        if (t && lp && (l = try_realloc(j->lps, cap * sizeof(*l))))
+            j->lps = l;
+        if (!t || (lp && !l)) {
             pthread_mutex_unlock(&j->mu);
             return false;
         }
-        j->tokens = t;
         j->cap_tokens = cap;
     }
+    if (lp)
+        j->lps[j->n_tokens] = *lp;
     j->tokens[j->n_tokens++] = tok;
     j->prog.n_tokens = j->n_tokens;
     if (!j->prog.t_first_ns)
@@ -166,6 +175,18 @@ void gen_wait(struct gen_job *j, size_t from, int timeout_ms, int32_t *out, size
     /* not done from the reader's view while tokens remain to be copied */
     if (from + n < j->n_tokens)
         prog->done = false;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void gen_logprobs(struct gen_job *j, size_t from, size_t n, struct gen_logprob *out)
+{
+    pthread_mutex_lock(&j->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (j->lps && from + i < j->n_tokens)
+            out[i] = j->lps[from + i];
+        else
+            memset(&out[i], 0, sizeof(out[i]));
+    }
     pthread_mutex_unlock(&j->mu);
 }
 
@@ -255,6 +276,38 @@ static bool slot_eval(struct slot *s, const int32_t *toks, size_t n)
     return true;
 }
 
+/* log p(tok) = logit - log sum exp(logits), and the n_top most likely ids (ties: the lower id). */
+static void token_logprob(const float *logits, size_t n_vocab, int32_t tok, int n_top,
+                          struct gen_logprob *out)
+{
+    float mx = -INFINITY;
+    for (size_t i = 0; i < n_vocab; i++)
+        mx = logits[i] > mx ? logits[i] : mx;
+    double sum = 0;
+    for (size_t i = 0; i < n_vocab; i++)
+        sum += exp((double)logits[i] - mx);
+    const double lse = mx + log(sum);
+    memset(out, 0, sizeof(*out));
+    out->logprob = (float)(logits[tok] - lse);
+    n_top = PV_MIN(PV_MAX(n_top, 0), GEN_MAX_TOP_LOGPROBS);
+    n_top = (int)PV_MIN((size_t)n_top, n_vocab);
+    int n = 0;
+    for (size_t i = 0; i < n_vocab && n_top > 0; i++) {
+        const float v = logits[i];
+        if (n == n_top && v <= logits[out->top_id[n - 1]])
+            continue;
+        int k = n < n_top ? n++ : n - 1; /* insertion point, most likely first */
+        while (k > 0 && logits[out->top_id[k - 1]] < v) {
+            out->top_id[k] = out->top_id[k - 1];
+            k--;
+        }
+        out->top_id[k] = (int32_t)i;
+    }
+    out->n_top = n;
+    for (int k = 0; k < n; k++)
+        out->top_logprob[k] = (float)(logits[out->top_id[k]] - lse);
+}
+
 /* Sample the next token from the context's last logits and hand it to the job. */
 static void slot_sample(struct slot *s)
 {
@@ -264,6 +317,7 @@ static void slot_sample(struct slot *s)
         job_finish(j, PV_ERR_INTERNAL, "no logits after evaluation", false, false);
         return;
     }
+    const float *raw = logits;
     const struct gen_constraint *c = &j->p.constraint;
     if (c->mask) {
         const size_t n_vocab = pv_context_n_vocab(s->ctx);
@@ -283,7 +337,10 @@ static void slot_sample(struct slot *s)
         job_finish(j, PV_OK, NULL, true, false);
         return;
     }
-    if (!job_push(j, tok)) {
+    struct gen_logprob lp;
+    if (j->p.n_logprobs >= 0)
+        token_logprob(raw, pv_context_n_vocab(s->ctx), tok, j->p.n_logprobs, &lp);
+    if (!job_push(j, tok, j->p.n_logprobs >= 0 ? &lp : NULL)) {
         job_finish(j, PV_ERR_NOMEM, "out of memory for generated tokens", false, false);
         return;
     }

@@ -34,6 +34,17 @@ struct gen_constraint {
     void (*release)(void *state);
 };
 
+#define GEN_MAX_TOP_LOGPROBS 20
+
+/* Log-probability of a generated token under the model (log-softmax of its raw logits,
+ * before sampling settings or a grammar) and its most likely alternatives. */
+struct gen_logprob {
+    float logprob;
+    int n_top;                           /* entries of top_* in use */
+    int32_t top_id[GEN_MAX_TOP_LOGPROBS]; /* most likely first */
+    float top_logprob[GEN_MAX_TOP_LOGPROBS];
+};
+
 struct gen_params {
     const int32_t *prompt;       /* copied by gen_submit */
     size_t n_prompt;
@@ -43,6 +54,8 @@ struct gen_params {
     int top_k;                   /* < 0: default */
     uint64_t seed;               /* PV_SEED_RANDOM for random */
     struct gen_constraint constraint; /* mask NULL: none */
+    int n_logprobs;              /* < 0: none; else record gen_logprob for each token with
+                                    this many alternatives (<= GEN_MAX_TOP_LOGPROBS) */
 };
 
 /* What the engine tells a waiting request. */
@@ -90,6 +103,9 @@ enum pv_status gen_submit(struct http_engine *e, const struct gen_params *gp,
  */
 void gen_wait(struct gen_job *j, size_t from, int timeout_ms, int32_t *out, size_t cap,
               size_t *n_out, struct gen_progress *prog);
+/* Copy the log-probabilities of tokens [from, from + n) (already returned by gen_wait) into
+ * out[n]; zeroed when the job was submitted without n_logprobs >= 0. */
+void gen_logprobs(struct gen_job *j, size_t from, size_t n, struct gen_logprob *out);
 /* Ask the engine to stop the job at its next step (idempotent, any thread). */
 void gen_cancel(struct gen_job *j);
 /* Drop the caller's reference (cancels the job if it is still running). */

@@ -121,8 +121,45 @@ bool http_client_gone(struct http_req *r)
 
 /* ---- replies ---------------------------------------------------------------------------- */
 
+/* The request's Origin when --cors-origin allows it ("*" or one of its comma list). */
+static const char *cors_allowed(struct http_req *r)
+{
+    const char *allow = r->srv->p.cors_origin;
+    const char *origin = http_header(r, "origin");
+    if (!allow || !*allow || !origin)
+        return NULL;
+    const size_t n = strlen(origin);
+    for (const char *p = allow; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const size_t len = strcspn(p, ",");
+        size_t tl = len;
+        while (tl && p[tl - 1] == ' ')
+            tl--;
+        if ((tl == 1 && *p == '*') || (tl == n && tl && strncmp(p, origin, n) == 0))
+            return origin;
+        p += len;
+    }
+    return NULL;
+}
+
 static void add_common_headers(struct http_req *r, struct MHD_Response *resp)
 {
+    const char *origin = cors_allowed(r);
+    if (origin) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "request-id, x-request-id");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Origin");
+        if (strcmp(r->method, "OPTIONS") == 0) {
+            /* preflight: the methods of the route and whatever headers the page asks for */
+            const char *hdrs = http_header(r, "access-control-request-headers");
+            MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, HEAD, OPTIONS");
+            MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                    hdrs ? hdrs : "content-type, authorization, x-api-key, "
+                                                  "anthropic-version, anthropic-beta");
+            MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+        }
+    }
     MHD_add_response_header(resp, "request-id", r->id);
     if (r->api == HTTP_API_OPENAI)
         MHD_add_response_header(resp, "x-request-id", r->id);
@@ -309,60 +346,12 @@ static void access_log(struct http_req *r)
 
 /* ---- routing ------------------------------------------------------------------------------ */
 
-enum route {
-    ROUTE_NONE,
-    ROUTE_ROOT,
-    ROUTE_HELLO,
-    ROUTE_HEALTH,
-    ROUTE_METRICS,
-    ROUTE_MODELS,
-    ROUTE_MODEL,
-    ROUTE_MESSAGES,
-    ROUTE_COUNT_TOKENS,
-    ROUTE_CHAT,
-    ROUTE_COMPLETIONS,
-};
-
-struct route_def {
-    const char *path;
-    enum route route;
-    const char *methods; /* allowed, besides HEAD and OPTIONS */
-    enum http_api api;
-};
-
-static const struct route_def routes[] = {
-    {"/", ROUTE_ROOT, "GET", HTTP_API_PLAIN},
-    {"/api/hello", ROUTE_HELLO, "GET", HTTP_API_PLAIN},
-    {"/health", ROUTE_HEALTH, "GET", HTTP_API_PLAIN},
-    {"/metrics", ROUTE_METRICS, "GET", HTTP_API_PLAIN},
-    {"/v1/models", ROUTE_MODELS, "GET", HTTP_API_OPENAI},
-    {"/v1/messages", ROUTE_MESSAGES, "POST", HTTP_API_ANTHROPIC},
-    {"/v1/messages/count_tokens", ROUTE_COUNT_TOKENS, "POST", HTTP_API_ANTHROPIC},
-    {"/v1/chat/completions", ROUTE_CHAT, "POST", HTTP_API_OPENAI},
-    {"/v1/completions", ROUTE_COMPLETIONS, "POST", HTTP_API_OPENAI},
-};
-
 /* Models answer in the Anthropic shape when the client looks like an Anthropic SDK. */
 static enum http_api models_api(struct http_req *r)
 {
     return http_header(r, "anthropic-version") || http_header(r, "x-api-key")
                ? HTTP_API_ANTHROPIC
                : HTTP_API_OPENAI;
-}
-
-static const struct route_def *find_route(const char *path, const char **model_id)
-{
-    *model_id = NULL;
-    for (size_t i = 0; i < PV_ARRAY_LEN(routes); i++)
-        if (strcmp(path, routes[i].path) == 0)
-            return &routes[i];
-    if (strncmp(path, "/v1/models/", 11) == 0 && path[11] != '\0') {
-        static const struct route_def model = {"/v1/models/{id}", ROUTE_MODEL, "GET",
-                                               HTTP_API_OPENAI};
-        *model_id = path + 11;
-        return &model;
-    }
-    return NULL;
 }
 
 struct header_tally {
@@ -437,7 +426,7 @@ static bool authorized(struct http_req *r)
 
 /* Checks made on the first callback, before the body: framing, size, auth, route. Queues
  * an error and returns false when the request must not go further. */
-static bool precheck(struct http_req *r, const struct route_def *rt, unsigned long long clen,
+static bool precheck(struct http_req *r, const struct http_route *rt, unsigned long long clen,
                      bool has_clen)
 {
     struct header_tally t = {0};
@@ -457,7 +446,7 @@ static bool precheck(struct http_req *r, const struct route_def *rt, unsigned lo
         return false;
     }
     const bool is_head = strcmp(r->method, "HEAD") == 0;
-    const bool exempt = is_head || (rt && rt->route == ROUTE_HEALTH) ||
+    const bool exempt = is_head || (rt && (rt->flags & HTTP_ROUTE_PUBLIC)) ||
                         strcmp(r->method, "OPTIONS") == 0;
     if (!exempt && !authorized(r)) {
         const bool given = http_header(r, "x-api-key") || http_header(r, "authorization");
@@ -474,16 +463,16 @@ static bool precheck(struct http_req *r, const struct route_def *rt, unsigned lo
             MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
         if (resp) {
             char allow[64];
-            snprintf(allow, sizeof(allow), "%s, HEAD, OPTIONS", rt->methods);
+            snprintf(allow, sizeof(allow), "%s, HEAD, OPTIONS", rt->method);
             MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
         }
         queue(r, 204, resp);
         return false;
     }
-    if (!is_head && strcmp(r->method, rt->methods) != 0) {
+    if (!is_head && strcmp(r->method, rt->method) != 0) {
         char msg[160];
         snprintf(msg, sizeof(msg), "method %s is not allowed on %s (use %s)", r->method,
-                 rt->path, rt->methods);
+                 rt->path, rt->method);
         reply_error_status(r, 405, PV_ERR_INVALID, NULL, msg);
         return false;
     }
@@ -528,58 +517,24 @@ static bool parse_body(struct http_req *r)
     return true;
 }
 
-static void dispatch(struct http_req *r, const struct route_def *rt, const char *model_id)
+static void dispatch(struct http_req *r, const struct http_route *rt)
 {
-    const bool is_head = strcmp(r->method, "HEAD") == 0;
-    if (is_head) {
+    if (strcmp(r->method, "HEAD") == 0) {
         /* connectivity probes: HEAD answers 200 with no body on every known route */
         http_reply_text(r, 200, "text/plain", "");
         return;
     }
-    switch (rt->route) {
-    case ROUTE_ROOT:
-    case ROUTE_HELLO:
-        http_reply_text(r, 200, "text/plain", "pensieve is running\n");
-        return;
-    case ROUTE_HEALTH:
-        http_handle_health(r);
-        return;
-    case ROUTE_METRICS:
-        http_handle_metrics(r);
-        return;
-    case ROUTE_MODELS:
-        http_handle_models(r, NULL);
-        return;
-    case ROUTE_MODEL:
-        http_handle_models(r, model_id);
-        return;
-    default:
-        break;
+    if (rt->flags & HTTP_ROUTE_BODY) {
+        if (r->body_too_large) {
+            http_reply_errorf(r, PV_ERR_TOO_LARGE, NULL,
+                              "request body exceeds the limit of %zu bytes",
+                              r->srv->p.max_body_bytes);
+            return;
+        }
+        if (!parse_body(r))
+            return;
     }
-    if (r->body_too_large) {
-        http_reply_errorf(r, PV_ERR_TOO_LARGE, NULL, "request body exceeds the limit of %zu bytes",
-                          r->srv->p.max_body_bytes);
-        return;
-    }
-    if (!parse_body(r))
-        return;
-    switch (rt->route) {
-    case ROUTE_MESSAGES:
-        http_handle_messages(r);
-        return;
-    case ROUTE_COUNT_TOKENS:
-        http_handle_count_tokens(r);
-        return;
-    case ROUTE_CHAT:
-        http_handle_chat(r);
-        return;
-    case ROUTE_COMPLETIONS:
-        http_handle_completions(r);
-        return;
-    default:
-        http_reply_error(r, PV_ERR_INTERNAL, NULL, "unrouted request");
-        return;
-    }
+    rt->handle(r);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -589,8 +544,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     struct http_server *srv = cls;
     struct req_box *box = *con_cls;
-    const struct route_def *rt;
-    const char *model_id;
+    const struct http_route *rt;
     PV_UNUSED(version);
 
     if (!box) {
@@ -612,9 +566,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *con_cls = box;
         atomic_fetch_add(&srv->active, 1);
 
-        rt = find_route(r->path, &model_id);
+        rt = http_route_find(r->path, &r->path_arg);
         snprintf(r->endpoint, sizeof(r->endpoint), "%s", rt ? rt->path : "other");
-        if (rt && rt->route != ROUTE_MODELS && rt->route != ROUTE_MODEL)
+        if (rt && !(rt->flags & HTTP_ROUTE_API_BY_CLIENT))
             r->api = rt->api;
         else if (rt)
             r->api = models_api(r);
@@ -650,9 +604,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return MHD_YES;
     }
-    rt = find_route(r->path, &model_id);
+    rt = http_route_find(r->path, &r->path_arg);
     PV_ASSERT(rt);
-    dispatch(r, rt, model_id);
+    dispatch(r, rt);
     return r->handled ? MHD_YES : MHD_NO;
 }
 

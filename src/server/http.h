@@ -1,10 +1,11 @@
 /*
  * http.h - internal interface of the server module (not for other modules).
  *
- * http.c owns libmicrohttpd: routing, auth, limits, request ids, replies and the access
- * log. Endpoint files (api_*.c, info.c) receive a `struct http_req` with the parsed
- * body and answer it through http_reply_*; stats.c keeps the numbers /health and
- * /metrics show; gen.c is the engine thread and the per-request token channel.
+ * http.c owns libmicrohttpd: auth, limits, CORS, request ids, replies and the access
+ * log. routes.c is the route table: each row names the handler of one endpoint. Endpoint
+ * files (api_*.c, info.c, web.c) receive a `struct http_req` with the parsed body and
+ * answer it through http_reply_*; stats.c keeps the numbers /health and /metrics show;
+ * gen.c is the engine thread and the per-request token channel.
  *
  * Limits (each a `pensieve serve` flag; defaults in server_default_params):
  *   body bytes -> 413; total header bytes -> 431; idle connection seconds -> closed;
@@ -55,6 +56,7 @@ struct http_req {
     int n_tools;                 /* tool definitions the request carried */
     long system_bytes;           /* bytes of system prompt text (system + system messages) */
     json_t *json;                /* parsed body, owned */
+    const char *path_arg;        /* the {id} part of the route's path, in `path`, or NULL */
 };
 
 /* The server: parameters, the loaded model (or NULL), the engine, stats. */
@@ -113,7 +115,28 @@ const char *http_header(struct http_req *r, const char *name);
 /* The model name a request asked for answered by the loaded model? (aliases) */
 bool http_model_allowed(const struct http_server *srv, const char *name);
 
+/* ---- routes (routes.c) ----------------------------------------------------------------- */
+
+#define HTTP_ROUTE_BODY 0x1u          /* the handler gets the body as a JSON object (r->json) */
+#define HTTP_ROUTE_PUBLIC 0x2u        /* answered without the API key (health checks) */
+#define HTTP_ROUTE_API_BY_CLIENT 0x4u /* error envelope by the client: Anthropic SDK or OpenAI */
+
+/* One endpoint: a row of the route table. */
+struct http_route {
+    const char *path;            /* exact, or ending in "{id}" (the rest of the path) */
+    const char *method;          /* the one allowed besides HEAD and OPTIONS */
+    enum http_api api;           /* error envelope and overload status */
+    unsigned flags;              /* HTTP_ROUTE_* */
+    void (*handle)(struct http_req *r);
+};
+
+/* The route of a path (also an API path without its /v1 prefix); *arg gets the {id} part. */
+const struct http_route *http_route_find(const char *path, const char **arg);
+
 /* ---- endpoints ------------------------------------------------------------------------- */
+
+/* GET /: the web chat page (web.c). */
+void http_handle_web(struct http_req *r);
 
 void http_handle_health(struct http_req *r);
 void http_handle_metrics(struct http_req *r);

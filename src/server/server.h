@@ -41,6 +41,8 @@ struct server_params {
     const char *stop[SERVER_MAX_STOP]; /* stop sequences added to every request */
     int n_stop;
     const char *pid_file;       /* written at start, removed at exit; NULL = none */
+    const char *cors_origin;    /* NULL: no CORS headers; "*" or a comma list of origins
+                                   whose browser pages may call the API */
 };
 
 /* Defaults for every field (host 127.0.0.1, port 8080, 1 slot, limits as --help shows). */

@@ -172,7 +172,8 @@ def test_messages_field_validation(server, change, expected):
     ({"messages": None}, "messages"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"max_completion_tokens": "x"}, "max_completion_tokens"),
-    ({"n": 2}, "n"),
+    ({"n": 0}, "n"),
+    ({"n": 129}, "n"),
     ({"temperature": 2.5}, "temperature"),
     ({"stop": 5}, "stop"),
 ])

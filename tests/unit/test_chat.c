@@ -121,7 +121,20 @@ static void check_parse(enum chat_tool_format fmt, bool think, const char *const
 static void test_plain_text(void)
 {
     check_parse(CHAT_TOOLFMT_NONE, false, NULL, 0, "Hello, wörld! 👋 <b>x</b> [y]", "T[Hello, wörld! 👋 <b>x</b> [y]]|end_turn");
-    check_parse(CHAT_TOOLFMT_NONE, false, NULL, 0, "\n\n  Leading blanks dropped", "T[Leading blanks dropped]|end_turn");
+    /* the reply's leading whitespace is part of it (" to", "\n    return a + b") */
+    check_parse(CHAT_TOOLFMT_NONE, false, NULL, 0, "\n\n  Leading blanks kept", "T[\n\n  Leading blanks kept]|end_turn");
+    check_parse(CHAT_TOOLFMT_NONE, false, NULL, 0, " to", "T[ to]|end_turn");
+    check_parse(CHAT_TOOLFMT_HERMES, false, NULL, 0, "\n    return a + b", "T[\n    return a + b]|end_turn");
+    check_parse(CHAT_TOOLFMT_NONE, false, NULL, 0, " \n", "T[ \n]|end_turn");
+    /* ...but only the gap when thinking or a call comes first */
+    check_parse(CHAT_TOOLFMT_NONE, false, NULL, 0, "\n<think>x</think>\n\n y", "H[x]T[y]|end_turn");
+    check_parse(CHAT_TOOLFMT_HERMES, false, NULL, 0,
+                "\n <tool_call>{\"name\": \"search\", \"arguments\": {\"q\": \"a\"}}</tool_call>",
+                "S(search)A[{\"q\":\"a\"}]E|tool_use");
+    /* whitespace inside argument values is the argument's */
+    check_parse(CHAT_TOOLFMT_HERMES, false, NULL, 0,
+                "<tool_call>{\"name\": \"search\", \"arguments\": {\"q\": \"\\n    return a\"}}</tool_call>",
+                "S(search)A[{\"q\":\"\\n    return a\"}]E|tool_use");
     /* with tools offered, text that only looks like the start of a marker stays text */
     check_parse(CHAT_TOOLFMT_HERMES, false, NULL, 0, "a <tool b <tool_cal", "T[a <tool b <tool_cal]|end_turn");
     check_parse(CHAT_TOOLFMT_HERMES, false, NULL, 0, "{not json at all", "T[{not json at all]|end_turn");

@@ -58,7 +58,7 @@ struct cpu_kernels {
     const char *name;                           /* "scalar", "avx2", "avx2+vnni" */
     bool widen_q8_0; /* Q4_0/Q5_0/Q8_0 dots read widened Q8_0 rows (cpu_block_q8_0x) */
     cpu_vec_dot_fn vec_dot[PV_TYPE_COUNT];      /* by weight type; NULL = unsupported */
-    /* F32 / F16 in llama.cpp's one-token order where vec_dot has its batch order (used for
+    /* F32 / F16 / BF16 in llama.cpp's one-token order where vec_dot has its batch order (used for
      * one token, and for a batch whose row length is not a multiple of f_lanes or whose
      * row count is not a multiple of 4, where llama.cpp's tinyBLAS declines); else NULL */
     cpu_vec_dot_fn vec_dot_one[PV_TYPE_COUNT];

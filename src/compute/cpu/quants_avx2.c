@@ -823,19 +823,69 @@ static inline __m256 load_bf16(const uint16_t *p)
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
 
-static void vec_dot_bf16(int n, float *s, const void *vw, const void *va)
+/*
+ * BF16 rows (BF16 activations) in llama.cpp's two orders without AVX512-BF16, for its
+ * vector width of `lanes`:
+ *   - a batch is tinyBLAS, as for F32/F16: one accumulator, FMA, element e in lane e % lanes;
+ *   - one token is ggml's vec_dot_bf16: 32 elements a step, each product added (no FMA)
+ *     into 8-lane groups c0..c3 (elements +0, +8, +16, +24); with 8 lanes the groups sum
+ *     (c0 + c2) + (c1 + c3) before one reduction, with 16 lanes c0c1 and c2c3 are two
+ *     accumulators reduced one after the other into a double, as is the tail.
+ */
+static ALWAYS_INLINE float dot_bf16_batch(const uint16_t *w, const uint16_t *a, int n, int lanes)
 {
-    const uint16_t *w = vw, *a = va;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
     int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        acc0 = _mm256_fmadd_ps(load_bf16(w + i), load_bf16(a + i), acc0);
-        acc1 = _mm256_fmadd_ps(load_bf16(w + i + 8), load_bf16(a + i + 8), acc1);
+    for (; i + lanes <= n; i += lanes) {
+        lo = _mm256_fmadd_ps(load_bf16(w + i), load_bf16(a + i), lo);
+        if (lanes == 16)
+            hi = _mm256_fmadd_ps(load_bf16(w + i + 8), load_bf16(a + i + 8), hi);
     }
-    float sum = hsum_ps(_mm256_add_ps(acc0, acc1));
+    float sum = hsum_ps(lanes == 16 ? _mm256_add_ps(lo, hi) : lo);
+    for (; i < n; i++) /* not a case llama.cpp's matrix multiply takes (matmul.c) */
+        sum = fmaf(pv_bf16_to_f32(w[i]), pv_bf16_to_f32(a[i]), sum);
+    return sum;
+}
+
+static ALWAYS_INLINE float dot_bf16_one(const uint16_t *w, const uint16_t *a, int n, int lanes)
+{
+    __m256 c[4];
+    for (int k = 0; k < 4; k++)
+        c[k] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 4; k++)
+            c[k] = _mm256_add_ps(_mm256_mul_ps(load_bf16(w + i + 8 * k), load_bf16(a + i + 8 * k)), c[k]);
+    double sum = 0.0;
+    if (lanes == 16) {
+        sum += hsum_ps(_mm256_add_ps(c[0], c[1]));
+        sum += hsum_ps(_mm256_add_ps(c[2], c[3]));
+    } else {
+        sum += hsum_ps(_mm256_add_ps(_mm256_add_ps(c[0], c[2]), _mm256_add_ps(c[1], c[3])));
+    }
     for (; i < n; i++)
-        sum += pv_bf16_to_f32(w[i]) * pv_bf16_to_f32(a[i]);
-    *s = sum;
+        sum += (double)(pv_bf16_to_f32(w[i]) * pv_bf16_to_f32(a[i]));
+    return (float)sum;
+}
+
+static void vec_dot_bf16_8(int n, float *s, const void *w, const void *a)
+{
+    *s = dot_bf16_batch(w, a, n, 8);
+}
+
+static void vec_dot_bf16_16(int n, float *s, const void *w, const void *a)
+{
+    *s = dot_bf16_batch(w, a, n, 16);
+}
+
+static void vec_dot_one_bf16_8(int n, float *s, const void *w, const void *a)
+{
+    *s = dot_bf16_one(w, a, n, 8);
+}
+
+static void vec_dot_one_bf16_16(int n, float *s, const void *w, const void *a)
+{
+    *s = dot_bf16_one(w, a, n, 16);
 }
 
 static float dot_f32_f16(const float *x, const uint16_t *h, int n)
@@ -1011,7 +1061,8 @@ void cpu_avx2_fill(struct cpu_kernels *k, int lanes)
     k->vec_dot[PV_TYPE_F16] = l16 ? vec_dot_f16_16 : vec_dot_f16_8;
     k->vec_dot_one[PV_TYPE_F32] = l16 ? vec_dot_one_f32_16 : vec_dot_one_f32_8;
     k->vec_dot_one[PV_TYPE_F16] = l16 ? vec_dot_one_f16_16 : vec_dot_one_f16_8;
-    k->vec_dot[PV_TYPE_BF16] = vec_dot_bf16;
+    k->vec_dot[PV_TYPE_BF16] = l16 ? vec_dot_bf16_16 : vec_dot_bf16_8;
+    k->vec_dot_one[PV_TYPE_BF16] = l16 ? vec_dot_one_bf16_16 : vec_dot_one_bf16_8;
     k->vec_dot[PV_TYPE_Q4_0] = vec_dot_q4_0;
     k->vec_dot[PV_TYPE_Q4_1] = vec_dot_q4_1;
     k->vec_dot[PV_TYPE_Q5_0] = vec_dot_q5_0;
