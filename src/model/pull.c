@@ -22,6 +22,9 @@
 #include "util/util.h"
 
 #define DEFAULT_INDEX "https://pypi.org/simple"
+#define BLOCK_BYTES (1u << 20)        /* read size for hashing and copying */
+#define ZIP_BLOCK (1u << 18)          /* inflate input and output blocks */
+#define TAIL_BYTES (65536u + 22u)     /* the most a zip's end record can span */
 
 struct wheel {
     char url[2048];
@@ -210,18 +213,19 @@ static enum pv_status file_sha256(const char *path, char hex[65], uint64_t *byte
                                   struct pv_err *err)
 {
     struct sha256 s;
-    static _Thread_local unsigned char blk[1 << 20];
     FILE *f = fopen(path, "rb");
     size_t n;
 
     if (!f)
         return pv_err_set(err, PV_ERR_IO, "cannot read %s: %s", path, strerror(errno));
+    unsigned char *blk = xmalloc(BLOCK_BYTES);
     sha256_init(&s);
     *bytes = 0;
-    while ((n = fread(blk, 1, sizeof(blk), f)) > 0) {
+    while ((n = fread(blk, 1, BLOCK_BYTES, f)) > 0) {
         sha256_update(&s, blk, n);
         *bytes += n;
     }
+    free(blk);
     bool bad = ferror(f);
     fclose(f);
     if (bad)
@@ -318,19 +322,25 @@ static bool ends_with(const char *name, size_t len, const char *suffix)
 static enum pv_status unzip_member(const char *zip_path, const char *suffix,
                                    const char *out_path, struct pv_err *err)
 {
-    unsigned char tail[65536 + 22], hdr[46], name[1024];
+    unsigned char hdr[46], name[1024];
+    unsigned char *tail = xmalloc(TAIL_BYTES);
+    unsigned char *in_blk = xmalloc(ZIP_BLOCK), *out_blk = xmalloc(ZIP_BLOCK);
     enum pv_status st = PV_OK;
     FILE *out = NULL;
     FILE *f = fopen(zip_path, "rb");
     z_stream zs;
     bool z_open = false;
 
-    if (!f)
+    if (!f) {
+        free(tail);
+        free(in_blk);
+        free(out_blk);
         return pv_err_set(err, PV_ERR_IO, "cannot read %s: %s", zip_path, strerror(errno));
+    }
     if (fseeko(f, 0, SEEK_END) != 0)
         goto bad_zip;
     off_t size = ftello(f);
-    size_t n_tail = (size_t)PV_MIN((off_t)sizeof(tail), size);
+    size_t n_tail = (size_t)PV_MIN((off_t)TAIL_BYTES, size);
     if (n_tail < 22 || fseeko(f, size - (off_t)n_tail, SEEK_SET) != 0 ||
         fread(tail, 1, n_tail, f) != n_tail)
         goto bad_zip;
@@ -373,7 +383,6 @@ static enum pv_status unzip_member(const char *zip_path, const char *suffix,
             st = pv_err_set(err, PV_ERR_IO, "cannot write %s: %s", out_path, strerror(errno));
             goto out_close;
         }
-        static _Thread_local unsigned char in_blk[1 << 18], out_blk[1 << 18];
         uint32_t left = csize, crc_got = (uint32_t)crc32(0, NULL, 0);
         uint64_t written = 0;
         memset(&zs, 0, sizeof(zs));
@@ -384,7 +393,7 @@ static enum pv_status unzip_member(const char *zip_path, const char *suffix,
         }
         int zrc = Z_OK;
         while (left > 0 && zrc != Z_STREAM_END) {
-            size_t want = PV_MIN((size_t)left, sizeof(in_blk));
+            size_t want = PV_MIN((size_t)left, (size_t)ZIP_BLOCK);
             if (fread(in_blk, 1, want, f) != want)
                 goto bad_zip;
             left -= (uint32_t)want;
@@ -399,13 +408,13 @@ static enum pv_status unzip_member(const char *zip_path, const char *suffix,
             zs.avail_in = (uInt)want;
             do {
                 zs.next_out = out_blk;
-                zs.avail_out = sizeof(out_blk);
+                zs.avail_out = ZIP_BLOCK;
                 zrc = inflate(&zs, Z_NO_FLUSH);
                 if (zrc == Z_BUF_ERROR) /* no progress possible: needs more input */
                     zrc = Z_OK;
                 else if (zrc != Z_OK && zrc != Z_STREAM_END)
                     goto bad_zip;
-                size_t got = sizeof(out_blk) - zs.avail_out;
+                size_t got = ZIP_BLOCK - zs.avail_out;
                 crc_got = (uint32_t)crc32(crc_got, out_blk, (uInt)got);
                 written += got;
                 if (fwrite(out_blk, 1, got, out) != got)
@@ -439,6 +448,9 @@ out_close:
     if (st != PV_OK)
         unlink(out_path);
     fclose(f);
+    free(tail);
+    free(in_blk);
+    free(out_blk);
     return st;
 }
 
@@ -446,7 +458,6 @@ out_close:
 static enum pv_status assemble(struct pull *p, const char *stage, const char *tmp,
                                struct pv_err *err)
 {
-    static _Thread_local unsigned char blk[1 << 20];
     char path[4352], hex[65];
     struct sha256 s;
     uint64_t total = 0;
@@ -455,6 +466,7 @@ static enum pv_status assemble(struct pull *p, const char *stage, const char *tm
 
     if (!out)
         return pv_err_set(err, PV_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+    unsigned char *blk = xmalloc(BLOCK_BYTES);
     sha256_init(&s);
     for (int i = 1; i <= p->e->n_parts && st == PV_OK; i++) {
         snprintf(path, sizeof(path), "%s/%d.bin", stage, i);
@@ -464,7 +476,7 @@ static enum pv_status assemble(struct pull *p, const char *stage, const char *tm
             st = pv_err_set(err, PV_ERR_IO, "cannot read %s: %s", path, strerror(errno));
             break;
         }
-        while ((n = fread(blk, 1, sizeof(blk), in)) > 0) {
+        while ((n = fread(blk, 1, BLOCK_BYTES, in)) > 0) {
             sha256_update(&s, blk, n);
             total += n;
             if (fwrite(blk, 1, n, out) != n) {
@@ -474,6 +486,7 @@ static enum pv_status assemble(struct pull *p, const char *stage, const char *tm
         }
         fclose(in);
     }
+    free(blk);
     if (fclose(out) != 0 && st == PV_OK)
         st = pv_err_set(err, PV_ERR_IO, "cannot write %s (disk full?)", tmp);
     if (st != PV_OK) {

@@ -15,27 +15,27 @@
 static size_t distance(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);
-    static _Thread_local size_t d[SUGGEST_MAX + 1][SUGGEST_MAX + 1];
+    size_t rows[3][SUGGEST_MAX + 1]; /* rows i-2, i-1 and i of the table */
 
     if (la > SUGGEST_MAX || lb > SUGGEST_MAX)
         return (size_t)-1;
-    for (size_t i = 0; i <= la; i++)
-        d[i][0] = i;
     for (size_t j = 0; j <= lb; j++)
-        d[0][j] = j;
+        rows[0][j] = j;
     for (size_t i = 1; i <= la; i++) {
+        size_t *prev2 = rows[(i + 1) % 3], *prev = rows[(i - 1) % 3], *cur = rows[i % 3];
+        cur[0] = i;
         for (size_t j = 1; j <= lb; j++) {
             int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
-            size_t best = d[i - 1][j - 1] + (ca != cb);
-            best = PV_MIN(best, d[i - 1][j] + 1);
-            best = PV_MIN(best, d[i][j - 1] + 1);
+            size_t best = prev[j - 1] + (ca != cb);
+            best = PV_MIN(best, prev[j] + 1);
+            best = PV_MIN(best, cur[j - 1] + 1);
             if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) &&
                 tolower((unsigned char)a[i - 2]) == cb)
-                best = PV_MIN(best, d[i - 2][j - 2] + 1);
-            d[i][j] = best;
+                best = PV_MIN(best, prev2[j - 2] + 1);
+            cur[j] = best;
         }
     }
-    return d[la][lb];
+    return rows[la % 3][lb];
 }
 
 const char *suggest_closest(const char *word, const char *const *cands, size_t n)
