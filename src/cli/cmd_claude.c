@@ -158,7 +158,9 @@ static int claude_main(int argc, char **argv)
     if (cli_get(claude_opts, "print-env")->i) {
         printf("export ANTHROPIC_BASE_URL=%s\nexport ANTHROPIC_API_KEY=%s\n"
                "export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_TELEMETRY=1 "
-               "DISABLE_AUTOUPDATER=1 DISABLE_ERROR_REPORTING=1 API_TIMEOUT_MS=3600000\n",
+               "DISABLE_AUTOUPDATER=1 DISABLE_ERROR_REPORTING=1\n"
+               "export API_TIMEOUT_MS=1800000 CLAUDE_STREAM_FIRST_BYTE_TIMEOUT_MS=1800000 "
+               "CLAUDE_STREAM_IDLE_TIMEOUT_MS=1800000 CLAUDE_BYTE_STREAM_IDLE_TIMEOUT_MS=1800000\n",
                base, key);
         return 0;
     }
@@ -177,8 +179,12 @@ static int claude_main(int argc, char **argv)
     setenv("DISABLE_TELEMETRY", "1", 1);
     setenv("DISABLE_AUTOUPDATER", "1", 1);
     setenv("DISABLE_ERROR_REPORTING", "1", 1);
-    /* the first prompt of a session takes minutes to read on a small CPU */
-    setenv("API_TIMEOUT_MS", "3600000", 0);
+    /* the first prompt of a session takes minutes to read on a small CPU: Claude Code's
+     * request, first-byte and stream-idle watchdogs at their largest (30 min) */
+    setenv("API_TIMEOUT_MS", "1800000", 0);
+    setenv("CLAUDE_STREAM_FIRST_BYTE_TIMEOUT_MS", "1800000", 0);
+    setenv("CLAUDE_STREAM_IDLE_TIMEOUT_MS", "1800000", 0);
+    setenv("CLAUDE_BYTE_STREAM_IDLE_TIMEOUT_MS", "1800000", 0);
     char **args = xcalloc((size_t)n_pos + 2, sizeof(*args));
     args[0] = (char *)claude;
     for (int i = 0; i < n_pos; i++)
