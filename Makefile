@@ -8,9 +8,12 @@
 #   make check-engine   engine-only build (no server/chat/CLI libraries) + its unit tests
 #                   under ASan/UBSan + mode_check on CHECK_MODELS (a folder of .gguf files)
 #   make models-large   install Qwen2.5-Coder-1.5B-Instruct Q4_K_M (`pensieve pull`)
+#   make fuzz       build the libFuzzer harnesses (clang) and run each for FUZZ_SECONDS
+#   make soak       the load and soak test (SOAK_MINUTES, default 30; not part of make test)
 #   make clean
 #
-# Settings you may change on the command line: CC, OPT, NVCC, CUDA_ARCH, PORT, MODEL, ARGS.
+# Settings you may change on the command line: CC, OPT, NVCC, CUDA_ARCH, PORT, MODEL, ARGS,
+# FUZZ_CC, FUZZ_SECONDS, SOAK_MINUTES.
 
 CC        ?= cc
 OPT       ?= -O2
@@ -19,6 +22,9 @@ CUDA_ARCH ?= sm_90
 PORT      ?= 8080
 MODEL     ?=
 ARGS      ?=
+FUZZ_CC   ?= clang
+FUZZ_SECONDS ?= 60
+SOAK_MINUTES ?= 30
 
 PKGS      := libmicrohttpd jansson libpcre2-8 libutf8proc libcurl zlib
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -48,10 +54,16 @@ CLI_OBJ    := $(patsubst src/%.c,$(B)/obj/%.o,$(CLI_SRC))
 ASAN_OBJ   := $(patsubst src/%.c,$(B)/asan/%.o,$(CPU_SRC))
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(B)/unit/%,$(UNIT_SRC))
 TOOL_BIN   := $(patsubst tests/tools/%.c,$(B)/tools/%,$(TOOL_SRC))
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN   := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(FUZZ_SRC))
+# the harnesses reach the parsers, not the engine or the server (whose CPU-feature
+# built-ins clang 14 does not all know)
+FUZZ_OBJ   := $(patsubst src/%.c,$(B)/fuzz/obj/%.o,$(filter-out src/engine/% src/server/% src/compute/cpu/%,$(CPU_SRC)))
+FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 CUDA_OBJ   := $(patsubst src/%.c,$(B)/cuda/%.o,$(CUDA_CSRC) $(CLI_SRC)) \
               $(patsubst src/%.cu,$(B)/cuda/%.cu.o,$(CUDA_CUSRC))
 
-.PHONY: all run test unit e2e bench cuda models-large setup clean check-engine
+.PHONY: all run test unit e2e bench cuda models-large setup clean check-engine fuzz fuzz-build soak
 
 all: $(B)/pensieve $(TOOL_BIN)
 
@@ -82,6 +94,29 @@ $(B)/asan/libpensieve.a: $(ASAN_OBJ)
 $(B)/unit/%: tests/unit/%.c tests/unit/harness.h $(B)/asan/libpensieve.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -Itests/unit -o $@ $< $(B)/asan/libpensieve.a $(LIBS)
+
+# libFuzzer harnesses: the library rebuilt by clang with coverage, ASan and UBSan.
+$(B)/fuzz/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CFLAGS_COMMON) -O1 $(FUZZ_SAN) -fsanitize=fuzzer-no-link -MMD -MP $(call simd_flags,$@) -c $< -o $@
+
+$(B)/fuzz/libpensieve.a: $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h tests/fuzz/fuzz_tokenize.h $(B)/fuzz/libpensieve.a
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CFLAGS_COMMON) -O1 $(FUZZ_SAN) -fsanitize=fuzzer -Itests/fuzz -o $@ $< $(B)/fuzz/libpensieve.a $(LIBS)
+
+fuzz-build:
+	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz: $(FUZZ_CC) not found (apt-get install clang)" >&2; exit 1; }
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+
+fuzz: fuzz-build
+	@scripts/run-fuzz $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+soak: all
+	@.venv/bin/python tests/soak/soak.py --binary $(B)/pensieve --minutes $(SOAK_MINUTES) $(ARGS)
 
 setup:
 	@scripts/setup
@@ -171,4 +206,4 @@ clean:
 # The web chat page is assembled into web.o (.incbin), which -MMD does not see.
 $(B)/obj/server/web.o $(B)/asan/server/web.o $(B)/cuda/server/web.o: src/server/web_page.html
 
--include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_OBJ:.o=.d)
+-include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_OBJ:.o=.d) $(wildcard $(B)/fuzz/obj/*/*.d $(B)/fuzz/obj/*/*/*.d)

@@ -246,15 +246,18 @@ int chat_parser_n_tool_calls(const struct chat_parser *p);
  * until given to a matcher.
  */
 struct chat_grammar;
+/* NULL when the schema needs more than 4096 nodes (nodes plus enum/const values). */
 struct chat_grammar *chat_grammar_from_schema(const json_t *schema);
 struct chat_grammar *chat_grammar_json_object(void);
 /* Tool call for `tools` (OpenAI function shape); only the tool `only` when not NULL.
-   NULL when no tool matches. */
+   NULL when no tool matches or the schemas need more than 4096 nodes. */
 struct chat_grammar *chat_grammar_tool_call(const json_t *tools, const char *only);
-/* The grammar a request needs: a tool call for tool_choice required/named (the output
-   is then the generic JSON call form, which the parser reads for every format),
-   response_format json_schema/json_object; NULL when output is free. */
-struct chat_grammar *chat_grammar_for(const struct chat_conv *c);
+/* The grammar a request needs into *out: a tool call for tool_choice required/named (the
+   output is then the generic JSON call form, which the parser reads for every format),
+   response_format json_schema/json_object; *out NULL when output is free.
+   PV_ERR_INVALID (a 400) when the schema is over the grammar's size limit. */
+enum pv_status chat_grammar_for(const struct chat_conv *c, struct chat_grammar **out,
+                                struct pv_err *err);
 void chat_grammar_free(struct chat_grammar *g);
 
 /* Piece bytes of every token of a vocabulary, grouped by first byte: make once per

@@ -322,6 +322,54 @@ out:
     return st;
 }
 
+/* Counts a request controls, bounded explicitly (a 400 beyond them): each costs template
+ * work and prompt tokens, and the body size alone lets them reach millions. */
+#define CHAT_MAX_MESSAGES 100000
+#define CHAT_MAX_TOOLS 1024
+#define CHAT_MAX_BLOCKS 10000 /* content blocks of one message */
+
+static enum pv_status check_counts(const json_t *body, struct pv_err *err)
+{
+    const json_t *msgs = json_object_get(body, "messages");
+    if (json_array_size(msgs) > CHAT_MAX_MESSAGES)
+        return pv_err_set(err, PV_ERR_INVALID, "messages: %zu messages (at most %d)",
+                          json_array_size(msgs), CHAT_MAX_MESSAGES);
+    if (json_array_size(json_object_get(body, "tools")) > CHAT_MAX_TOOLS)
+        return pv_err_set(err, PV_ERR_INVALID, "tools: %zu tools (at most %d)",
+                          json_array_size(json_object_get(body, "tools")), CHAT_MAX_TOOLS);
+    if (json_array_size(json_object_get(body, "system")) > CHAT_MAX_BLOCKS)
+        return pv_err_set(err, PV_ERR_INVALID, "system: more than %d blocks", CHAT_MAX_BLOCKS);
+    size_t i;
+    const json_t *m;
+    json_array_foreach(msgs, i, m) {
+        if (json_array_size(json_object_get(m, "content")) > CHAT_MAX_BLOCKS ||
+            json_array_size(json_object_get(m, "tool_calls")) > CHAT_MAX_BLOCKS)
+            return pv_err_set(err, PV_ERR_INVALID,
+                              "messages.%zu: more than %d content blocks or tool calls", i,
+                              CHAT_MAX_BLOCKS);
+    }
+    return PV_OK;
+}
+
+/* A forced tool call needs tools, and a named one a tool of that name. */
+static enum pv_status check_tool_choice(const struct chat_conv *c, struct pv_err *err)
+{
+    if (c->tool_choice == CHAT_TOOLS_REQUIRED && !json_array_size(c->tools))
+        return pv_err_set(err, PV_ERR_INVALID,
+                          "tool_choice: a tool call is required but no tools are given");
+    if (c->tool_choice != CHAT_TOOLS_NAMED)
+        return PV_OK;
+    size_t i;
+    json_t *t;
+    json_array_foreach(c->tools, i, t) {
+        const char *name = json_string_value(json_object_get(json_object_get(t, "function"), "name"));
+        if (name && !strcmp(name, c->tool_name))
+            return PV_OK;
+    }
+    return pv_err_set(err, PV_ERR_INVALID, "tool_choice: no tool named '%.100s' in tools",
+                      c->tool_name);
+}
+
 static enum pv_status anthropic_tools(struct chat_conv *c, const json_t *tools, struct pv_err *err)
 {
     if (!tools || json_is_null(tools))
@@ -356,6 +404,8 @@ enum pv_status chat_conv_from_anthropic(const json_t *body, struct chat_conv *c,
     enum pv_status st;
     conv_init(c);
     struct pv_buf sys = PV_BUF_INIT;
+    if ((st = check_counts(body, err)))
+        goto fail;
     if ((st = text_of(json_object_get(body, "system"), "system", &sys, true, err)))
         goto fail;
     if (sys.len) {
@@ -380,7 +430,15 @@ enum pv_status chat_conv_from_anthropic(const json_t *body, struct chat_conv *c,
     if ((st = anthropic_tools(c, json_object_get(body, "tools"), err)))
         goto fail;
     json_t *tc = json_object_get(body, "tool_choice");
+    if (tc && !json_is_null(tc) && !json_is_object(tc)) {
+        st = pv_err_set(err, PV_ERR_INVALID, "tool_choice: Input should be an object");
+        goto fail;
+    }
     const char *tct = json_string_value(json_object_get(tc, "type"));
+    if (tc && !json_is_null(tc) && !tct) {
+        st = pv_err_set(err, PV_ERR_INVALID, "tool_choice.type: Field required");
+        goto fail;
+    }
     if (tct) {
         if (!strcmp(tct, "any"))
             c->tool_choice = CHAT_TOOLS_REQUIRED;
@@ -394,7 +452,13 @@ enum pv_status chat_conv_from_anthropic(const json_t *body, struct chat_conv *c,
             }
             c->tool_choice = CHAT_TOOLS_NAMED;
             c->tool_name = xstrdup(name);
+        } else if (strcmp(tct, "auto") != 0) {
+            st = pv_err_set(err, PV_ERR_INVALID,
+                            "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'");
+            goto fail;
         }
+        if ((st = check_tool_choice(c, err)))
+            goto fail;
         if (json_is_true(json_object_get(tc, "disable_parallel_tool_use")))
             c->parallel_tool_calls = false;
     }
@@ -432,6 +496,8 @@ enum pv_status chat_conv_from_openai(const json_t *body, struct chat_conv *c, st
     enum pv_status st = PV_OK;
     conv_init(c);
     json_t *msgs = json_object_get(body, "messages");
+    if ((st = check_counts(body, err)))
+        goto fail;
     if (!json_is_array(msgs)) {
         st = pv_err_set(err, PV_ERR_INVALID, "messages must be an array");
         goto fail;
@@ -537,7 +603,17 @@ enum pv_status chat_conv_from_openai(const json_t *body, struct chat_conv *c, st
             c->tool_choice = CHAT_TOOLS_NONE;
         else if (!strcmp(json_string_value(tc), "required"))
             c->tool_choice = CHAT_TOOLS_REQUIRED;
+        else if (strcmp(json_string_value(tc), "auto") != 0) {
+            st = pv_err_set(err, PV_ERR_INVALID,
+                            "tool_choice: expected 'none', 'auto', 'required' or a function");
+            goto fail;
+        }
     } else if (json_is_object(tc)) {
+        const char *type = json_string_value(json_object_get(tc, "type"));
+        if (!type || strcmp(type, "function") != 0) {
+            st = pv_err_set(err, PV_ERR_INVALID, "tool_choice.type: expected 'function'");
+            goto fail;
+        }
         const char *name = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
         if (!name) {
             st = pv_err_set(err, PV_ERR_INVALID, "tool_choice: function.name is required");
@@ -545,7 +621,12 @@ enum pv_status chat_conv_from_openai(const json_t *body, struct chat_conv *c, st
         }
         c->tool_choice = CHAT_TOOLS_NAMED;
         c->tool_name = xstrdup(name);
+    } else if (tc && !json_is_null(tc)) {
+        st = pv_err_set(err, PV_ERR_INVALID, "tool_choice: expected a string or an object");
+        goto fail;
     }
+    if ((st = check_tool_choice(c, err)))
+        goto fail;
     if (json_is_false(json_object_get(body, "parallel_tool_calls")))
         c->parallel_tool_calls = false;
     json_t *rf = json_object_get(body, "response_format");

@@ -21,6 +21,10 @@
 #define G_MAX_LIT 128
 #define G_MAX_WS 1 /* whitespace bytes allowed in a row between tokens */
 #define G_MAX_DIGITS 15 /* digits in a row in a number (integer part, fraction, exponent) */
+/* Size of a grammar: nodes plus enum/const literals. A schema or tool list that needs more
+ * is refused (chat_grammar_for answers PV_ERR_INVALID): the matcher's work per token grows
+ * with it, and a request controls it. */
+#define G_MAX_NODES 4096
 
 enum gkind { G_ANY, G_OBJECT, G_ARRAY, G_STRING, G_NUMBER, G_INTEGER, G_BOOL, G_NULL, G_LITERALS,
              G_UNION, G_TOOLCALL };
@@ -47,14 +51,22 @@ struct gnode {
 struct chat_grammar {
     struct gnode *nodes;
     int n, cap;
+    int n_lits;                /* enum/const literals of all nodes */
+    bool too_large;            /* G_MAX_NODES reached: compile stopped */
     int root;
     int any, any_obj, any_arr; /* shared nodes for schema-less values */
 };
 
 /* ---- compile ----------------------------------------------------------------------- */
 
+/* A new node; past G_MAX_NODES the grammar is marked too large and the shared "any" node
+ * stands in, so compiling stops growing and the caller refuses the result. */
 static int gnew(struct chat_grammar *g, enum gkind k)
 {
+    if (g->n + g->n_lits >= G_MAX_NODES) {
+        g->too_large = true;
+        return g->any;
+    }
     if (g->n == g->cap) {
         g->cap = g->cap ? g->cap * 2 : 16;
         g->nodes = xrealloc(g->nodes, (size_t)g->cap * sizeof *g->nodes);
@@ -104,7 +116,7 @@ static int compile_type(struct chat_grammar *g, const json_t *s, const char *typ
         const char *name;
         json_t *ps;
         json_object_foreach(props, name, ps) {
-            if (k == (int)np)
+            if (k == (int)np || g->too_large)
                 break;
             keys[k] = quoted(name);
             vals[k] = compile(g, ps, depth + 1);
@@ -116,6 +128,13 @@ static int compile_type(struct chat_grammar *g, const json_t *s, const char *typ
             k++;
         }
         id = gnew(g, G_OBJECT);
+        if (g->too_large) {
+            for (int i = 0; i < k; i++)
+                free(keys[i]);
+            free(keys);
+            free(vals);
+            return g->any;
+        }
         struct gnode *n = &g->nodes[id];
         n->keys = keys;
         n->vals = vals;
@@ -169,13 +188,18 @@ static int value_class(enum gkind k)
 
 static int compile(struct chat_grammar *g, const json_t *s, int depth)
 {
-    if (!json_is_object(s) || depth > 32)
+    if (!json_is_object(s) || depth > 32 || g->too_large)
         return g->any;
     json_t *lit = json_object_get(s, "const");
     json_t *en = json_object_get(s, "enum");
     if (lit || json_is_array(en)) {
         int id = gnew(g, G_LITERALS);
         size_t cnt = lit ? 1 : json_array_size(en);
+        if (g->too_large || cnt > (size_t)(G_MAX_NODES - g->n - g->n_lits)) {
+            g->too_large = true;
+            return g->any;
+        }
+        g->n_lits += (int)cnt;
         char **lits = xcalloc(cnt + 1, sizeof *lits);
         int k = 0;
         for (size_t i = 0; i < cnt; i++) {
@@ -197,7 +221,7 @@ static int compile(struct chat_grammar *g, const json_t *s, int depth)
         /* a union decided by the first character of the value */
         int id = gnew(g, G_UNION);
         size_t cnt = json_is_array(alts) ? json_array_size(alts) : json_array_size(type);
-        for (size_t i = 0; i < cnt; i++) {
+        for (size_t i = 0; i < cnt && !g->too_large; i++) {
             int c = json_is_array(alts) ? compile(g, json_array_get(alts, i), depth + 1)
                                         : compile_type(g, s, json_string_value(json_array_get(type, i))
                                                                  ? json_string_value(json_array_get(type, i)) : "", depth + 1);
@@ -240,6 +264,10 @@ struct chat_grammar *chat_grammar_from_schema(const json_t *schema)
 {
     struct chat_grammar *g = grammar_new();
     g->root = compile(g, schema, 0);
+    if (g->too_large) {
+        chat_grammar_free(g);
+        return NULL;
+    }
     return g;
 }
 
@@ -257,7 +285,7 @@ struct chat_grammar *chat_grammar_tool_call(const json_t *tools, const char *onl
     char **keys = xcalloc(cnt + 1, sizeof *keys);
     int *vals = xcalloc(cnt + 1, sizeof *vals);
     int k = 0;
-    for (size_t i = 0; i < cnt && k < 64; i++) {
+    for (size_t i = 0; i < cnt && k < 64 && !g->too_large; i++) {
         json_t *fn = json_object_get(json_array_get(tools, i), "function");
         const char *name = json_string_value(json_object_get(fn, "name"));
         if (!name || (only && strcmp(only, name) != 0))
@@ -275,6 +303,14 @@ struct chat_grammar *chat_grammar_tool_call(const json_t *tools, const char *onl
         vals[k++] = v;
     }
     int id = gnew(g, G_TOOLCALL);
+    if (g->too_large) {
+        for (int i = 0; i < k; i++)
+            free(keys[i]);
+        free(keys);
+        free(vals);
+        chat_grammar_free(g);
+        return NULL;
+    }
     g->nodes[id].keys = keys;
     g->nodes[id].vals = vals;
     g->nodes[id].n = k;
@@ -304,8 +340,8 @@ struct gframe {
     uint8_t phase;
     uint8_t sub;      /* string: escape state; tool call: 0 name due, 1 arguments due, 2 done */
     uint8_t flags;
-    int16_t node;     /* grammar node; F_LIT -2: the enclosing tool call's names */
-    int16_t cur;      /* object: the key being read/answered; tool call: the tool */
+    int32_t node;     /* grammar node; F_LIT -2: the enclosing tool call's names */
+    int32_t cur;      /* object: the key being read/answered; tool call: the tool */
     uint32_t count;   /* array: items so far */
     uint64_t used;    /* object: keys seen */
 };
@@ -326,7 +362,7 @@ static bool gpush(struct gstate *s, uint8_t kind, int node)
     struct gframe *f = &s->f[s->depth++];
     memset(f, 0, sizeof *f);
     f->kind = kind;
-    f->node = (int16_t)node;
+    f->node = (int32_t)node;
     f->cur = -1;
     return true;
 }
@@ -590,7 +626,7 @@ static bool gstep(const struct chat_grammar *g, struct gstate *s, uint8_t c)
             int k = lit_match(s, cands, cnt, 0, &longer);
             if (k >= 0 && !longer) {
                 if (f->node == -2)
-                    s->f[s->depth - 2].cur = (int16_t)k;
+                    s->f[s->depth - 2].cur = (int32_t)k;
                 s->lit_len = 0;
                 value_done(s);
             }
@@ -601,7 +637,7 @@ static bool gstep(const struct chat_grammar *g, struct gstate *s, uint8_t c)
         if (k < 0 || s->depth == 1)
             return false;
         if (f->node == -2)
-            s->f[s->depth - 2].cur = (int16_t)k;
+            s->f[s->depth - 2].cur = (int32_t)k;
         s->lit_len = 0;
         value_done(s);
         return gstep(g, s, c);
@@ -676,7 +712,7 @@ static bool gstep(const struct chat_grammar *g, struct gstate *s, uint8_t c)
             int k = lit_match(s, cands, cnt, skip, &longer);
             if (k >= 0) {
                 if (!tool) {
-                    f->cur = (int16_t)k;
+                    f->cur = (int32_t)k;
                     f->used |= (uint64_t)1 << k;
                 }
                 f->phase = O_COLON;
@@ -914,15 +950,31 @@ void chat_constraint_release(void *state)
     chat_matcher_free(state);
 }
 
-struct chat_grammar *chat_grammar_for(const struct chat_conv *c)
+enum pv_status chat_grammar_for(const struct chat_conv *c, struct chat_grammar **out,
+                                struct pv_err *err)
 {
-    if (json_array_size(c->tools) && c->tool_choice == CHAT_TOOLS_REQUIRED)
-        return chat_grammar_tool_call(c->tools, NULL);
-    if (json_array_size(c->tools) && c->tool_choice == CHAT_TOOLS_NAMED)
-        return chat_grammar_tool_call(c->tools, c->tool_name);
-    if (c->format == CHAT_FORMAT_JSON_SCHEMA)
-        return chat_grammar_from_schema(c->schema);
+    *out = NULL;
+    if (json_array_size(c->tools) &&
+        (c->tool_choice == CHAT_TOOLS_REQUIRED || c->tool_choice == CHAT_TOOLS_NAMED)) {
+        const char *only = c->tool_choice == CHAT_TOOLS_NAMED ? c->tool_name : NULL;
+        *out = chat_grammar_tool_call(c->tools, only);
+        if (!*out)
+            return pv_err_set(err, PV_ERR_INVALID,
+                              "tools: the forced tool call needs a grammar larger than %d "
+                              "nodes (simplify the tool's input_schema/parameters)",
+                              G_MAX_NODES);
+        return PV_OK;
+    }
+    if (c->format == CHAT_FORMAT_JSON_SCHEMA) {
+        *out = chat_grammar_from_schema(c->schema);
+        if (!*out)
+            return pv_err_set(err, PV_ERR_INVALID,
+                              "response_format: the JSON schema needs a grammar larger than %d "
+                              "nodes (fewer alternatives, enum values or properties)",
+                              G_MAX_NODES);
+        return PV_OK;
+    }
     if (c->format == CHAT_FORMAT_JSON_OBJECT)
-        return chat_grammar_json_object();
-    return NULL;
+        *out = chat_grammar_json_object();
+    return PV_OK;
 }

@@ -535,7 +535,11 @@ static void process(struct chat_parser *p, bool final)
             if (!done)
                 body_end = end = b->len;
             buf_append(&p->raw, b->data, end);
-            char *body = xstrndup(b->data, body_end);
+            /* the call's exact bytes: model output may hold NUL (a <0x00> byte token),
+             * where a string copy would stop short of body_end */
+            char *body = xmalloc(body_end + 1);
+            memcpy(body, b->data, body_end);
+            body[body_end] = '\0';
             consume(b, end);
             p->eat_fence = p->fenced;
             p->fenced = false;

@@ -40,6 +40,8 @@ struct jp {
     /* lexer */
     const char *src;
     size_t len;
+    size_t pos_off;     /* line/column of src[pos_off], advanced as tokens are pushed */
+    int pos_line, pos_col;
 };
 
 static _Noreturn __attribute__((format(printf, 4, 5))) void jp_fail(struct jp *p, int line, int col,
@@ -66,19 +68,26 @@ static void *jp_alloc(struct jp *p, size_t n)
 
 /* ---- lexer ----------------------------------------------------------------------- */
 
-static void pos_of(const struct jp *p, size_t off, int *line, int *col)
+/* Line and column of src[off]. Tokens come in source order, so the scan resumes where
+ * the previous one stopped: linear in the template, not quadratic. */
+static void pos_of(struct jp *p, size_t off, int *line, int *col)
 {
-    int l = 1, c = 1;
-    for (size_t i = 0; i < off && i < p->len; i++) {
+    if (off < p->pos_off || p->pos_line == 0) {
+        p->pos_off = 0;
+        p->pos_line = 1;
+        p->pos_col = 1;
+    }
+    for (size_t i = p->pos_off; i < off && i < p->len; i++) {
         if (p->src[i] == '\n') {
-            l++;
-            c = 1;
+            p->pos_line++;
+            p->pos_col = 1;
         } else {
-            c++;
+            p->pos_col++;
         }
     }
-    *line = l;
-    *col = c;
+    p->pos_off = PV_MAX(p->pos_off, PV_MIN(off, p->len));
+    *line = p->pos_line;
+    *col = p->pos_col;
 }
 
 static struct tok *push_tok(struct jp *p, enum tk type, size_t off)

@@ -50,13 +50,17 @@ static struct cli_opt serve_opts[] = {
      100000},
     {"timeout", 0, CLI_INT, "PENSIEVE_TIMEOUT", "SECONDS",
      "close a connection idle this long (slow or stalled clients)", "600", 1, 86400},
+    {"read-timeout", 0, CLI_INT, "PENSIEVE_READ_TIMEOUT", "SECONDS",
+     "a request's head and body must arrive within this (a deadline, not an idle time: "
+     "clients dribbling bytes are closed)", "30", 1, 86400},
     {"grace", 0, CLI_INT, "PENSIEVE_GRACE", "SECONDS",
      "on SIGINT/SIGTERM, time running requests get to finish", "30", 0, 3600},
     {"max-tokens-limit", 0, CLI_INT, "PENSIEVE_MAX_TOKENS_LIMIT", "N",
      "max_tokens above this is rejected (400); below it, max_tokens is capped to the "
      "context left after the prompt", "1000000", 1, 1L << 30},
     {"max-connections", 0, CLI_INT, "PENSIEVE_MAX_CONNECTIONS", "N",
-     "simultaneous connections (each has a thread)", "256", 1, 65536},
+     "simultaneous connections (each has a thread); when all are taken, the connection "
+     "idle longest (no request in progress) is closed for the new one", "256", 1, 65536},
     {"ping-interval", 0, CLI_INT, "PENSIEVE_PING_INTERVAL", "SECONDS",
      "streams get a keep-alive ping after this long without events (long prompts)", "10", 1,
      3600},
@@ -68,7 +72,7 @@ static struct cli_opt serve_opts[] = {
      "as http://localhost:3000); default: no CORS headers", NULL},
     {"pid-file", 0, CLI_STRING, "PENSIEVE_PID_FILE", "PATH",
      "where to write the pid for `pensieve stop`; default "
-     "$XDG_RUNTIME_DIR or /tmp: pensieve-PORT.pid", NULL},
+     "$XDG_RUNTIME_DIR or /tmp: pensieve-PORT.pid (never written through a symbolic link)", NULL},
     {0},
 };
 
@@ -84,7 +88,9 @@ const struct cli_command cli_cmd_serve = {
     "Claude Code: ANTHROPIC_BASE_URL=http://127.0.0.1:PORT claude\n"
     "(use --ctx-size 32768 or more: its first prompt is ~20K tokens).\n"
     "SIGINT/SIGTERM (or `pensieve stop`) stop accepting, let running requests finish\n"
-    "within --grace seconds, and exit 0; a second signal stops at once.",
+    "within --grace seconds, and exit 0; a second signal stops at once.\n"
+    "Browser guards: POST bodies must be Content-Type: application/json (else 415);\n"
+    "bound to loopback, the Host header must name this machine (else 403).",
     serve_main,
 };
 
@@ -169,6 +175,7 @@ static int serve_main(int argc, char **argv)
     p.max_header_bytes = (size_t)cli_get(serve_opts, "max-header-bytes")->i;
     p.queue_len = (int)cli_get(serve_opts, "queue")->i;
     p.conn_timeout_s = (int)cli_get(serve_opts, "timeout")->i;
+    p.read_timeout_s = (int)cli_get(serve_opts, "read-timeout")->i;
     p.grace_s = (int)cli_get(serve_opts, "grace")->i;
     p.max_tokens_limit = (int)cli_get(serve_opts, "max-tokens-limit")->i;
     p.max_connections = (int)cli_get(serve_opts, "max-connections")->i;

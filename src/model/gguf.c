@@ -25,6 +25,7 @@
 #define GGUF_MAX_NAME 64           /* tensor name bytes including the NUL */
 #define GGUF_MAX_DIMS 4
 #define GGUF_DEFAULT_ALIGNMENT 32
+#define GGUF_MIN_ALIGNMENT 8 /* smaller would let f32 data and blocks start misaligned */
 #define GGUF_MIN_KV_BYTES 14       /* u64 len + 1 key byte + u32 type + 1 value byte */
 #define GGUF_MIN_TENSOR_BYTES 24   /* u64 len + u32 n_dims + u32 type + u64 offset */
 
@@ -512,6 +513,11 @@ static enum pv_status parse(struct gguf_file *f, struct pv_err *err)
         if (a == 0 || (a & (a - 1)) != 0)
             return pv_err_set(err, PV_ERR_FORMAT,
                               "%s: general.alignment %u is not a power of two", f->path, a);
+        /* tensors are read in place as floats and blocks: their starts must be aligned */
+        if (a < GGUF_MIN_ALIGNMENT)
+            return pv_err_set(err, PV_ERR_FORMAT,
+                              "%s: general.alignment %u is below %d (tensor data would be "
+                              "misaligned)", f->path, a, GGUF_MIN_ALIGNMENT);
         f->alignment = a;
     }
 

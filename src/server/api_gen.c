@@ -30,6 +30,7 @@ struct gen_run {
     size_t n_seen;               /* tokens taken from the job */
     bool started, finished;
     bool length;                 /* ended at max_tokens */
+    bool probed;                 /* a ping was sent early to test a client's FIN */
     uint64_t t_last_write_ns;
     int max_tokens;              /* after capping to the context */
     int n_output_total;          /* tokens of the finished choices */
@@ -216,6 +217,13 @@ static bool stream_produce(struct http_stream *s, struct pv_buf *out)
             g->r->n_output = g->n_output_total + (int)g->n_seen;
             g->finished = true;
             return false;
+        }
+        /* a FIN: closed (the ping's reset shows it at the next check) or half-closed */
+        if (g->r->peer_fin && !g->probed) {
+            g->probed = true;
+            emit_ping(&g->em, out);
+            g->t_last_write_ns = clock_now_ns();
+            return true;
         }
         if (clock_now_ns() - g->t_last_write_ns >=
             (uint64_t)g->r->srv->p.ping_interval_s * 1000000000ull) {

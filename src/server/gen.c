@@ -37,7 +37,8 @@ struct gen_job {
     int refs;                    /* engine + requester */
     atomic_bool cancel;
     /* engine-thread state */
-    struct gen_job *next;        /* queue link */
+    struct http_engine *e;       /* the engine it was submitted to */
+    struct gen_job *next;        /* queue link, under e->mu */
     uint64_t t_last_ns;
 };
 
@@ -190,10 +191,33 @@ void gen_logprobs(struct gen_job *j, size_t from, size_t n, struct gen_logprob *
     pthread_mutex_unlock(&j->mu);
 }
 
+/* A job still waiting in the queue leaves it at once: a client that went away must not
+ * keep a queue place (and make others' requests 529) until a slot frees. */
 void gen_cancel(struct gen_job *j)
 {
-    if (j)
-        atomic_store(&j->cancel, true);
+    if (!j)
+        return;
+    atomic_store(&j->cancel, true);
+    struct http_engine *e = j->e;
+    bool unlinked = false;
+    pthread_mutex_lock(&e->mu);
+    for (struct gen_job **pp = &e->queue_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+        if (*pp != j)
+            continue;
+        *pp = j->next;
+        if (e->queue_tail == j)
+            e->queue_tail = prev;
+        j->next = NULL;
+        e->n_queued--;
+        http_stats_queue(e->n_queued);
+        unlinked = true;
+        break;
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (unlinked) {
+        job_finish(j, PV_ERR_CANCELLED, "cancelled", false, false);
+        job_unref(j); /* the queue's reference */
+    }
 }
 
 void gen_release(struct gen_job *j)
@@ -641,6 +665,7 @@ enum pv_status gen_submit(struct http_engine *e, const struct gen_params *gp,
     j->p = *gp;
     j->p.prompt = prompt;
     j->t_submit_ns = clock_now_ns();
+    j->e = e;
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cv, NULL);
     atomic_init(&j->cancel, false);

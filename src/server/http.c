@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,6 +108,14 @@ void http_set_idle_timeout(struct http_req *r, unsigned seconds)
     MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT, seconds);
 }
 
+/*
+ * A peer's FIN alone (POLLRDHUP) does not mean it is gone: a client that half-closes
+ * after sending its request (shutdown(SHUT_WR), `nc -N`, some proxies) still reads the
+ * answer. Gone means reset or closed both ways (POLLHUP/POLLERR). A closed socket answers
+ * data with a reset, so after a FIN on a reply that has sent nothing yet, one interim
+ * "100 Continue" (which HTTP/1.1 clients must skip) is written to find out; a streamed
+ * reply writes events or pings anyway.
+ */
 bool http_client_gone(struct http_req *r)
 {
     const union MHD_ConnectionInfo *ci =
@@ -116,7 +125,21 @@ bool http_client_gone(struct http_req *r)
     struct pollfd pfd = {.fd = ci->connect_fd, .events = POLLRDHUP};
     if (poll(&pfd, 1, 0) <= 0)
         return false;
-    return (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+    if (pfd.revents & (POLLHUP | POLLERR | POLLNVAL))
+        return true;
+    if (pfd.revents & POLLRDHUP)
+        r->peer_fin = true;
+    /* HTTP/1.0 clients must not get a 1xx: for them a FIN still means gone */
+    if ((pfd.revents & POLLRDHUP) && !r->http11)
+        return true;
+    if ((pfd.revents & POLLRDHUP) && !r->streaming && !r->probed) {
+        static const char probe[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        r->probed = true;
+        if (send(ci->connect_fd, probe, sizeof(probe) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
+            errno != EAGAIN && errno != EWOULDBLOCK)
+            return true;
+    }
+    return false;
 }
 
 /* ---- replies ---------------------------------------------------------------------------- */
@@ -288,6 +311,7 @@ void http_reply_stream(struct http_req *r, struct http_stream *s)
 {
     struct req_box *box = (struct req_box *)r; /* r is the first member of its box */
     struct stream_ctx *c = xcalloc(1, sizeof(*c));
+    r->streaming = true;
     c->s = s;
     c->box = box;
     buf_init(&c->pending);
@@ -307,6 +331,26 @@ void http_reply_stream(struct http_req *r, struct http_stream *s)
 
 /* ---- access log --------------------------------------------------------------------------- */
 
+/* Request-controlled text for the text log: control bytes, quotes, backslashes and
+ * non-ASCII bytes as \xNN, so no value can end a line or forge a field. */
+static const char *log_escape(const char *in, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t w = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p && w + 5 < cap; p++) {
+        if (*p < 0x20 || *p >= 0x7f || *p == '"' || *p == '\\' || *p == ' ') {
+            out[w++] = '\\';
+            out[w++] = 'x';
+            out[w++] = hex[*p >> 4];
+            out[w++] = hex[*p & 15];
+        } else {
+            out[w++] = (char)*p;
+        }
+    }
+    out[w] = '\0';
+    return out;
+}
+
 static void access_log(struct http_req *r)
 {
     const double dur_ms = (double)(clock_now_ns() - r->t_start_ns) / 1e6;
@@ -322,10 +366,18 @@ static void access_log(struct http_req *r)
         gmtime_r(&ts.tv_sec, &tm);
         size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
         snprintf(when + n, sizeof(when) - n, ".%03ldZ", ts.tv_nsec / 1000000);
+        /* JSON strings must be UTF-8: a path that is not is logged escaped */
+        char path[4 * sizeof(r->path) + 1];
+        json_t *valid = json_string(r->path);
+        if (valid)
+            snprintf(path, sizeof(path), "%s", r->path);
+        else
+            log_escape(r->path, path, sizeof(path));
+        json_decref(valid);
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:f, "
                               "s:f, s:i, s:I}",
                               "time", when, "level", "info", "event", "request", "id", r->id, "method",
-                              r->method, "endpoint", r->path, "model", r->model, "status",
+                              r->method, "endpoint", path, "model", r->model, "status",
                               r->status, "prompt_tokens", r->n_prompt, "output_tokens",
                               r->n_output, "ttft_ms", r->ttft_ms < 0 ? 0.0 : r->ttft_ms,
                               "tokens_per_s", tps, "duration_ms", dur_ms, "tools", r->n_tools,
@@ -336,9 +388,13 @@ static void access_log(struct http_req *r)
         free(line);
         json_decref(o);
     } else {
+        char method[4 * sizeof(r->method) + 1], path[4 * sizeof(r->path) + 1],
+            model[4 * sizeof(r->model) + 1];
         log_info("request %s %s %s model=%s status=%d prompt_tokens=%d output_tokens=%d "
                  "ttft_ms=%.1f tok_s=%.1f duration_ms=%.1f tools=%d system_bytes=%ld",
-                 r->id, r->method, r->path, r->model[0] ? r->model : "-", r->status,
+                 r->id, log_escape(r->method, method, sizeof(method)),
+                 log_escape(r->path, path, sizeof(path)),
+                 r->model[0] ? log_escape(r->model, model, sizeof(model)) : "-", r->status,
                  r->n_prompt, r->n_output, r->ttft_ms < 0 ? 0.0 : r->ttft_ms, tps, dur_ms,
                  r->n_tools, r->system_bytes);
     }
@@ -356,6 +412,8 @@ static enum http_api models_api(struct http_req *r)
 
 struct header_tally {
     size_t bytes;
+    int n_host;
+    int n_content_type;
     int n_content_length;
     bool transfer_encoding;
 };
@@ -368,40 +426,85 @@ static enum MHD_Result tally_header(void *cls, enum MHD_ValueKind kind, const ch
     t->bytes += strlen(key) + (value ? strlen(value) : 0) + 4;
     if (strcasecmp(key, "content-length") == 0)
         t->n_content_length++;
+    if (strcasecmp(key, "host") == 0)
+        t->n_host++;
+    if (strcasecmp(key, "content-type") == 0)
+        t->n_content_type++;
     if (strcasecmp(key, "transfer-encoding") == 0)
         t->transfer_encoding = true;
     return MHD_YES;
 }
 
-static bool is_loopback_host(const char *host)
+/* A port after a host name: ":" and 1 to 5 digits, or nothing. */
+static bool port_ok(const char *s)
 {
-    return strcmp(host, "127.0.0.1") == 0 || strcmp(host, "localhost") == 0 ||
-           strcmp(host, "::1") == 0 || strncmp(host, "127.", 4) == 0;
+    if (*s == '\0')
+        return true;
+    if (*s++ != ':')
+        return false;
+    size_t n = strspn(s, "0123456789");
+    return n >= 1 && n <= 5 && s[n] == '\0';
 }
 
-/* Host header check against DNS rebinding when bound to loopback: accept only names that
- * resolve to this machine. */
-static bool host_header_ok(struct http_req *r)
+/* Exactly a name of this machine: localhost, an IPv4 literal in 127/8, or [::1], each
+ * with an optional port. "127.evil.example" and "[::1]junk" are not. */
+static bool is_loopback_host(const char *host)
 {
-    const char *h = http_header(r, "host");
-    char name[256];
-    if (!h || !is_loopback_host(r->srv->p.host))
-        return true;
-    size_t n = strlen(h);
-    if (n >= sizeof(name))
-        return false;
-    memcpy(name, h, n + 1);
-    if (name[0] == '[') {
-        char *end = strchr(name, ']');
-        if (!end)
+    char name[64];
+    if (host[0] == '[') {
+        const char *end = strchr(host, ']');
+        size_t n = end ? (size_t)(end - host - 1) : sizeof(name);
+        struct in6_addr a6;
+        if (n >= sizeof(name) || !port_ok(end + 1))
             return false;
-        *end = '\0';
-        return strcmp(name + 1, "::1") == 0;
+        memcpy(name, host + 1, n);
+        name[n] = '\0';
+        return inet_pton(AF_INET6, name, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
     }
-    char *colon = strchr(name, ':');
-    if (colon)
-        *colon = '\0';
-    return is_loopback_host(name);
+    size_t n = strcspn(host, ":");
+    if (n >= sizeof(name) || !port_ok(host + n))
+        return false;
+    memcpy(name, host, n);
+    name[n] = '\0';
+    if (strcasecmp(name, "localhost") == 0)
+        return true;
+    struct in_addr a4;
+    return inet_pton(AF_INET, name, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
+/* Host header check against DNS rebinding when bound to loopback: a browser that was
+ * sent here by a rebinding name still says that name in Host. Accept only names of this
+ * machine, and only one Host header. */
+static bool host_header_ok(struct http_req *r, int n_host)
+{
+    char bound[80];
+    const char *b = r->srv->p.host;
+    if (n_host > 1)
+        return false;
+    /* the bound address as a Host value ("::1" is written "[::1]") */
+    snprintf(bound, sizeof(bound), strchr(b, ':') && b[0] != '[' ? "[%s]" : "%s", b);
+    if (!is_loopback_host(bound))
+        return true;
+    const char *h = http_header(r, "host");
+    return !h || is_loopback_host(h);
+}
+
+/* POST bodies must say they are JSON: a web page can send text/plain, form and
+ * multipart bodies (or none) to any address without asking (no CORS preflight), but
+ * not application/json. */
+static bool content_type_ok(struct http_req *r, int n_content_type)
+{
+    const char *ct = http_header(r, "content-type");
+    if (!ct || n_content_type != 1)
+        return false;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    size_t n = strcspn(ct, "; \t");
+    if (n == 16 && strncasecmp(ct, "application/json", 16) == 0)
+        return true;
+    /* application/<something>+json (e.g. vnd.api+json) */
+    return n > 17 && strncasecmp(ct, "application/", 12) == 0 &&
+           strncasecmp(ct + n - 5, "+json", 5) == 0;
 }
 
 static bool authorized(struct http_req *r)
@@ -440,7 +543,7 @@ static bool precheck(struct http_req *r, const struct http_route *rt, unsigned l
                          "ambiguous request framing: conflicting content-length");
         return false;
     }
-    if (!host_header_ok(r)) {
+    if (!host_header_ok(r, t.n_host)) {
         http_reply_error(r, PV_ERR_PERMISSION, NULL,
                          "host header does not name this machine (server bound to loopback)");
         return false;
@@ -474,6 +577,20 @@ static bool precheck(struct http_req *r, const struct http_route *rt, unsigned l
         snprintf(msg, sizeof(msg), "method %s is not allowed on %s (use %s)", r->method,
                  rt->path, rt->method);
         reply_error_status(r, 405, PV_ERR_INVALID, NULL, msg);
+        return false;
+    }
+    if (strcmp(r->method, "POST") == 0 && !content_type_ok(r, t.n_content_type)) {
+        const char *ct = http_header(r, "content-type");
+        char cut[65], shown[4 * sizeof(cut) + 1], msg[400];
+        snprintf(cut, sizeof(cut), "%s", ct ? ct : "");
+        if (t.n_content_type > 1)
+            snprintf(msg, sizeof(msg), "content-type must be given once, as application/json");
+        else if (!ct)
+            snprintf(msg, sizeof(msg), "content-type header is required: application/json");
+        else
+            snprintf(msg, sizeof(msg), "content-type must be application/json, not '%s'",
+                     log_escape(cut, shown, sizeof(shown)));
+        reply_error_status(r, 415, PV_ERR_INVALID, NULL, msg);
         return false;
     }
     if (has_clen && clen > r->srv->p.max_body_bytes) {
@@ -537,6 +654,19 @@ static void dispatch(struct http_req *r, const struct http_route *rt)
     rt->handle(r);
 }
 
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static void conn_set_reading(struct http_server *srv, struct MHD_Connection *conn, bool reading);
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -545,7 +675,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct http_server *srv = cls;
     struct req_box *box = *con_cls;
     const struct http_route *rt;
-    PV_UNUSED(version);
 
     if (!box) {
         box = xcalloc(1, sizeof(*box));
@@ -558,6 +687,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         buf_init(&r->body);
         http_make_id(r->id, sizeof(r->id), "req_", 24);
         snprintf(r->method, sizeof(r->method), "%s", method);
+        r->http11 = version && strcmp(version, MHD_HTTP_VERSION_1_0) != 0;
         size_t plen = strcspn(url, "?");
         if (plen >= sizeof(r->path))
             plen = sizeof(r->path) - 1; /* truncated: matches no route */
@@ -606,6 +736,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     rt = http_route_find(r->path, &r->path_arg);
     PV_ASSERT(rt);
+    conn_set_reading(srv, conn, false);
     dispatch(r, rt);
     return r->handled ? MHD_YES : MHD_NO;
 }
@@ -615,7 +746,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     struct http_server *srv = cls;
     struct req_box *box = *con_cls;
-    PV_UNUSED(conn);
     if (!box)
         return;
     struct http_req *r = &box->r;
@@ -625,6 +755,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r->handled && r->status == 0)
         r->status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 499;
     access_log(r);
+    conn_set_reading(srv, conn, true); /* a kept-alive connection waits for its next request */
     atomic_fetch_sub(&srv->active, 1);
     *con_cls = NULL;
     box_unref(box);
@@ -641,6 +772,142 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     log_debug("http: %s", msg);
 }
 
+/* ---- connections ------------------------------------------------------------------------- */
+
+/* The socket context of a request's connection (NULL if libmicrohttpd has none). */
+static struct http_conn *conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Mark a connection as reading a request (since now) or as busy with one. */
+static void conn_set_reading(struct http_server *srv, struct MHD_Connection *conn, bool reading)
+{
+    struct http_conn *c = conn_of(conn);
+    if (!c)
+        return;
+    pthread_mutex_lock(&srv->conns_mu);
+    c->reading = reading;
+    c->t_read_ns = clock_now_ns();
+    pthread_mutex_unlock(&srv->conns_mu);
+}
+
+/* Close a connection from outside its thread: its poll wakes to end-of-file and
+ * libmicrohttpd closes it. Under conns_mu (the fd stays open until on_conn CLOSED). */
+static void conn_shut(struct http_conn *c)
+{
+    c->closing = true;
+    shutdown(c->fd, SHUT_RDWR);
+}
+
+static void on_conn(void *cls, struct MHD_Connection *conn, void **socket_context,
+                    enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *srv = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct http_conn *c = xcalloc(1, sizeof(*c));
+        c->fd = ci ? ci->connect_fd : -1;
+        c->reading = true;
+        c->t_read_ns = clock_now_ns();
+        pthread_mutex_lock(&srv->conns_mu);
+        c->prev = srv->conns_tail;
+        if (srv->conns_tail)
+            srv->conns_tail->next = c;
+        else
+            srv->conns_head = c;
+        srv->conns_tail = c;
+        int live = 0;
+        for (struct http_conn *x = srv->conns_head; x; x = x->next)
+            live += !x->closing;
+        if (live > srv->p.max_connections) {
+            /* all taken: the connection waiting longest for a request makes room; when
+             * every one is busy with a request, the newcomer is refused */
+            struct http_conn *victim = c;
+            for (struct http_conn *x = srv->conns_head; x; x = x->next)
+                if (x != c && x->reading && !x->closing && x->fd >= 0 &&
+                    (victim == c || x->t_read_ns < victim->t_read_ns))
+                    victim = x;
+            if (victim != c)
+                log_debug("connection limit: closing one idle for %.1f s",
+                          (double)(clock_now_ns() - victim->t_read_ns) / 1e9);
+            if (victim->fd >= 0)
+                conn_shut(victim);
+        }
+        pthread_mutex_unlock(&srv->conns_mu);
+        *socket_context = c;
+        return;
+    }
+    struct http_conn *c = *socket_context;
+    if (!c)
+        return;
+    pthread_mutex_lock(&srv->conns_mu);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns_head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        srv->conns_tail = c->prev;
+    pthread_mutex_unlock(&srv->conns_mu);
+    *socket_context = NULL;
+    free(c);
+}
+
+/* The read deadline: a connection that has not delivered a whole request within
+ * read_timeout_s of its start (or of its last reply) is closed, however slowly it
+ * keeps sending. The idle timeout alone would let a dribbling client stay forever. */
+static void *conn_watchdog(void *arg)
+{
+    struct http_server *srv = arg;
+    const uint64_t limit_ns = (uint64_t)srv->p.read_timeout_s * 1000000000ull;
+    pthread_mutex_lock(&srv->conns_mu);
+    while (!srv->conns_stop) {
+        const uint64_t now = clock_now_ns();
+        for (struct http_conn *c = srv->conns_head; c; c = c->next)
+            if (c->reading && !c->closing && c->fd >= 0 && now - c->t_read_ns > limit_ns) {
+                log_debug("connection closed: no complete request within %d s",
+                          srv->p.read_timeout_s);
+                conn_shut(c);
+            }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&srv->conns_cv, &srv->conns_mu, &ts);
+    }
+    pthread_mutex_unlock(&srv->conns_mu);
+    return NULL;
+}
+
+/* Percent-decoding of the URL, except that %00 stays as it is: a NUL would cut the path
+ * short ("/health%00x" must not route to /health). */
+static size_t unescape_url(void *cls, struct MHD_Connection *conn, char *s)
+{
+    PV_UNUSED(cls);
+    PV_UNUSED(conn);
+    char *w = s;
+    for (const char *p = s; *p; p++) {
+        int hi, lo;
+        if (*p == '%' && (hi = hex_digit(p[1])) >= 0 && (lo = hex_digit(p[2])) >= 0 &&
+            (hi | lo) != 0) {
+            *w++ = (char)(hi * 16 + lo);
+            p += 2;
+        } else {
+            *w++ = *p;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
 void server_default_params(struct server_params *p)
@@ -655,6 +922,7 @@ void server_default_params(struct server_params *p)
     p->max_header_bytes = 32u << 10;
     p->queue_len = 16;
     p->conn_timeout_s = 600;
+    p->read_timeout_s = 30;
     p->grace_s = 30;
     p->max_tokens_limit = 1000000;
     p->max_connections = 256;
@@ -700,15 +968,27 @@ static void model_name_from_path(const char *path, char *out, size_t cap)
     out[n] = '\0';
 }
 
+/* The pid file is created without following a symlink and only written when it is a
+ * regular file of ours: its default place is /tmp, where anyone can plant a link. */
 static void write_pid_file(const char *path)
 {
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        log_warn("cannot write pid file '%s': %s", path, strerror(errno));
+    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0644);
+    if (fd < 0) {
+        log_warn("cannot write pid file '%s': %s", path,
+                 errno == ELOOP ? "it is a symbolic link" : strerror(errno));
         return;
     }
-    fprintf(f, "%ld\n", (long)getpid());
-    fclose(f);
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+        log_warn("cannot write pid file '%s': not a regular file owned by this user", path);
+        close(fd);
+        return;
+    }
+    char line[32];
+    int n = snprintf(line, sizeof(line), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || write(fd, line, (size_t)n) != n)
+        log_warn("cannot write pid file '%s': %s", path, strerror(errno));
+    close(fd);
 }
 
 enum pv_status server_run(const struct server_params *p, struct pv_err *err)
@@ -724,6 +1004,10 @@ enum pv_status server_run(const struct server_params *p, struct pv_err *err)
     srv->created_unix = clock_wall_s();
     atomic_init(&srv->draining, false);
     atomic_init(&srv->active, 0);
+    pthread_mutex_init(&srv->conns_mu, NULL);
+    pthread_cond_init(&srv->conns_cv, NULL);
+    pthread_t watchdog;
+    bool watchdog_started = false;
     log_set_json(p->log_json);
     http_stats_init();
     model_name_from_path(p->model_path, srv->model_name, sizeof(srv->model_name));
@@ -765,7 +1049,10 @@ enum pv_status server_run(const struct server_params *p, struct pv_err *err)
         flags, (uint16_t)p->port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)p->conn_timeout_s,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->max_connections,
+        /* a few over the limit, so that on_conn can close an idle one for a newcomer */
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->max_connections + 16u,
+        MHD_OPTION_NOTIFY_CONNECTION, on_conn, srv, MHD_OPTION_UNESCAPE_CALLBACK, unescape_url,
+        NULL,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(p->max_header_bytes + 64 * 1024),
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
         MHD_OPTION_END);
@@ -774,6 +1061,10 @@ enum pv_status server_run(const struct server_params *p, struct pv_err *err)
                         p->port);
         goto out_engine;
     }
+    if (pthread_create(&watchdog, NULL, conn_watchdog, srv) == 0)
+        watchdog_started = true;
+    else
+        log_warn("cannot start the connection watchdog: no read deadline");
     if (p->pid_file && *p->pid_file)
         write_pid_file(p->pid_file);
     log_info("listening on http://%s%s%s:%d model=%s slots=%d ctx=%d auth=%s", 
@@ -812,6 +1103,12 @@ enum pv_status server_run(const struct server_params *p, struct pv_err *err)
     }
     MHD_stop_daemon(d);
     log_info("stopped");
+    pthread_mutex_lock(&srv->conns_mu);
+    srv->conns_stop = true;
+    pthread_cond_broadcast(&srv->conns_cv);
+    pthread_mutex_unlock(&srv->conns_mu);
+    if (watchdog_started)
+        pthread_join(watchdog, NULL);
 
 out_engine:
     prompt_free(srv);
@@ -819,6 +1116,8 @@ out_engine:
     if (p->pid_file && *p->pid_file && d)
         unlink(p->pid_file);
 out_free:
+    pthread_mutex_destroy(&srv->conns_mu);
+    pthread_cond_destroy(&srv->conns_cv);
     free(srv);
     return st;
 }

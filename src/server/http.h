@@ -9,6 +9,10 @@
  *
  * Limits (each a `pensieve serve` flag; defaults in server_default_params):
  *   body bytes -> 413; total header bytes -> 431; idle connection seconds -> closed;
+ *   seconds to receive a whole request (a deadline) -> closed; connections -> the one idle
+ *   longest is closed for a newcomer (refused when every one is busy);
+ *   POST without a JSON content type -> 415; Host not naming this machine (loopback
+ *   bind) -> 403;
  *   waiting requests -> 529 (Anthropic) / 503 (OpenAI); max_tokens above the absurd
  *   ceiling -> 400; prompt longer than the context -> 400 "prompt is too long".
  */
@@ -47,6 +51,10 @@ struct http_req {
     struct pv_buf body;          /* request body, at most max_body_bytes */
     bool body_too_large;
     bool handled;                /* a response has been queued */
+    bool streaming;              /* the reply is an SSE stream */
+    bool probed;                 /* an interim 100 was written to test a half-closed peer */
+    bool peer_fin;               /* the client shut down its sending side (or closed) */
+    bool http11;                 /* not HTTP/1.0: interim 1xx answers are allowed */
     int status;                  /* HTTP status sent */
     uint64_t t_start_ns;
     /* filled by endpoints for the access log */
@@ -57,6 +65,16 @@ struct http_req {
     long system_bytes;           /* bytes of system prompt text (system + system messages) */
     json_t *json;                /* parsed body, owned */
     const char *path_arg;        /* the {id} part of the route's path, in `path`, or NULL */
+};
+
+/* One open connection (libmicrohttpd's socket context): while `reading`, it has not
+ * delivered a complete request since `t_read_ns` (its start or its last reply's end). */
+struct http_conn {
+    struct http_conn *prev, *next; /* the server's list, under conns_mu */
+    int fd;
+    bool reading;
+    bool closing;                  /* shut down by the watchdog or for a newcomer */
+    uint64_t t_read_ns;
 };
 
 /* The server: parameters, the loaded model (or NULL), the engine, stats. */
@@ -70,6 +88,12 @@ struct http_server {
     double created_unix;         /* when the server started, for model listings */
     atomic_bool draining;        /* SIGTERM received: new requests are refused */
     atomic_int active;           /* requests being handled */
+    /* open connections, oldest first: the read deadline and eviction when all are taken */
+    pthread_mutex_t conns_mu;
+    pthread_cond_t conns_cv;     /* wakes the watchdog at shutdown */
+    struct http_conn *conns_head, *conns_tail;
+    int n_conns;
+    bool conns_stop;
 };
 
 /* ---- replies (http.c) ----------------------------------------------------------------- */
@@ -103,7 +127,10 @@ void http_reply_stream(struct http_req *r, struct http_stream *s);
 /* Set the idle timeout of r's connection in seconds (0: none). --timeout guards reading
  * the request; while a reply is generated, silence is the server's, not the client's. */
 void http_set_idle_timeout(struct http_req *r, unsigned seconds);
-/* True when the client of `r` closed its side of the connection. */
+/* True when the client of `r` is gone (reset, or closed both ways); a client that only
+ * half-closed after its request is still there and gets its answer. Sets r->peer_fin when
+ * the client's FIN was seen: a stream then writes a ping soon, whose reset tells a
+ * closed client from a half-closed one. */
 bool http_client_gone(struct http_req *r);
 
 /* ---- small helpers (http.c) ------------------------------------------------------------ */

@@ -153,7 +153,10 @@ static enum pv_status build_chat(struct http_req *r, const struct api_request *q
     if (st != PV_OK || q->kind == API_COUNT_TOKENS)
         goto out_prompt;
     /* forced output (tool_choice any/tool/required/named, response_format): a grammar */
-    struct chat_grammar *g = chat_grammar_for(&conv);
+    struct chat_grammar *g;
+    st = chat_grammar_for(&conv, &g, err);
+    if (st != PV_OK)
+        goto out_prompt;
     if (g) {
         in->matcher = chat_matcher_new(g, r->srv->tok_table);
         if (!in->matcher) {

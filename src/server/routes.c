@@ -22,6 +22,14 @@ static void handle_models(struct http_req *r)
 
 static void handle_model(struct http_req *r)
 {
+    /* the id is request text for the reply's JSON and the log: UTF-8 without newlines */
+    json_t *valid = json_string(r->path_arg); /* NULL unless UTF-8 */
+    json_decref(valid);
+    if (!valid || strpbrk(r->path_arg, "\r\n")) {
+        http_reply_error(r, PV_ERR_NOT_FOUND, "model",
+                         "model: the id in the path is not valid UTF-8 text");
+        return;
+    }
     http_handle_models(r, r->path_arg);
 }
 

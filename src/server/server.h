@@ -34,6 +34,8 @@ struct server_params {
     size_t max_header_bytes;    /* total request header bytes -> 431 */
     int queue_len;              /* requests waiting for a slot before 529/503 */
     int conn_timeout_s;         /* idle seconds before a connection is closed */
+    int read_timeout_s;         /* seconds to receive a whole request (head and body), from
+                                   the connection's start or the previous reply's end */
     int grace_s;                /* seconds running requests get after SIGTERM */
     int max_tokens_limit;       /* max_tokens above this is rejected as absurd (400) */
     int max_connections;        /* simultaneous connections */

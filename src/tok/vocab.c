@@ -114,14 +114,15 @@ static enum pv_status load_tokens(struct pv_vocab *v, const struct gguf_file *f,
         return pv_err_set(err, PV_ERR_FORMAT, "'tokenizer.ggml.tokens' has %llu tokens "
                           "(1 to %u accepted)", (unsigned long long)n, MAX_TOKENS);
     v->n_tokens = (uint32_t)n;
+    /* the element types llama.cpp reads them as: f32 scores, i32 types (PR #26690) */
     has_scores = gguf_get_arr_info(f, "tokenizer.ggml.scores", &et, &n_scores);
-    if (has_scores && (et == GGUF_STRING || et == GGUF_ARRAY || n_scores < n))
-        return pv_err_set(err, PV_ERR_FORMAT, "'tokenizer.ggml.scores' must hold %llu numbers",
-                          (unsigned long long)n);
+    if (has_scores && (et != GGUF_F32 || n_scores < n))
+        return pv_err_set(err, PV_ERR_FORMAT, "'tokenizer.ggml.scores' must hold %llu f32 "
+                          "numbers", (unsigned long long)n);
     has_types = gguf_get_arr_info(f, "tokenizer.ggml.token_type", &et, &n_types);
-    if (has_types && (et == GGUF_STRING || et == GGUF_ARRAY || n_types < n))
+    if (has_types && (et != GGUF_I32 || n_types < n))
         return pv_err_set(err, PV_ERR_FORMAT,
-                          "'tokenizer.ggml.token_type' must hold %llu integers",
+                          "'tokenizer.ggml.token_type' must hold %llu i32 integers",
                           (unsigned long long)n);
 
     v->tokens = try_calloc(n, sizeof(*v->tokens));
@@ -396,7 +397,8 @@ static void mark_eog(struct pv_vocab *v, int32_t id, bool control)
     v->tokens[id].attr |= TOK_ATTR_EOG;
 }
 
-static void read_special_ids(struct pv_vocab *v, const struct gguf_file *f)
+static enum pv_status read_special_ids(struct pv_vocab *v, const struct gguf_file *f,
+                                       struct pv_err *err)
 {
     static const struct {
         const char *key;
@@ -412,6 +414,10 @@ static void read_special_ids(struct pv_vocab *v, const struct gguf_file *f)
     for (size_t i = 0; i < PV_ARRAY_LEN(keys); i++) {
         int32_t *dst = (int32_t *)((char *)v + keys[i].off);
         uint32_t id;
+        /* present but negative, not an integer or past u32: an error, not "none" */
+        if (gguf_find_key(f, keys[i].key) >= 0 && !gguf_get_u32(f, keys[i].key, &id))
+            return pv_err_set(err, PV_ERR_FORMAT, "'%s' is not a token id (an unsigned 32-bit "
+                              "integer)", keys[i].key);
         if (gguf_get_u32(f, keys[i].key, &id)) {
             if (id < v->n_tokens)
                 *dst = (int32_t)id;
@@ -432,6 +438,7 @@ static void read_special_ids(struct pv_vocab *v, const struct gguf_file *f)
         v->add_bos = false;
     if (v->add_eos && v->eos < 0)
         v->add_eos = false;
+    return PV_OK;
 }
 
 /* End-of-generation set and special-token attributes, as llama.cpp derives them. */
@@ -572,9 +579,8 @@ enum pv_status tok_vocab_load(const struct gguf_file *f, struct pv_vocab **out,
         return pv_err_set(err, PV_ERR_NOMEM, "vocabulary");
     memset(v->trie_root, 0xFF, sizeof(v->trie_root));
     if ((st = set_kind(v, f, err)) != PV_OK || (st = load_tokens(v, f, err)) != PV_OK ||
-        (st = build_map(v, err)) != PV_OK)
+        (st = build_map(v, err)) != PV_OK || (st = read_special_ids(v, f, err)) != PV_OK)
         goto fail_vocab;
-    read_special_ids(v, f);
     derive_specials(v, f);
     if ((st = build_pieces(v, err)) != PV_OK)
         goto fail_vocab;

@@ -6,6 +6,7 @@
  * hands out many allocations from large chunks and frees them all at once: the
  * lifetime of one request.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,21 +57,41 @@ char *xstrndup(const char *s, size_t n)
     return p;
 }
 
+/* Fault injection for tests: the countdown'th fallible allocation from now fails. */
+static _Atomic long fail_countdown;
+
+void pv_alloc_fail_at(long n)
+{
+    atomic_store(&fail_countdown, n > 0 ? n : 0);
+}
+
+static bool injected_failure(void)
+{
+    long c = atomic_load_explicit(&fail_countdown, memory_order_relaxed);
+    if (c <= 0)
+        return false;
+    return atomic_fetch_sub(&fail_countdown, 1) == 1;
+}
+
 void *try_malloc(size_t n)
 {
+    if (injected_failure())
+        return NULL;
     return malloc(n ? n : 1);
 }
 
 void *try_calloc(size_t count, size_t size)
 {
     size_t total;
-    if (pv_mul_overflow(count, size, &total))
+    if (pv_mul_overflow(count, size, &total) || injected_failure())
         return NULL;
     return calloc(total ? total : 1, 1);
 }
 
 void *try_realloc(void *p, size_t n)
 {
+    if (injected_failure())
+        return NULL;
     return realloc(p, n ? n : 1);
 }
 
@@ -111,7 +132,7 @@ void *arena_alloc(struct pv_arena *a, size_t n)
         cap = need > a->chunk_bytes ? need : a->chunk_bytes;
         if (pv_add_overflow(cap, sizeof(*c), &total))
             return NULL;
-        c = malloc(total);
+        c = try_malloc(total);
         if (!c)
             return NULL;
         c->cap = cap;

@@ -73,6 +73,9 @@ char *xstrndup(const char *s, size_t n);
 void *try_malloc(size_t n);
 void *try_calloc(size_t count, size_t size);
 void *try_realloc(void *p, size_t n);
+/* Fault injection (tests only): the n-th try_* or arena allocation from now returns NULL,
+ * once; 0 turns it off. Lets a test walk every allocation failure of a code path. */
+void pv_alloc_fail_at(long n);
 
 /* ---- arena: many allocations, one release ------------------------------------------ */
 

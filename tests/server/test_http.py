@@ -262,7 +262,8 @@ def test_slow_client_is_disconnected(small_server):
 
 def test_slow_body_is_disconnected(small_server):
     with socket.create_connection((small_server.host, small_server.port), timeout=15) as s:
-        s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
+        s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n{")
         assert s.recv(4096) == b""
 
 

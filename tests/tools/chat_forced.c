@@ -164,7 +164,9 @@ int main(void)
             chat_conv_release(&conv);
             continue;
         }
-        struct chat_grammar *g = chat_grammar_for(&conv);
+        struct chat_grammar *g = NULL;
+        if (chat_grammar_for(&conv, &g, &err))
+            return die("grammar", &err);
         struct chat_matcher *m = g ? chat_matcher_new(g, table) : NULL;
         struct chat_parser_params pp;
         chat_parser_params_for(tmpl, &conv, &prompt, &pp);

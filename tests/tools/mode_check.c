@@ -3,7 +3,7 @@
  * own scalar reference: runs on any x86-64 machine from the engine-only build
  * (`make check-engine`), and from tests/engine/test_modes.py.
  *
- *   mode_check MODEL [N_TOKENS] [TOLERANCE]
+ *   mode_check MODEL [N_TOKENS] [TOLERANCE] [DUMP_DIR]
  * evaluates BOS + N_TOKENS (default 60) pseudo-random ids of MODEL in every kernel mode
  * the CPU runs (scalar, avx2/8, avx2/16, avx2+vnni/8, avx2+vnni/16), with one thread and
  * with all cores, and prints one line per mode. Passes when, in every mode:
@@ -11,8 +11,10 @@
  *   - max |logit - scalar| <= TOLERANCE (default 2e-2) of the scalar logits' range;
  *   - the top-1 token equals the scalar one wherever the scalar top two differ by more
  *     than 5% of the position's range;
- * and AVX2+VNNI gives the bits of AVX2 in the same lane order. Exit status 0 when all
- * pass, 1 when one fails, 2 on a usage or load error.
+ * and AVX2+VNNI gives the bits of AVX2 in the same lane order. With DUMP_DIR, also writes
+ * the ids (ids.txt) and each mode's logits (MODE.f32, '/' and '+' as '_') there, for
+ * tests/tools/oracle_check.py to hold against llama.cpp. Exit status 0 when all pass, 1
+ * when one fails, 2 on a usage or load error.
  */
 #include <math.h>
 #include <stdio.h>
@@ -88,12 +90,38 @@ static void compare(const float *a, const float *ref, size_t n, size_t nv, doubl
     *rel = hi > lo ? max / (hi - lo) : max;
 }
 
+static int dump_ids(const char *dir, const int32_t *ids, size_t n)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/ids.txt", dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return fprintf(stderr, "mode_check: cannot write '%s'\n", path), 1;
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%d%c", (int)ids[i], i + 1 < n ? ' ' : '\n');
+    return fclose(f) != 0;
+}
+
+static int dump_logits(const char *dir, enum cpu_mode m, const float *x, size_t count)
+{
+    char path[4096], name[32];
+    snprintf(name, sizeof(name), "%s", cpu_mode_name(m));
+    for (char *c = name; *c; c++)
+        *c = *c == '/' || *c == '+' ? '_' : *c;
+    snprintf(path, sizeof(path), "%s/%s.f32", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(x, sizeof(float), count, f) != count || fclose(f) != 0)
+        return fprintf(stderr, "mode_check: cannot write '%s'\n", path), 1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct pv_err err;
     struct pv_model *model;
-    if (argc < 2 || argc > 4)
-        return fprintf(stderr, "usage: mode_check MODEL [N_TOKENS] [TOLERANCE]\n"), 2;
+    if (argc < 2 || argc > 5)
+        return fprintf(stderr, "usage: mode_check MODEL [N_TOKENS] [TOLERANCE] [DUMP_DIR]\n"), 2;
+    const char *dump = argc > 4 ? argv[4] : NULL;
     size_t n = argc > 2 ? strtoul(argv[2], NULL, 10) + 1 : 61;
     double tol = argc > 3 ? strtod(argv[3], NULL) : 2e-2;
     if (n < 2 || n > 4096 || !(tol > 0))
@@ -109,6 +137,8 @@ int main(int argc, char **argv)
         ids[i] = (int32_t)(3 + (s >> 8) % (uint32_t)(nv - 3));
     }
 
+    if (dump && dump_ids(dump, ids, n) != 0)
+        return 2;
     float *logits[CPU_MODE_COUNT] = {0};
     int failed = 0;
     printf("%s: %zu positions, kernels of this CPU: %s\n", argv[1], n, pv_cpu_kernels_available());
@@ -140,6 +170,8 @@ int main(int argc, char **argv)
                same_threads ? "same bits" : "DIFFER", rel, tol, bad, clear, twin ? twin : "");
         failed |= !ok;
         free(one);
+        if (dump && dump_logits(dump, (enum cpu_mode)m, logits[m], n * nv) != 0)
+            return 2;
     }
     printf("%s\n", failed ? "mode_check: FAILED" : "mode_check: all modes agree");
     for (int m = 0; m < CPU_MODE_COUNT; m++)

@@ -7,8 +7,10 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "chat/chat.h"
+#include "chat/jinja.h"
 #include "harness.h"
 
 /* ---- event collector: a canonical string of the event sequence ------------------- */
@@ -377,7 +379,8 @@ static void test_render_prefill_and_think_open(void)
     chat_parser_params_for(t, &c, &p, &pp);
     CHECK(!pp.think_open);
     CHECK_EQ_INT(pp.tool_format, CHAT_TOOLFMT_HERMES);
-    struct chat_grammar *g = chat_grammar_for(&c);
+    struct chat_grammar *g = NULL;
+    CHECK_EQ_INT(chat_grammar_for(&c, &g, &err), PV_OK);
     CHECK(g != NULL);
     chat_grammar_free(g);
     chat_prompt_release(&p);
@@ -478,6 +481,54 @@ static void test_grammar_tool_call(void)
     chat_matcher_free(m);
     CHECK(chat_grammar_tool_call(tools, "missing") == NULL);
     json_decref(tools);
+}
+
+/* Grammar size is request-controlled: a schema of 32,764 alternatives once numbered
+ * nodes past a 16-bit frame field and crashed the server. Over the limit is an error. */
+static void test_grammar_limits(void)
+{
+    struct pv_err err = {0};
+    json_t *alts = json_array();
+    for (int i = 0; i < 32764; i++)
+        json_array_append_new(alts, json_pack("{s:s, s:{s:{s:s}}}", "type", "object",
+                                              "properties", "k", "type", "string"));
+    json_t *schema = json_pack("{s:o}", "anyOf", alts);
+    CHECK(chat_grammar_from_schema(schema) == NULL);
+    struct chat_conv c = {0};
+    c.format = CHAT_FORMAT_JSON_SCHEMA;
+    c.schema = schema;
+    struct chat_grammar *g = (struct chat_grammar *)&c; /* must be reset */
+    CHECK_EQ_INT(chat_grammar_for(&c, &g, &err), PV_ERR_INVALID);
+    CHECK(g == NULL);
+    CHECK(strstr(err.msg, "response_format") != NULL);
+    /* the same schema as a forced tool's parameters */
+    json_t *tools = json_pack("[{s:s, s:{s:s, s:O}}]", "type", "function", "function", "name",
+                              "f", "parameters", schema);
+    c.format = CHAT_FORMAT_TEXT;
+    c.tools = tools;
+    c.tool_choice = CHAT_TOOLS_REQUIRED;
+    CHECK_EQ_INT(chat_grammar_for(&c, &g, &err), PV_ERR_INVALID);
+    CHECK(chat_grammar_tool_call(tools, NULL) == NULL);
+    json_decref(tools);
+    json_decref(schema);
+    /* a huge enum counts its values */
+    json_t *en = json_array();
+    for (int i = 0; i < 5000; i++)
+        json_array_append_new(en, json_integer(i));
+    schema = json_pack("{s:o}", "enum", en);
+    CHECK(chat_grammar_from_schema(schema) == NULL);
+    json_decref(schema);
+    /* just under the limit still compiles, and node ids past 32767 never happen */
+    en = json_array();
+    for (int i = 0; i < 4000; i++)
+        json_array_append_new(en, json_integer(i));
+    schema = json_pack("{s:o}", "enum", en);
+    g = chat_grammar_from_schema(schema);
+    CHECK(g != NULL);
+    struct chat_matcher *m = chat_matcher_new(g, NULL);
+    CHECK(chat_matcher_feed(m, "3999", 4));
+    chat_matcher_free(m);
+    json_decref(schema);
 }
 
 /* With the default model's real vocabulary: a user who writes "<start_of_turn>" gets
@@ -683,6 +734,185 @@ static void test_template_formats(void)
 }
 
 /* Malformed bodies: a status, never a crash (run under ASan/UBSan). */
+/* The request path with each fallible allocation failing once in turn (the template's
+ * arena, the prompt, the tokenizer's buffers): a clear PV_ERR_NOMEM, no crash, no leak. */
+static void test_request_allocation_failures(void)
+{
+    struct pv_vocab *v = NULL;
+    struct pv_err err = {0};
+    const char *vocab_path = "tests/fuzz/seeds/fuzz_vocab/llama-q8_0.gguf";
+    if (pv_vocab_load_file(vocab_path, &v, &err) != PV_OK) {
+        fprintf(stderr, "  %s: %s\n", vocab_path, err.msg);
+        CHECK(false);
+        return;
+    }
+    json_t *body = J("{\"system\":\"Be brief.\",\"messages\":[{\"role\":\"user\",\"content\":"
+                     "\"hello world, the cat\"},{\"role\":\"assistant\",\"content\":\"the dog\"},"
+                     "{\"role\":\"user\",\"content\":\"and the model?\"}]}");
+    int n_fail = 0;
+    for (long n = 1; n < 100000; n++) {
+        struct chat_template *t = NULL;
+        struct chat_conv c;
+        struct chat_prompt p;
+        int32_t *ids = NULL;
+        size_t n_ids = 0;
+        bool have_t = false, have_c = false, have_p = false;
+        pv_alloc_fail_at(n);
+        enum pv_status st = chat_template_new(NULL, "llama", "<s>", "</s>", &t, &err);
+        have_t = st == PV_OK;
+        if (st == PV_OK)
+            have_c = (st = chat_conv_from_anthropic(body, &c, &err)) == PV_OK;
+        if (st == PV_OK)
+            have_p = (st = chat_render(t, &c, &p, &err)) == PV_OK;
+        if (st == PV_OK)
+            st = pv_tokenize_segments(v, p.segs, p.n_segs, 0, &ids, &n_ids, &err);
+        pv_alloc_fail_at(0);
+        free(ids);
+        if (have_p)
+            chat_prompt_release(&p);
+        if (have_c)
+            chat_conv_release(&c);
+        if (have_t)
+            chat_template_free(t);
+        if (st == PV_OK) {
+            CHECK(n_ids > 5);
+            break;
+        }
+        n_fail++;
+        if (st != PV_ERR_NOMEM)
+            fprintf(stderr, "  allocation %ld failing: status %d '%s'\n", n, st, err.msg);
+        CHECK_EQ_INT(st, PV_ERR_NOMEM);
+    }
+    CHECK(n_fail > 3);
+    json_decref(body);
+    pv_vocab_free(v);
+}
+
+/* Found by fuzz_toolparse: a Qwen3-Coder call whose text holds a NUL byte (the model can
+ * emit a <0x00> byte token) was copied up to the NUL but parsed to its full length,
+ * reading past the copy. */
+static void test_parser_nul_in_call(void)
+{
+    static const char text[] =
+        "<tool_call>\n<function=get_weather>\n<parameter=city>\nOslo\n</paearmter>\n"
+        "<parameter=days>\n2\n</parameter>\n</function>\n<\xd8\x8b\x90\x90l_&\0\0\0>";
+    json_t *tools = test_tools();
+    for (int fmt = CHAT_TOOLFMT_HERMES; fmt <= CHAT_TOOLFMT_GENERIC; fmt++) {
+        struct chat_parser_params pp = {.tool_format = (enum chat_tool_format)fmt, .tools = tools};
+        struct coll c = {PV_BUF_INIT, -1};
+        struct chat_parser *p = chat_parser_new(&pp, on_event, &c);
+        chat_parser_feed(p, text, sizeof(text) - 1);
+        chat_parser_finish(p, CHAT_STOP_END_TURN, 10, 20);
+        chat_parser_free(p);
+        /* the text comes back (NUL included) and the stop event closes it */
+        CHECK(c.s.len > 9 && (memmem(c.s.data, c.s.len, "|end_turn", 9) ||
+                              memmem(c.s.data, c.s.len, "|tool_use", 9)));
+        buf_release(&c.s);
+    }
+    json_decref(tools);
+}
+
+/* A template of 100,000 nested parentheses was rejected only after 29 s: every token
+ * rescanned the source for its line and column. Now linear, and positions still right. */
+static void test_template_nesting_is_cheap(void)
+{
+    const size_t n = 100000;
+    char *src = malloc(n + 16);
+    memcpy(src, "{{ ", 3);
+    memset(src + 3, '(', n / 2);
+    src[3 + n / 2] = 'x';
+    memset(src + 4 + n / 2, ')', n / 2);
+    memcpy(src + 4 + n, " }}", 4);
+    struct jinja_template *t = NULL;
+    struct pv_err err = {0};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK_EQ_INT(jinja_parse(src, n + 7, &t, &err), PV_ERR_FORMAT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (!strstr(err.msg, "nested too deeply"))
+        fprintf(stderr, "  %s\n", err.msg);
+    CHECK(strstr(err.msg, "nested too deeply") != NULL);
+    const double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    if (s >= 2.0)
+        fprintf(stderr, "  100,000 parentheses took %.1f s\n", s);
+    CHECK(s < 2.0);
+    /* the position of an error after many lines and tokens */
+    struct pv_buf b = PV_BUF_INIT;
+    for (int i = 0; i < 20000; i++)
+        buf_append(&b, "{{ a + b }}\n", 12);
+    buf_append(&b, "  {{ ) }}", 9);
+    CHECK_EQ_INT(jinja_parse(b.data, b.len, &t, &err), PV_ERR_FORMAT);
+    if (!strstr(err.msg, "at 20001:6:"))
+        fprintf(stderr, "  %s\n", err.msg);
+    CHECK(strstr(err.msg, "at 20001:6:") != NULL);
+    buf_release(&b);
+    free(src);
+}
+
+/* tool_choice that names a missing tool, or has an unknown type, is a 400 (as Anthropic
+ * and OpenAI answer), not silently free output. */
+static void test_tool_choice_checked(void)
+{
+    static const char *const anth[][2] = {
+        {"{\"messages\":[],\"tools\":[{\"name\":\"f\"}],\"tool_choice\":{\"type\":\"tool\",\"name\":\"g\"}}", "no tool named 'g'"},
+        {"{\"messages\":[],\"tools\":[{\"name\":\"f\"}],\"tool_choice\":{\"type\":\"bogus\"}}", "tool_choice.type"},
+        {"{\"messages\":[],\"tools\":[{\"name\":\"f\"}],\"tool_choice\":{\"name\":\"f\"}}", "tool_choice.type"},
+        {"{\"messages\":[],\"tools\":[{\"name\":\"f\"}],\"tool_choice\":\"any\"}", "tool_choice"},
+        {"{\"messages\":[],\"tool_choice\":{\"type\":\"any\"}}", "no tools"},
+        {"{\"messages\":[],\"tools\":[{\"name\":\"f\"}],\"tool_choice\":{\"type\":\"tool\",\"name\":\"f\"}}", NULL},
+        {"{\"messages\":[],\"tools\":[{\"name\":\"f\"}],\"tool_choice\":{\"type\":\"auto\"}}", NULL},
+    };
+    static const char *const oai[][2] = {
+        {"{\"messages\":[],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+         "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}", "no tool named 'g'"},
+        {"{\"messages\":[],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+         "\"tool_choice\":{\"type\":\"nope\",\"function\":{\"name\":\"f\"}}}", "tool_choice.type"},
+        {"{\"messages\":[],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+         "\"tool_choice\":\"sometimes\"}", "tool_choice"},
+        {"{\"messages\":[],\"tool_choice\":\"required\"}", "no tools"},
+        {"{\"messages\":[],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+         "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}", NULL},
+        {"{\"messages\":[],\"tool_choice\":\"auto\"}", NULL},
+    };
+    struct pv_err err = {0};
+    /* counts a request controls have explicit limits */
+    json_t *many = json_pack("{s:[]}", "messages");
+    for (int i = 0; i < 100001; i++)
+        json_array_append_new(json_object_get(many, "messages"),
+                              json_pack("{s:s,s:s}", "role", "user", "content", "x"));
+    struct chat_conv big;
+    CHECK_EQ_INT(chat_conv_from_anthropic(many, &big, &err), PV_ERR_INVALID);
+    CHECK(strstr(err.msg, "at most 100000") != NULL);
+    CHECK_EQ_INT(chat_conv_from_openai(many, &big, &err), PV_ERR_INVALID);
+    json_decref(many);
+    many = json_pack("{s:[],s:[]}", "messages", "tools");
+    for (int i = 0; i < 1025; i++)
+        json_array_append_new(json_object_get(many, "tools"), json_pack("{s:s}", "name", "t"));
+    CHECK_EQ_INT(chat_conv_from_anthropic(many, &big, &err), PV_ERR_INVALID);
+    CHECK(strstr(err.msg, "tools") != NULL);
+    json_decref(many);
+    for (int api = 0; api < 2; api++) {
+        size_t n = api ? PV_ARRAY_LEN(oai) : PV_ARRAY_LEN(anth);
+        for (size_t i = 0; i < n; i++) {
+            const char *const *row = api ? oai[i] : anth[i];
+            json_t *b = J(row[0]);
+            struct chat_conv c;
+            enum pv_status st = api ? chat_conv_from_openai(b, &c, &err) : chat_conv_from_anthropic(b, &c, &err);
+            if (row[1]) {
+                CHECK_EQ_INT(st, PV_ERR_INVALID);
+                if (!strstr(err.msg, row[1]))
+                    fprintf(stderr, "  %s: message '%s'\n", row[0], err.msg);
+                CHECK(strstr(err.msg, row[1]) != NULL);
+            } else {
+                CHECK_EQ_INT(st, PV_OK);
+                if (st == PV_OK)
+                    chat_conv_release(&c);
+            }
+            json_decref(b);
+        }
+    }
+}
+
 static void test_conversion_malformed_bodies(void)
 {
     static const char *const bodies[] = {
@@ -737,6 +967,9 @@ TESTS(TEST_ENTRY(test_plain_text), TEST_ENTRY(test_thinking), TEST_ENTRY(test_he
       TEST_ENTRY(test_anthropic_conversion), TEST_ENTRY(test_openai_conversion),
       TEST_ENTRY(test_render_fallback_and_taint), TEST_ENTRY(test_render_prefill_and_think_open),
       TEST_ENTRY(test_grammar_schema), TEST_ENTRY(test_grammar_tool_call),
+      TEST_ENTRY(test_grammar_limits), TEST_ENTRY(test_tool_choice_checked),
+      TEST_ENTRY(test_template_nesting_is_cheap), TEST_ENTRY(test_parser_nul_in_call),
+      TEST_ENTRY(test_request_allocation_failures),
       TEST_ENTRY(test_taint_reaches_the_tokenizer), TEST_ENTRY(test_parser_random_splits),
       TEST_ENTRY(test_mistral_tool_ids), TEST_ENTRY(test_template_formats),
       TEST_ENTRY(test_conversion_malformed_bodies))

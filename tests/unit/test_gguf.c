@@ -401,6 +401,13 @@ static void test_metadata_errors(void)
     build(&m, 32);
     patch_u32(&m, m.align_type_at, GGUF_I32);
     expect_fail(&m, PV_ERR_FORMAT, "must be u32", "alignment not u32");
+    /* powers of two below 8 would let tensor data start misaligned (UBSan in the kernels) */
+    static const uint32_t small[] = {1, 2, 4};
+    for (size_t i = 0; i < PV_ARRAY_LEN(small); i++) {
+        build(&m, 32);
+        patch_u32(&m, m.align_val_at, small[i]);
+        expect_fail(&m, PV_ERR_FORMAT, "below 8", "alignment below 8");
+    }
 }
 
 static void test_tensor_errors(void)

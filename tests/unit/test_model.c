@@ -679,6 +679,39 @@ static void test_default_model(void)
     pv_model_free(m);
 }
 
+/* Every fallible allocation of the loader fails once, in turn: each run ends in a clear
+ * PV_ERR_NOMEM (or loads when the failed allocation had a fallback), never a crash, and
+ * ASan's leak check at exit sees nothing left behind. */
+static void test_load_allocation_failures(void)
+{
+    static const char *const archs[] = {"gemma3", "llama", "qwen2", "phi3"};
+    for (size_t a = 0; a < PV_ARRAY_LEN(archs); a++) {
+        struct spec s;
+        spec_init(&s, archs[a], 2);
+        const char *path = write_spec(&s);
+        int n_fail = 0;
+        for (long n = 1; n < 100000; n++) {
+            struct pv_model *m = NULL;
+            struct pv_err err = {0};
+            pv_alloc_fail_at(n);
+            enum pv_status st = pv_model_load(path, NULL, &m, &err);
+            pv_alloc_fail_at(0);
+            if (st == PV_OK) {
+                /* fewer than n fallible allocations: every one has been failed once */
+                pv_model_free(m);
+                break;
+            }
+            n_fail++;
+            if (st != PV_ERR_NOMEM || !err.msg[0] || m != NULL)
+                fprintf(stderr, "  %s, allocation %ld failing: status %d '%s'\n", archs[a], n,
+                        st, err.msg);
+            CHECK_EQ_INT(st, PV_ERR_NOMEM);
+            CHECK(err.msg[0] != 0 && m == NULL);
+        }
+        CHECK(n_fail > 3);
+    }
+}
+
 static void test_cleanup(void)
 {
     if (model_path[0])
@@ -710,4 +743,5 @@ static void test_catalog(void)
 
 TESTS(TEST_ENTRY(test_each_arch_loads), TEST_ENTRY(test_hparam_keys), TEST_ENTRY(test_memory),
       TEST_ENTRY(test_tensor_errors), TEST_ENTRY(test_metadata_errors), TEST_ENTRY(test_probe),
-      TEST_ENTRY(test_default_model), TEST_ENTRY(test_cleanup), TEST_ENTRY(test_catalog))
+      TEST_ENTRY(test_default_model), TEST_ENTRY(test_load_allocation_failures),
+      TEST_ENTRY(test_cleanup), TEST_ENTRY(test_catalog))

@@ -416,6 +416,31 @@ static void test_load_errors(void)
     kv_strs(&w, "tokenizer.ggml.tokens", dup, 1);
     kv_f32s(&w, "tokenizer.ggml.scores", one, 0);
     CHECK(load(&w, &v, &err) == PV_ERR_FORMAT && strstr(err.msg, "scores"));
+
+    /* token_type of another element type than i32 (f32 here) is an error, not a cast */
+    const char *two[] = {"a", "b"};
+    const float ftypes[] = {1, 1};
+    w = (struct w){PV_BUF_INIT, 0};
+    kv_str(&w, "tokenizer.ggml.model", "llama");
+    kv_strs(&w, "tokenizer.ggml.tokens", two, 2);
+    kv_f32s(&w, "tokenizer.ggml.token_type", ftypes, 2);
+    CHECK(load(&w, &v, &err) == PV_ERR_FORMAT && strstr(err.msg, "token_type"));
+    /* scores as i32 */
+    const int32_t iscores[] = {0, 0};
+    w = (struct w){PV_BUF_INIT, 0};
+    kv_str(&w, "tokenizer.ggml.model", "llama");
+    kv_strs(&w, "tokenizer.ggml.tokens", two, 2);
+    kv_i32s(&w, "tokenizer.ggml.scores", iscores, 2);
+    CHECK(load(&w, &v, &err) == PV_ERR_FORMAT && strstr(err.msg, "scores"));
+    /* a negative BOS id (as i32 -1) is an error, not silently "no BOS" */
+    w = (struct w){PV_BUF_INIT, 0};
+    kv_str(&w, "tokenizer.ggml.model", "llama");
+    kv_strs(&w, "tokenizer.ggml.tokens", two, 2);
+    put_str(&w, "tokenizer.ggml.bos_token_id");
+    put_u32(&w, 5);
+    put_u32(&w, 0xFFFFFFFFu);
+    w.n_kv++;
+    CHECK(load(&w, &v, &err) == PV_ERR_FORMAT && strstr(err.msg, "bos_token_id"));
 }
 
 /* One vocabulary, several threads tokenizing at once: the same ids as alone. */
