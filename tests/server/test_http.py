@@ -360,6 +360,11 @@ def test_json_log_and_sigterm_exit(start_server, default_model):
 def test_pensieve_stop(start_server, default_model, pensieve_bin, tmp_path):
     pid_file = tmp_path / "srv.pid"
     s = start_server(["-m", str(default_model), "--pid-file", str(pid_file)])
+    # written right after the listening socket opens, so /health can answer first on a
+    # busy machine: give it a moment
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert int(pid_file.read_text()) == s.proc.pid
     r = subprocess.run([str(pensieve_bin), "stop", "--pid-file", str(pid_file)],
                        capture_output=True, text=True, timeout=60)
