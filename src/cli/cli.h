@@ -55,8 +55,27 @@ _Noreturn void cli_die(const char *cmd, int code, const char *fmt, ...)
 /* Resolve a model argument: a path, or a name inside the model directory (with or
  * without .gguf). Writes the path into out. False when no such file exists. */
 bool cli_resolve_model(const char *arg, char *out, size_t cap);
+/*
+ * Exit with code 1 after saying why model `arg` was not found: the model directory, the
+ * installed names, the closest one ("did you mean"), and `pensieve pull` when `arg` is in
+ * the catalogue.
+ */
+_Noreturn void cli_die_model_not_found(const char *cmd, const char *arg);
+/* The .gguf file names in `dir`, sorted; the caller frees each and the array. */
+size_t cli_list_models(const char *dir, char ***out);
+/* Exit with a message saying what to do unless host:port can be bound (preflight.c). */
+void cli_check_port(const char *host, int port);
+/*
+ * Load the model at `path` once to check it before serving: exit when n_slots contexts of
+ * n_ctx tokens (0: the server's default) do not fit in memory, saying what would; warn
+ * when n_ctx passes the training context or the model has no chat template.
+ */
+void cli_check_model(const char *path, int n_ctx, int n_slots);
+/* The catalogue names on stderr, with the one closest to `name`. */
+void cli_print_catalogue_hint(const char *cmd, const char *name);
 
 extern const struct cli_command cli_cmd_serve, cli_cmd_run, cli_cmd_chat, cli_cmd_bench,
-    cli_cmd_info, cli_cmd_tokenize, cli_cmd_detokenize, cli_cmd_models, cli_cmd_stop;
+    cli_cmd_info, cli_cmd_tokenize, cli_cmd_detokenize, cli_cmd_models, cli_cmd_stop,
+    cli_cmd_pull, cli_cmd_rm, cli_cmd_claude, cli_cmd_ps, cli_cmd_service;
 
 #endif /* PV_CLI_H */

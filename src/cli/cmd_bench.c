@@ -96,7 +96,7 @@ static int bench_main(int argc, char **argv)
     if (!cli_get(bench_opts, "model")->set)
         cli_die("bench", 2, "no model: give -m MODEL");
     if (!cli_resolve_model(cli_get(bench_opts, "model")->str, path, sizeof(path)))
-        cli_die("bench", 1, "model '%s' not found", cli_get(bench_opts, "model")->str);
+        cli_die_model_not_found("bench", cli_get(bench_opts, "model")->str);
     n_gen = cli_get(bench_opts, "gen-tokens")->i;
     reps = cli_get(bench_opts, "repetitions")->i;
 

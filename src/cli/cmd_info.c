@@ -69,8 +69,7 @@ static int info_main(int argc, char **argv)
     if (n_pos != 1)
         cli_die("info", 2, "expected one MODEL argument (see pensieve info --help)");
     if (!cli_resolve_model(pos[0], path, sizeof path))
-        cli_die("info", 1, "model '%s' not found (neither a file nor a name in the model directory)",
-                pos[0]);
+        cli_die_model_not_found("info", pos[0]);
     uint32_t n_ctx = (uint32_t)cli_get(info_opts, "ctx-size")->i;
     if (pv_model_load(path, NULL, &m, &err) != PV_OK)
         cli_die("info", 1, "%s", err.msg);
@@ -122,7 +121,8 @@ static int info_main(int argc, char **argv)
     if (pv_model_chat_template(m))
         printf("%-16s present (%zu bytes)\n", "chat template:", strlen(pv_model_chat_template(m)));
     else
-        printf("%-16s absent\n", "chat template:");
+        printf("%-16s absent: a base model that continues text and cannot chat\n",
+               "chat template:");
     print_type_mix(f);
     /* What a context of n_ctx positions allocates, then the least a windowed cache needs. */
     struct pv_context_params cp = pv_context_default_params();

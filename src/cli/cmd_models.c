@@ -1,9 +1,11 @@
 /*
- * cmd_models.c - `pensieve models`: the .gguf files of the model directory.
+ * cmd_models.c - `pensieve models`: the models installed in the model directory and
+ * those `pensieve pull` can install.
  *
- * Lists name, architecture, quantization and size of each file (read from its GGUF
- * metadata; a file that does not parse shows `invalid: <reason>`); `--default-path`
- * prints the path of the default model, which `make run` serves.
+ * Installed: every .gguf file with its architecture, quantization, size and whether it
+ * has a chat template (read from its GGUF metadata; a file that does not parse shows
+ * `invalid: <reason>`). Available: the catalogue entries not installed yet.
+ * `--default-path` prints the path of the default model, which `make run` serves.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -22,11 +24,11 @@ static int models_main(int argc, char **argv);
 
 const struct cli_command cli_cmd_models = {
     "models",
-    "list the models in the model directory",
+    "list installed models and those `pensieve pull` can install",
     "pensieve models [options]",
     "The model directory is $PENSIEVE_MODELS, else $XDG_CACHE_HOME/pensieve/models,\n"
-    "else ~/.cache/pensieve/models. `make run` and `scripts/setup` install the default\n"
-    "model (" PV_DEFAULT_MODEL_FILE ") there.",
+    "else ~/.cache/pensieve/models. The default model (" PV_DEFAULT_MODEL ", file\n" PV_DEFAULT_MODEL_FILE
+    ") is what `pensieve serve` without -m and `make run` serve.",
     models_main,
 };
 
@@ -35,13 +37,35 @@ static int compare_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+size_t cli_list_models(const char *dir, char ***out)
+{
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *e;
+    DIR *d = opendir(dir);
+
+    *out = NULL;
+    if (!d)
+        return 0;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (e->d_name[0] != '.' && len > 5 && strcmp(e->d_name + len - 5, ".gguf") == 0) {
+            names = xrealloc(names, (n + 1) * sizeof(*names));
+            names[n++] = xstrdup(e->d_name);
+        }
+    }
+    closedir(d);
+    if (n)
+        qsort(names, n, sizeof(*names), compare_names);
+    *out = names;
+    return n;
+}
+
 static int models_main(int argc, char **argv)
 {
     char dir[4096], path[8192];
-    char **names = NULL;
-    size_t n = 0;
-    DIR *d;
-    struct dirent *e;
+    char **names;
+    size_t n, n_cat;
 
     cli_parse(&cli_cmd_models, models_opts, argc, argv, NULL, 0, NULL);
     if (pv_models_dir(dir, sizeof(dir)) != PV_OK)
@@ -50,22 +74,15 @@ static int models_main(int argc, char **argv)
         printf("%s/%s\n", dir, PV_DEFAULT_MODEL_FILE);
         return 0;
     }
-    d = opendir(dir);
-    if (!d) {
-        printf("no models: %s does not exist (run `make run` or scripts/setup)\n", dir);
-        return 0;
-    }
-    while ((e = readdir(d))) {
-        size_t len = strlen(e->d_name);
-        if (len > 5 && strcmp(e->d_name + len - 5, ".gguf") == 0) {
-            names = xrealloc(names, (n + 1) * sizeof(*names));
-            names[n++] = xstrdup(e->d_name);
-        }
-    }
-    closedir(d);
-    qsort(names, n, sizeof(*names), compare_names);
-    printf("%s\n", dir);
-    printf("%-48s %-12s %-10s %10s\n", "NAME", "ARCH", "QUANT", "SIZE");
+    n = cli_list_models(dir, &names);
+    struct stat dst;
+    if (stat(dir, &dst) != 0)
+        printf("no models: %s does not exist (`pensieve pull` installs the default model)\n",
+               dir);
+    else
+        printf("installed in %s\n", dir);
+    if (n)
+        printf("%-44s %-8s %-8s %10s  %s\n", "FILE", "ARCH", "QUANT", "SIZE", "CHAT");
     for (size_t i = 0; i < n; i++) {
         struct stat st;
         struct pv_model_summary sum;
@@ -74,8 +91,11 @@ static int models_main(int argc, char **argv)
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
         if (stat(path, &st) == 0)
             format_bytes((uint64_t)st.st_size, size, sizeof(size));
+        const char *shown = names[i];
         if (pv_model_probe(path, &sum, &err) == PV_OK) {
-            printf("%-48s %-12s %-10s %10s%s\n", names[i], sum.architecture, sum.quant, size,
+            printf("%-44s %-8s %-8s %10s  %s%s%s\n", shown, sum.architecture, sum.quant, size,
+                   sum.has_chat_template ? "yes" : "no (base model)",
+                   strcmp(names[i], PV_DEFAULT_MODEL_FILE) == 0 ? "  [default]" : "",
                    sum.supported ? "" : "  (architecture not supported)");
         } else {
             /* The reason without the path prefix the reader puts first. */
@@ -83,12 +103,28 @@ static int models_main(int argc, char **argv)
             size_t plen = strlen(path);
             if (strncmp(why, path, plen) == 0 && why[plen] == ':')
                 why += plen + 1 + (why[plen + 1] == ' ');
-            printf("%-48s invalid: %s\n", names[i], why);
+            printf("%-44s invalid: %s\n", shown, why);
         }
         free(names[i]);
     }
-    if (n == 0)
-        printf("(no .gguf files)\n");
+    if (n == 0 && stat(dir, &dst) == 0)
+        printf("(none: `pensieve pull` installs the default model)\n");
     free(names);
+
+    const struct pv_catalog_entry *cat = pv_catalog(&n_cat);
+    bool header = false;
+    for (size_t i = 0; i < n_cat; i++) {
+        struct stat st;
+        char size[32];
+        snprintf(path, sizeof(path), "%s/%s", dir, cat[i].file);
+        if (stat(path, &st) == 0 && (uint64_t)st.st_size == cat[i].file_bytes)
+            continue;
+        if (!header) {
+            printf("available: (pensieve pull NAME)\n");
+            header = true;
+        }
+        format_bytes(cat[i].file_bytes, size, sizeof(size));
+        printf("%-20s %10s  %-20s %s\n", cat[i].name, size, cat[i].license, cat[i].title);
+    }
     return 0;
 }

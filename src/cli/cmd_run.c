@@ -105,7 +105,7 @@ static int run_main(int argc, char **argv)
     if (!cli_get(run_opts, "model")->set)
         cli_die("run", 2, "no model: give -m MODEL");
     if (!cli_resolve_model(cli_get(run_opts, "model")->str, path, sizeof(path)))
-        cli_die("run", 1, "model '%s' not found", cli_get(run_opts, "model")->str);
+        cli_die_model_not_found("run", cli_get(run_opts, "model")->str);
     max_tokens = cli_get(run_opts, "max-tokens")->i;
     print_ids = cli_get(run_opts, "print-ids")->i;
     ignore_eos = cli_get(run_opts, "ignore-eos")->i;

@@ -5,16 +5,21 @@
  * server_params and runs the server until SIGINT/SIGTERM. The pid file lets
  * `pensieve stop` find the server.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "server/server.h"
 
 static struct cli_opt serve_opts[] = {
     {"model", 'm', CLI_STRING, "PENSIEVE_MODEL", "MODEL",
-     "GGUF file, or a name in the model directory", NULL},
+     "GGUF file, or a name in the model directory (default: " PV_DEFAULT_MODEL ")", NULL},
     {"host", 0, CLI_STRING, "PENSIEVE_HOST", "ADDR",
      "address to listen on (an IP; non-loopback without --api-key is warned about)",
      "127.0.0.1"},
@@ -37,6 +42,10 @@ static struct cli_opt serve_opts[] = {
      "(without it any model name is served by the loaded model)", NULL},
     {"log-format", 0, CLI_STRING, "PENSIEVE_LOG_FORMAT", "FMT",
      "text or json (one object per line)", "text"},
+    {"log-level", 0, CLI_STRING, "PENSIEVE_LOG_LEVEL", "LEVEL",
+     "debug, info, warn, error or off", "info"},
+    {"log-file", 0, CLI_STRING, "PENSIEVE_LOG_FILE", "PATH",
+     "append the log (and any error) to this file instead of stderr", NULL},
     {"max-body-bytes", 0, CLI_INT, "PENSIEVE_MAX_BODY_BYTES", "N",
      "largest request body; larger gets 413", "33554432", 1024, 1L << 31},
     {"max-header-bytes", 0, CLI_INT, "PENSIEVE_MAX_HEADER_BYTES", "N",
@@ -77,7 +86,7 @@ static int serve_main(int argc, char **argv);
 const struct cli_command cli_cmd_serve = {
     "serve",
     "serve the Anthropic Messages and OpenAI APIs over HTTP",
-    "pensieve serve -m MODEL [options]",
+    "pensieve serve [-m MODEL] [options]",
     "Endpoints: POST /v1/messages, /v1/messages/count_tokens, /v1/chat/completions,\n"
     "/v1/completions; GET /v1/models, /v1/models/{id}, /health, /metrics; HEAD / and\n"
     "/api/hello; the API routes answer without /v1 too.\n"
@@ -153,11 +162,13 @@ static int serve_main(int argc, char **argv)
     cli_parse(&cli_cmd_serve, serve_opts, argc, argv, NULL, 0, NULL);
     server_default_params(&p);
     struct cli_opt *m = cli_get(serve_opts, "model");
-    if (!m->str)
-        cli_die("serve", 2, "no model given (-m MODEL; `pensieve models --default-path` "
-                            "names the default one)");
-    if (!cli_resolve_model(m->str, model, sizeof(model)))
-        cli_die("serve", 1, "model '%s' not found", m->str);
+    if (!m->str) {
+        if (!cli_resolve_model(PV_DEFAULT_MODEL_FILE, model, sizeof(model)))
+            cli_die("serve", 1, "the default model %s is not installed: `pensieve pull` "
+                                "downloads it (or give -m MODEL; `pensieve models` lists them)",
+                    PV_DEFAULT_MODEL);
+    } else if (!cli_resolve_model(m->str, model, sizeof(model)))
+        cli_die_model_not_found("serve", m->str);
     p.model_path = model;
     p.host = cli_get(serve_opts, "host")->str;
     p.port = (int)cli_get(serve_opts, "port")->i;
@@ -177,6 +188,20 @@ static int serve_main(int argc, char **argv)
     p.ping_interval_s = (int)cli_get(serve_opts, "ping-interval")->i;
     p.cors_origin = cli_get(serve_opts, "cors-origin")->str;
 
+    enum pv_log_level level;
+    if (!log_parse_level(cli_get(serve_opts, "log-level")->str, &level))
+        cli_die("serve", 2, "--log-level: expected debug, info, warn, error or off, got '%s'",
+                cli_get(serve_opts, "log-level")->str);
+    log_set_level(level);
+    const char *log_file = cli_get(serve_opts, "log-file")->str;
+    if (log_file) {
+        int fd = open(log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd < 0)
+            cli_die("serve", 1, "--log-file: cannot open '%s': %s", log_file, strerror(errno));
+        fflush(stderr);
+        dup2(fd, 2);
+        close(fd);
+    }
     const char *fmt = cli_get(serve_opts, "log-format")->str;
     if (strcmp(fmt, "json") == 0)
         p.log_json = true;
@@ -234,6 +259,14 @@ static int serve_main(int argc, char **argv)
         cli_default_pid_file(p.port, pid_file, sizeof(pid_file));
     p.pid_file = pid_file;
 
+    /* SIGINT/SIGTERM during the checks wait for the server, which then stops cleanly */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    cli_check_port(p.host, p.port);
+    cli_check_model(p.model_path, p.n_ctx, p.n_parallel);
     if (server_run(&p, &err) != PV_OK)
         cli_die("serve", 1, "%s", err.msg);
     return 0;

@@ -61,7 +61,7 @@ static struct pv_vocab *load_vocab(const char *cmd, struct cli_opt *opts)
     if (!m->set)
         cli_die(cmd, 2, "a model is required (-m MODEL)");
     if (!cli_resolve_model(m->str, path, sizeof(path)))
-        cli_die(cmd, 1, "model '%s' not found (a path, or a name in the model directory)", m->str);
+        cli_die_model_not_found(cmd, m->str);
     if (pv_vocab_load_file(path, &v, &err) != PV_OK)
         cli_die(cmd, 1, "%s", err.msg);
     return v;

@@ -10,7 +10,8 @@
 
 static const struct cli_command *const commands[] = {
     &cli_cmd_serve, &cli_cmd_run,        &cli_cmd_chat,   &cli_cmd_bench, &cli_cmd_info,
-    &cli_cmd_tokenize, &cli_cmd_detokenize, &cli_cmd_models, &cli_cmd_stop,
+    &cli_cmd_tokenize, &cli_cmd_detokenize, &cli_cmd_models, &cli_cmd_pull, &cli_cmd_rm,
+    &cli_cmd_ps, &cli_cmd_claude, &cli_cmd_service, &cli_cmd_stop,
 };
 
 static void print_usage(FILE *out)
@@ -47,6 +48,14 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < PV_ARRAY_LEN(commands); i++)
         if (strcmp(argv[1], commands[i]->name) == 0)
             return commands[i]->main(argc - 1, argv + 1);
-    fprintf(stderr, "pensieve: unknown command '%s' (see pensieve --help)\n", argv[1]);
+    const char *names[PV_ARRAY_LEN(commands)];
+    for (size_t i = 0; i < PV_ARRAY_LEN(commands); i++)
+        names[i] = commands[i]->name;
+    const char *near = suggest_closest(argv[1], names, PV_ARRAY_LEN(commands));
+    if (near)
+        fprintf(stderr, "pensieve: unknown command '%s'; did you mean '%s'? (see pensieve --help)\n",
+                argv[1], near);
+    else
+        fprintf(stderr, "pensieve: unknown command '%s' (see pensieve --help)\n", argv[1]);
     return 2;
 }

@@ -71,6 +71,106 @@ static void set_value(const struct cli_command *cmd, struct cli_opt *o, const ch
     }
 }
 
+/* ---- the config file: "name = value" lines, the names of the options ---------------- */
+
+struct config_entry {
+    char *name, *value;
+    int line;
+};
+static struct config_entry *config;
+static size_t n_config;
+static char config_path[4096];
+static bool config_loaded;
+
+/* $PENSIEVE_CONFIG, else $XDG_CONFIG_HOME/pensieve/config, else ~/.config/pensieve/config. */
+static void config_load(void)
+{
+    const char *env = getenv("PENSIEVE_CONFIG"), *xdg = getenv("XDG_CONFIG_HOME"),
+               *home = getenv("HOME");
+    char line[4096];
+
+    config_loaded = true;
+    if (env && *env)
+        snprintf(config_path, sizeof(config_path), "%s", env);
+    else if (xdg && *xdg)
+        snprintf(config_path, sizeof(config_path), "%s/pensieve/config", xdg);
+    else
+        snprintf(config_path, sizeof(config_path), "%s/.config/pensieve/config",
+                 home && *home ? home : ".");
+    FILE *f = fopen(config_path, "r");
+    if (!f) {
+        if (env && *env)
+            cli_die(NULL, 2, "PENSIEVE_CONFIG: cannot read '%s'", env);
+        return;
+    }
+    for (int ln = 1; fgets(line, sizeof(line), f); ln++) {
+        char *p = line, *eq, *end;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '#' || *p == '\n' || *p == '\0')
+            continue;
+        eq = strchr(p, '=');
+        if (!eq)
+            cli_die(NULL, 2, "%s:%d: expected 'name = value'", config_path, ln);
+        for (end = eq; end > p && (end[-1] == ' ' || end[-1] == '\t'); end--)
+            ;
+        *end = '\0';
+        char *v = eq + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        for (end = v + strlen(v); end > v && (end[-1] == '\n' || end[-1] == '\r' ||
+                                             end[-1] == ' ' || end[-1] == '\t'); end--)
+            ;
+        *end = '\0';
+        if (strncmp(p, "--", 2) == 0)
+            p += 2;
+        config = xrealloc(config, (n_config + 1) * sizeof(*config));
+        config[n_config++] = (struct config_entry){xstrdup(p), xstrdup(v), ln};
+    }
+    fclose(f);
+}
+
+/* The config file's value for option `name`, or NULL; `where` gets "PATH:LINE". */
+static const char *config_value(const char *name, char *where, size_t cap)
+{
+    if (!config_loaded)
+        config_load();
+    for (size_t i = n_config; i-- > 0;) /* the last line of a name wins */
+        if (strcmp(config[i].name, name) == 0) {
+            snprintf(where, cap, "%s:%d", config_path, config[i].line);
+            return config[i].value;
+        }
+    return NULL;
+}
+
+/* Unknown --NAME: name the closest option (--temp -> --temperature) when there is one. */
+_Noreturn static void die_unknown_option(const struct cli_command *cmd,
+                                         const struct cli_opt *opts, const char *arg,
+                                         size_t len)
+{
+    const char *names[128];
+    size_t n = 0;
+    char word[128];
+    snprintf(word, sizeof(word), "%.*s", (int)PV_MIN(len, sizeof(word) - 1), arg + 2);
+    for (const struct cli_opt *p = opts; p && p->long_name && n < PV_ARRAY_LEN(names); p++)
+        names[n++] = p->long_name;
+    const char *near = suggest_closest(word, names, n);
+    /* a prefix of exactly one option ("--temp", "--ctx") is what was meant */
+    const char *prefixed = NULL;
+    int n_prefixed = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strlen(word) >= 2 && strncmp(names[i], word, strlen(word)) == 0) {
+            prefixed = names[i];
+            n_prefixed++;
+        }
+    if (n_prefixed == 1)
+        near = prefixed;
+    if (near)
+        cli_die(cmd->name, 2, "unknown option '%s'; did you mean '--%s'? (see pensieve %s --help)",
+                arg, near, cmd->name);
+    cli_die(cmd->name, 2, "unknown option '%s' (see pensieve %s --help)", arg, cmd->name);
+}
+
 void cli_parse(const struct cli_command *cmd, struct cli_opt *opts, int argc, char **argv,
                char **pos, int max_pos, int *n_pos)
 {
@@ -98,8 +198,7 @@ void cli_parse(const struct cli_command *cmd, struct cli_opt *opts, int argc, ch
                 if (strlen(p->long_name) == len && strncmp(p->long_name, name, len) == 0)
                     o = p;
             if (!o)
-                cli_die(cmd->name, 2, "unknown option '%s' (see pensieve %s --help)", arg,
-                        cmd->name);
+                die_unknown_option(cmd, opts, arg, len);
             if (eq)
                 inline_val = eq + 1;
         } else if (!only_pos && arg[0] == '-' && arg[1] && arg[2] == '\0' &&
@@ -129,13 +228,18 @@ void cli_parse(const struct cli_command *cmd, struct cli_opt *opts, int argc, ch
         }
         set_value(cmd, o, inline_val, "option");
     }
+    char cfg_where[4200];
     for (struct cli_opt *o = opts; o && o->long_name; o++) {
         if (o->set)
             continue;
         const char *env = o->env ? getenv(o->env) : NULL;
+        const char *cfg = config_value(o->long_name, cfg_where, sizeof(cfg_where));
         if (env && *env) {
             o->set = true;
             set_value(cmd, o, env, o->env);
+        } else if (cfg) {
+            o->set = true;
+            set_value(cmd, o, cfg, cfg_where);
         } else if (o->def) {
             set_value(cmd, o, o->def, "default");
         } else {
@@ -167,4 +271,47 @@ bool cli_resolve_model(const char *arg, char *out, size_t cap)
     if (n < 0 || (size_t)n >= cap)
         return false;
     return stat(out, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+void cli_die_model_not_found(const char *cmd, const char *arg)
+{
+    char dir[4096];
+    char **names = NULL;
+    size_t n = 0;
+    const struct pv_catalog_entry *e = pv_catalog_find(arg);
+
+    if (pv_models_dir(dir, sizeof(dir)) == PV_OK)
+        n = cli_list_models(dir, &names);
+    else
+        snprintf(dir, sizeof(dir), "?");
+    fprintf(stderr, "pensieve %s: model '%s' not found", cmd, arg);
+    if (e) {
+        fprintf(stderr, ": it is not installed; `pensieve pull %s` downloads it (%s)\n",
+                e->name, e->title);
+    } else {
+        /* names as -m takes them: without .gguf */
+        for (size_t i = 0; i < n; i++)
+            names[i][strlen(names[i]) - 5] = '\0';
+        const char *near = suggest_closest(arg, (const char *const *)names, n);
+        if (near)
+            fprintf(stderr, "; did you mean '%s'?", near);
+        fprintf(stderr, "\nmodel directory %s holds:", dir);
+        for (size_t i = 0; i < n; i++)
+            fprintf(stderr, " %s", names[i]);
+        fprintf(stderr, "%s\n", n ? "" : " no .gguf files");
+        size_t n_cat;
+        const struct pv_catalog_entry *cat = pv_catalog(&n_cat);
+        const char *cnames[64];
+        for (size_t i = 0; i < n_cat && i < 64; i++)
+            cnames[i] = cat[i].name;
+        const char *cnear = suggest_closest(arg, cnames, PV_MIN(n_cat, (size_t)64));
+        if (cnear && !near)
+            fprintf(stderr, "did you mean '%s'? `pensieve pull %s` installs it\n", cnear, cnear);
+        else
+            fprintf(stderr, "`pensieve models` lists what `pensieve pull` can install\n");
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    exit(1);
 }

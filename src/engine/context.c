@@ -252,7 +252,7 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
         return st;
 
     /* the mapped weights are file-backed: only KV and scratch must fit in MemAvailable */
-    if (mem_available(&avail) && est.total_bytes > avail + est.weights_bytes) {
+    if (mem_available_bytes(&avail) && est.total_bytes > avail + est.weights_bytes) {
         char need[32], have[32], w[32], kv[32], c[32];
         format_bytes(est.total_bytes, need, sizeof(need));
         format_bytes(avail + est.weights_bytes, have, sizeof(have));

@@ -612,6 +612,12 @@ enum pv_status pv_model_probe(const char *path, struct pv_model_summary *out,
     if (gguf_get_str(f, "general.name", &s))
         snprintf(out->name, sizeof out->name, "%.*s", (int)PV_MIN(s.n, 255), s.p);
     model_quant_name(f, out->quant, sizeof out->quant);
+    out->has_chat_template = gguf_get_str(f, "tokenizer.chat_template", &s) && s.n > 0;
+    char key[96];
+    uint32_t v;
+    snprintf(key, sizeof key, "%s.context_length", out->architecture);
+    if (gguf_get_u32(f, key, &v))
+        out->n_ctx_train = v;
     enum model_arch a;
     out->supported = arch_lookup(f, path, &a, NULL) == PV_OK;
     out->file_bytes = gguf_file_bytes(f);

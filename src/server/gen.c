@@ -46,6 +46,10 @@ struct gen_req {
     struct pv_sampler *sampler;  /* owned */
     int32_t seq;                 /* its sequence in the scheduler */
     float *masked;               /* [n_vocab] logits copy for constrained jobs, owned */
+    uint64_t t_fill_ns;          /* when the job's prefill began; progress log clock */
+    uint64_t t_logged_ns;
+    size_t n_fill_start;         /* prompt tokens already cached when it began */
+    size_t n_fed;                /* prompt tokens in the cache at the last look */
 };
 
 struct http_engine {
@@ -314,6 +318,28 @@ static void req_ended(void *user, enum pv_status st, const char *msg)
         job_finish(r->job, st, msg, false, false);
 }
 
+/* A long prefill (4096 tokens or more) says how far it is at each quarter and at least
+ * every 10 s: a client waiting minutes for its first token (Claude Code's first prompt on
+ * a small CPU) is visibly not stuck. fed: prompt tokens in the cache now. */
+static void log_prefill(struct gen_req *r, size_t fed)
+{
+    const struct gen_job *j = r->job;
+    const uint64_t now = clock_now_ns();
+    const size_t before = r->n_fed;
+    r->n_fed = fed;
+    if (j->n_prompt < 4096 || fed >= j->n_prompt || fed <= before)
+        return;
+    const size_t quarter = j->n_prompt / 4;
+    const bool crossed = fed / quarter > before / quarter;
+    if (!crossed && now - r->t_logged_ns < 10000000000ull)
+        return;
+    r->t_logged_ns = now;
+    const double el = (double)(now - r->t_fill_ns) * 1e-9;
+    const double rate = el > 0 ? (double)(fed - r->n_fill_start) / el : 0;
+    log_info("prefill: %zu of %zu prompt tokens, %.0f tok/s, about %.0f s left", fed,
+             j->n_prompt, rate, rate > 0 ? (double)(j->n_prompt - fed) / rate : 0.0);
+}
+
 static bool job_is_done(struct gen_job *j)
 {
     pthread_mutex_lock(&j->mu);
@@ -360,6 +386,8 @@ static enum pv_status req_start(struct http_engine *e, struct gen_req *r, struct
     j->prog.n_cached = cached;
     pthread_mutex_unlock(&j->mu);
     job_set_prefilled(j, cached);
+    r->t_fill_ns = r->t_logged_ns = clock_now_ns();
+    r->n_fill_start = r->n_fed = cached;
     return PV_OK;
 }
 
@@ -473,8 +501,9 @@ static void *engine_main(void *arg)
                 continue;
             }
             if (r->job->n_tokens == 0) {
-                size_t fed = pv_context_seq_len(ctx, r->seq);
-                job_set_prefilled(r->job, PV_MIN(fed, r->job->n_prompt));
+                size_t fed = PV_MIN((size_t)pv_context_seq_len(ctx, r->seq), r->job->n_prompt);
+                job_set_prefilled(r->job, fed);
+                log_prefill(r, fed);
             }
         }
         update_usage(e);
@@ -492,7 +521,7 @@ static uint32_t pool_positions(const struct http_server *srv, struct pv_model *m
         return (uint32_t)srv->p.kv_size;
     uint64_t want = (uint64_t)n_ctx * (uint64_t)srv->p.n_parallel;
     uint64_t per_pos = pv_model_kv_bytes(model, 1, 2.0), avail = 0;
-    if (per_pos > 0 && mem_available(&avail) && want * per_pos > avail / 2)
+    if (per_pos > 0 && mem_available_bytes(&avail) && want * per_pos > avail / 2)
         want = avail / 2 / per_pos;
     want = PV_MAX(want, (uint64_t)n_ctx);
     return (uint32_t)PV_MIN(want, (uint64_t)1 << 24);

@@ -26,6 +26,7 @@ static const char re_gpt2[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^"
                               "\\p{L}\\p{N}]+|[" WS "]+(?![^" WS "])";
 static const char re_punct[] = "[\\p{P}\\$\\+<=>\\^~\\|]+";
 static const char re_digits[] = "\\p{N}+";
+static const char re_digit[] = "\\p{N}";
 static const char re_3digits[] = "[0-9][0-9][0-9]";
 
 enum pv_status tok_bpe_init_regex(struct pv_vocab *v, struct pv_err *err)
@@ -37,6 +38,10 @@ enum pv_status tok_bpe_init_regex(struct pv_vocab *v, struct pv_err *err)
     case TOK_PRE_LLAMA3: list[n++] = re_llama3; break;
     case TOK_PRE_QWEN2: list[n++] = re_qwen2; break;
     case TOK_PRE_GPT2: list[n++] = re_gpt2; break;
+    case TOK_PRE_SMOLLM:
+        list[n++] = re_digit;
+        list[n++] = re_gpt2;
+        break;
     case TOK_PRE_DEFAULT:
         list[n++] = re_punct;
         list[n++] = re_gpt2;

@@ -15,7 +15,10 @@
 enum tok_kind { TOK_KIND_SPM, TOK_KIND_BPE };
 
 /* Pre-tokenizer families of tokenizer.ggml.pre (BPE only). */
-enum tok_pre { TOK_PRE_NONE, TOK_PRE_DEFAULT, TOK_PRE_GPT2, TOK_PRE_LLAMA3, TOK_PRE_QWEN2 };
+enum tok_pre {
+    TOK_PRE_NONE, TOK_PRE_DEFAULT, TOK_PRE_GPT2, TOK_PRE_LLAMA3, TOK_PRE_QWEN2,
+    TOK_PRE_SMOLLM, /* every digit alone, then GPT-2's split (SmolLM, StarCoder) */
+};
 
 /* Token attributes, a bit set (llama.cpp's llama_token_attr). */
 enum {

@@ -543,7 +543,8 @@ static enum pv_status set_kind(struct pv_vocab *v, const struct gguf_file *f,
         {"llama-v3", TOK_PRE_LLAMA3},     {"llama-bpe", TOK_PRE_LLAMA3},
         {"falcon3", TOK_PRE_LLAMA3},      {"qwen2", TOK_PRE_QWEN2},
         {"deepseek-r1-qwen", TOK_PRE_QWEN2}, {"gpt-2", TOK_PRE_GPT2},
-        {"phi-2", TOK_PRE_GPT2},
+        {"phi-2", TOK_PRE_GPT2},          {"smollm", TOK_PRE_SMOLLM},
+        {"starcoder", TOK_PRE_SMOLLM},    {"refact", TOK_PRE_SMOLLM},
     };
     if (pre.n == 0) {
         log_warn("tokenizer: no 'tokenizer.ggml.pre' in a byte-level BPE vocabulary; using "
@@ -557,7 +558,7 @@ static enum pv_status set_kind(struct pv_vocab *v, const struct gguf_file *f,
         if (v->pre == TOK_PRE_NONE)
             return pv_err_set(err, PV_ERR_UNSUPPORTED, "pre-tokenizer '%s' is not supported "
                               "(supported: llama-bpe, llama3, qwen2, deepseek-r1-qwen, gpt-2, "
-                              "default)", pre_s);
+                              "smollm, starcoder, refact, default)", pre_s);
     }
     if (v->pre == TOK_PRE_LLAMA3) {
         v->ignore_merges = true;

@@ -155,7 +155,7 @@ int cpu_count(void)
     return n > 0 ? (int)n : 1;
 }
 
-bool mem_available(uint64_t *out)
+bool mem_available_bytes(uint64_t *out)
 {
     char line[256];
     bool found = false;

@@ -180,7 +180,7 @@ void pool_split(size_t n, int ith, int nth, size_t *begin, size_t *end);
 /* Number of online CPU cores, at least 1. */
 int cpu_count(void);
 /* MemAvailable of /proc/meminfo in bytes; false when it cannot be read. */
-bool mem_available(uint64_t *out);
+bool mem_available_bytes(uint64_t *out);
 
 /* ---- small string helpers --------------------------------------------------------- */
 
@@ -192,5 +192,26 @@ bool parse_double(const char *s, double *out);
 void format_bytes(uint64_t n, char *out, size_t cap);
 /* Whether environment variable `name` is set, non-empty and not "0". */
 bool env_flag(const char *name);
+/*
+ * The candidate closest to `word` by edit distance (insert, delete, substitute, swap of
+ * neighbours; case-insensitive), or NULL when none is within a third of its length
+ * (at least 2), else the one candidate containing `word` (3+ characters): the "did you
+ * mean" of error messages. `cands` has n strings.
+ */
+const char *suggest_closest(const char *word, const char *const *cands, size_t n);
+
+/* ---- SHA-256 (sha256.c) ------------------------------------------------------------ */
+
+struct sha256 {
+    uint32_t h[8];
+    uint64_t n_bytes;  /* bytes fed so far */
+    uint8_t buf[64];   /* a partial block */
+    size_t n_buf;
+};
+void sha256_init(struct sha256 *s);
+void sha256_update(struct sha256 *s, const void *data, size_t n);
+/* Finish: the 32-byte digest, or 64 lower-case hex digits and a NUL. */
+void sha256_final(struct sha256 *s, uint8_t out[32]);
+void sha256_final_hex(struct sha256 *s, char out[65]);
 
 #endif /* PV_UTIL_H */

@@ -3,6 +3,7 @@ input, /system, /save, /clear, Ctrl-C stopping a reply without leaving, and --ur
 a running server."""
 import json
 import os
+import pathlib
 import pty
 import select
 import signal
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import BIN
+BIN = pathlib.Path(__file__).resolve().parents[2] / "build" / "pensieve"  # as tests/conftest.py
 
 
 class Pty:

@@ -3,7 +3,8 @@ import subprocess
 
 import pytest
 
-COMMANDS = ["serve", "run", "chat", "bench", "info", "tokenize", "detokenize", "models", "stop"]
+COMMANDS = ["serve", "run", "chat", "bench", "info", "tokenize", "detokenize", "models", "pull",
+            "rm", "ps", "claude", "service", "stop"]
 
 
 def run(bin_path, *args, env=None):
@@ -55,7 +56,7 @@ def test_models_lists_gguf_files(pensieve_bin, default_model, tmp_path):
     assert "a-model.gguf" in r.stdout
     assert "notes.txt" not in r.stdout
     r = run(pensieve_bin, "models", "--default-path", env=env)
-    assert r.stdout.strip() == f"{tmp_path}/gemma-3-270m-q4_k_m.gguf"
+    assert r.stdout.strip() == f"{tmp_path}/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 
 
 def test_models_empty_directory(pensieve_bin, tmp_path):

@@ -9,6 +9,7 @@
   blocks / unknown roles / invalid tool arguments, --cors-origin.
 """
 import json
+import pathlib
 import subprocess
 
 import anthropic
@@ -17,7 +18,7 @@ import openai
 import pytest
 import requests
 
-from conftest import BIN
+BIN = pathlib.Path(__file__).resolve().parents[2] / "build" / "pensieve"  # as tests/conftest.py
 
 PREFILL = [{"role": "user", "content": "Write a Python function add."},
            {"role": "assistant", "content": "def add(a, b):"}]

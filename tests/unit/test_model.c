@@ -647,7 +647,7 @@ static void test_default_model(void)
     struct pv_err err = {0};
     if (pv_models_dir(dir, sizeof dir) != PV_OK)
         return;
-    snprintf(path, sizeof path, "%s/%s", dir, PV_DEFAULT_MODEL_FILE);
+    snprintf(path, sizeof path, "%s/%s", dir, PV_TEST_MODEL_FILE);
     if (access(path, R_OK) != 0) {
         fprintf(stderr, "  SKIP test_default_model: %s is not installed (scripts/setup)\n", path);
         return;
@@ -718,7 +718,30 @@ static void test_cleanup(void)
         unlink(model_path);
 }
 
+/* The catalogue: well-formed entries, found by every spelling a user types. */
+static void test_catalog(void)
+{
+    size_t n;
+    const struct pv_catalog_entry *c = pv_catalog(&n);
+    CHECK(n >= 4);
+    for (size_t i = 0; i < n; i++) {
+        CHECK(strlen(c[i].sha256) == 64 && strspn(c[i].sha256, "0123456789abcdef") == 64);
+        CHECK(c[i].n_parts >= 1 && c[i].file_bytes > 0 && *c[i].license);
+        CHECK(strstr(c[i].file, ".gguf") != NULL);
+        CHECK(pv_catalog_find(c[i].name) == &c[i]);
+        CHECK(pv_catalog_find(c[i].file) == &c[i]);
+    }
+    const struct pv_catalog_entry *d = pv_catalog_find(PV_DEFAULT_MODEL);
+    CHECK(d && strcmp(d->file, PV_DEFAULT_MODEL_FILE) == 0 && d->chat);
+    CHECK(pv_catalog_find("qwen2.5-coder:0.5b") == d);
+    CHECK(pv_catalog_find("Qwen2.5-Coder-0.5B-Instruct-Q4_K_M") == d);
+    CHECK(pv_catalog_find("qwen2.5-coder") == NULL);
+    CHECK(pv_catalog_find(NULL) == NULL);
+    const struct pv_catalog_entry *g = pv_catalog_find(PV_TEST_MODEL_FILE);
+    CHECK(g && !g->chat);
+}
+
 TESTS(TEST_ENTRY(test_each_arch_loads), TEST_ENTRY(test_hparam_keys), TEST_ENTRY(test_memory),
       TEST_ENTRY(test_tensor_errors), TEST_ENTRY(test_metadata_errors), TEST_ENTRY(test_probe),
       TEST_ENTRY(test_default_model), TEST_ENTRY(test_load_allocation_failures),
-      TEST_ENTRY(test_cleanup))
+      TEST_ENTRY(test_cleanup), TEST_ENTRY(test_catalog))

@@ -177,6 +177,55 @@ static void test_models_dir(void)
     unsetenv("XDG_CACHE_HOME");
 }
 
+/* FIPS 180-4 example vectors, fed whole and in uneven pieces. */
+static void test_sha256(void)
+{
+    static const struct {
+        const char *in;
+        const char *hex;
+    } v[] = {
+        {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+    };
+    char hex[65];
+    struct sha256 s;
+    for (size_t i = 0; i < PV_ARRAY_LEN(v); i++) {
+        sha256_init(&s);
+        sha256_update(&s, v[i].in, strlen(v[i].in));
+        sha256_final_hex(&s, hex);
+        CHECK_EQ_STR(hex, v[i].hex);
+        sha256_init(&s);
+        for (size_t k = 0, step = 1; k < strlen(v[i].in); k += step, step = step * 2 + 1)
+            sha256_update(&s, v[i].in + k, PV_MIN(step, strlen(v[i].in) - k));
+        sha256_final_hex(&s, hex);
+        CHECK_EQ_STR(hex, v[i].hex);
+    }
+    /* one million 'a': many blocks */
+    static char a[1000];
+    memset(a, 'a', sizeof(a));
+    sha256_init(&s);
+    for (int i = 0; i < 1000; i++)
+        sha256_update(&s, a, sizeof(a));
+    sha256_final_hex(&s, hex);
+    CHECK_EQ_STR(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+static void test_suggest(void)
+{
+    const char *opts[] = {"temperature", "top-k", "ctx-size", "threads"};
+    CHECK_EQ_STR(suggest_closest("tempreature", opts, 4), "temperature"); /* swap */
+    CHECK_EQ_STR(suggest_closest("threds", opts, 4), "threads");
+    CHECK_EQ_STR(suggest_closest("TOP-K", opts, 4), "top-k");
+    CHECK(suggest_closest("frobnicate", opts, 4) == NULL);
+    const char *models[] = {"gemma-3-270m-q4_k_m", "qwen2.5-coder-0.5b-instruct-q4_k_m"};
+    CHECK_EQ_STR(suggest_closest("gemma", models, 2), "gemma-3-270m-q4_k_m"); /* a part */
+    CHECK(suggest_closest("q4_k_m", models, 2) == NULL);                    /* in both */
+    CHECK(suggest_closest("x", models, 0) == NULL);
+}
+
 TESTS(TEST_ENTRY(test_status_table), TEST_ENTRY(test_err_set),
       TEST_ENTRY(test_checked_arithmetic), TEST_ENTRY(test_arena), TEST_ENTRY(test_buf),
-      TEST_ENTRY(test_parse), TEST_ENTRY(test_pool), TEST_ENTRY(test_models_dir))
+      TEST_ENTRY(test_parse), TEST_ENTRY(test_pool), TEST_ENTRY(test_models_dir),
+      TEST_ENTRY(test_sha256), TEST_ENTRY(test_suggest))
