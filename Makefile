@@ -130,7 +130,7 @@ unit: $(UNIT_BIN)
 	@scripts/run-unit $(UNIT_BIN)
 
 e2e: all
-	@.venv/bin/python -m pytest tests -q -ra
+	@.venv/bin/python -m pytest tests -q -ra --durations=15
 
 test: setup
 	@$(MAKE) --no-print-directory all

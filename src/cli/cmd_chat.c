@@ -554,13 +554,15 @@ static char *read_message(bool tty_in)
     bool block = false, more = false;
     char line[65536];
     for (;;) {
+        /* cleared before the prompt shows, so a Ctrl-C typed as soon as it does is seen
+         * even when it lands before the read starts (the read would not return EINTR) */
+        interrupted = 0;
         if (tty_in) {
             fputs(block || more ? "... " : ">>> ", stdout);
             fflush(stdout);
         }
-        interrupted = 0;
-        if (!fgets(line, sizeof(line), stdin)) {
-            if (ferror(stdin) && errno == EINTR) {
+        if (interrupted || !fgets(line, sizeof(line), stdin)) {
+            if (interrupted || (ferror(stdin) && errno == EINTR)) {
                 clearerr(stdin);
                 fputs("\n(Ctrl-D or /bye leaves)\n", stdout);
                 buf_reset(&msg);
