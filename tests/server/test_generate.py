@@ -193,12 +193,19 @@ def test_eight_simultaneous_streams(gen_server):
 
 def test_metrics_count_generation(gen_server):
     complete(gen_server, max_tokens=3)
-    text = requests.get(gen_server.url + "/metrics", timeout=10).text
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, v = line.rsplit(" ", 1)
-            values[name] = float(v)
+    # a request is counted when it completes, just after its reply is sent
+    counted = 'pensieve_requests_total{endpoint="/v1/completions",status="200"}'
+    deadline = time.monotonic() + 5
+    while True:
+        text = requests.get(gen_server.url + "/metrics", timeout=10).text
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, v = line.rsplit(" ", 1)
+                values[name] = float(v)
+        if values.get(counted, 0) >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert values["pensieve_generated_tokens_total"] >= 3
     assert values["pensieve_prompt_tokens_total"] >= 6
     assert values["pensieve_time_to_first_token_seconds_count"] >= 1

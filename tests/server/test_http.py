@@ -75,11 +75,19 @@ def test_health_reports_model_and_statistics(server):
 
 def test_metrics_prometheus_text(server):
     requests.get(server.url + "/nope", timeout=10)
-    r = requests.get(server.url + "/metrics", timeout=10)
-    assert r.status_code == 200
+    # a request is counted when it completes, just after its reply is sent: the client can
+    # ask for /metrics first, so give the count a moment
+    want = 'pensieve_requests_total{endpoint="other",status="404"}'
+    deadline = time.monotonic() + 5
+    while True:
+        r = requests.get(server.url + "/metrics", timeout=10)
+        assert r.status_code == 200
+        if want in r.text or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert r.headers["content-type"].startswith("text/plain")
     text = r.text
-    assert 'pensieve_requests_total{endpoint="other",status="404"}' in text
+    assert want in text
     for name in ("pensieve_prompt_tokens_total", "pensieve_generated_tokens_total",
                  "pensieve_time_to_first_token_seconds_bucket{le=\"+Inf\"}",
                  "pensieve_inter_token_latency_seconds_count", "pensieve_queue_depth",
