@@ -56,11 +56,16 @@ static bool mode_lanes16(enum cpu_mode m)
 /* The mode a process picks by itself: the widest kernels the CPU runs, in the lane width
  * of a native llama.cpp build on it; PENSIEVE_NO_SIMD, PENSIEVE_NO_VNNI and
  * PENSIEVE_NO_AVX512 step down. */
+static bool native_lanes16(void) /* a native llama.cpp build here sums in 16 lanes */
+{
+    return cpu_has("avx512") && !env_flag("PENSIEVE_NO_AVX512");
+}
+
 static enum cpu_mode default_mode(void)
 {
     if (env_flag("PENSIEVE_NO_SIMD") || !k_can[CPU_MODE_AVX2_8])
         return CPU_MODE_SCALAR;
-    bool l16 = cpu_has("avx512") && !env_flag("PENSIEVE_NO_AVX512");
+    bool l16 = native_lanes16();
     if (k_can[CPU_MODE_VNNI_8] && !env_flag("PENSIEVE_NO_VNNI"))
         return l16 ? CPU_MODE_VNNI_16 : CPU_MODE_VNNI_8;
     return l16 ? CPU_MODE_AVX2_16 : CPU_MODE_AVX2_8;
@@ -177,7 +182,7 @@ int cpu_llama_lanes(void)
 {
     pthread_once(&k_once, kernels_init);
     if (k_used_mode == CPU_MODE_SCALAR)
-        return cpu_has("avx512") && !env_flag("PENSIEVE_NO_AVX512") ? 16 : 8;
+        return native_lanes16() ? 16 : 8;
     return mode_lanes16(k_used_mode) ? 16 : 8;
 }
 
