@@ -96,8 +96,11 @@ class Browser:
         raise TimeoutError(f"never true: {expr}")
 
     def goto(self, url):
+        # mark the old document, so the wait below cannot be answered by it
+        self.js("window.pensieveOldPage = true")
         self.call("Page.navigate", {"url": url})
-        self.wait("document.readyState === 'complete' && document.body.dataset.state === 'idle'")
+        self.wait("!window.pensieveOldPage && document.readyState === 'complete' && "
+                  "document.body && document.body.dataset.state === 'idle'")
 
     def screenshot(self, path):
         data = self.call("Page.captureScreenshot", {"format": "png"})["data"]
