@@ -1,8 +1,9 @@
 /*
  * cmd_ps.c - `pensieve ps`: what a running server has loaded and how busy it is.
  *
- * Reads the server's GET /health and prints it for people: the model, slots in use, the
- * KV cache filled, memory, queue, uptime and request counts (`--json` prints the body).
+ * Reads the server's GET /health and prints it for people: each loaded model with its
+ * slots in use, KV cache filled, memory and when keep-alive unloads it; the server's
+ * memory, queue, uptime and request counts (`--json` prints the body).
  */
 #include <curl/curl.h>
 #include <jansson.h>
@@ -25,8 +26,9 @@ const struct cli_command cli_cmd_ps = {
     "ps",
     "show what a running server has loaded",
     "pensieve ps [options]",
-    "Model, slots busy, KV cache use, memory, queue, uptime and requests of the server on\n"
-    "--host/--port (from its GET /health).",
+    "The loaded models (slots busy, KV cache use, memory, context, when keep-alive\n"
+    "unloads them), memory, queue, uptime and requests of the server on --host/--port\n"
+    "(from its GET /health).",
     ps_main,
 };
 
@@ -90,19 +92,36 @@ static int ps_main(int argc, char **argv)
     else
         snprintf(up, sizeof(up), "%ldm %lds", t / 60, t % 60);
     format_bytes((uint64_t)num(h, "memory_rss_bytes"), mem, sizeof(mem));
-    double cap = num(h, "kv_cache_capacity_tokens"), used = num(h, "kv_cache_used_tokens");
-    printf("%-36s %-7s %-9s %-22s %-10s %s\n", "MODEL", "STATUS", "SLOTS", "KV CACHE", "MEMORY",
-           "UPTIME");
-    char slots[32], kv[48];
-    snprintf(slots, sizeof(slots), "%.0f/%.0f busy", num(h, "slots_busy"), num(h, "slots"));
-    snprintf(kv, sizeof(kv), "%.0f/%.0f (%.0f%%)", used, cap, cap > 0 ? 100.0 * used / cap : 0.0);
-    printf("%-36s %-7s %-9s %-22s %-10s %s\n",
-           json_string_value(json_object_get(h, "model")) ? json_string_value(json_object_get(h, "model")) : "?",
+    printf("server %s, up %s, %s resident, default model %s\n",
            json_string_value(json_object_get(h, "status")) ? json_string_value(json_object_get(h, "status")) : "?",
-           slots, kv, mem, up);
-    printf("context %.0f tokens per slot; %.0f queued; %.0f requests (%.0f prompt, %.0f "
-           "generated tokens), p95 latency %.0f ms, error rate %.1f%%\n",
-           num(h, "n_ctx"), num(h, "queue_depth"), num(h, "requests_total"),
+           up, mem,
+           json_string_value(json_object_get(h, "model")) ? json_string_value(json_object_get(h, "model")) : "?");
+    printf("%-36s %-11s %-22s %-10s %-8s %s\n", "LOADED MODEL", "SLOTS", "KV CACHE", "MEMORY",
+           "CONTEXT", "UNLOADS");
+    json_t *models = json_object_get(h, "models"), *m;
+    size_t i;
+    json_array_foreach(models, i, m) {
+        char slots[32], kv[48], mb[32], until[48];
+        double cap = num(m, "kv_cache_capacity_tokens"), used = num(m, "kv_cache_used_tokens");
+        snprintf(slots, sizeof(slots), "%.0f/%.0f busy", num(m, "slots_busy"), num(h, "slots"));
+        snprintf(kv, sizeof(kv), "%.0f/%.0f (%.0f%%)", used, cap, cap > 0 ? 100.0 * used / cap : 0.0);
+        format_bytes((uint64_t)num(m, "memory_bytes"), mb, sizeof(mb));
+        json_t *exp = json_object_get(m, "expires_in_s");
+        if (json_is_true(json_object_get(m, "default")))
+            snprintf(until, sizeof(until), "never (default)");
+        else if (num(m, "requests") > 0)
+            snprintf(until, sizeof(until), "in use");
+        else if (!json_is_number(exp))
+            snprintf(until, sizeof(until), "never");
+        else
+            snprintf(until, sizeof(until), "in %.0f s", json_number_value(exp));
+        const char *name = json_string_value(json_object_get(m, "name"));
+        printf("%-36s %-11s %-22s %-10s %-8.0f %s\n", name ? name : "?", slots, kv, mb,
+               num(m, "n_ctx"), until);
+    }
+    printf("%.0f queued; %.0f requests (%.0f prompt, %.0f generated tokens), p95 latency "
+           "%.0f ms, error rate %.1f%%\n",
+           num(h, "queue_depth"), num(h, "requests_total"),
            num(h, "prompt_tokens_total"), num(h, "generated_tokens_total"),
            num(h, "latency_p95_ms"), 100.0 * num(h, "error_rate"));
     json_decref(h);

@@ -20,6 +20,15 @@
 static struct cli_opt serve_opts[] = {
     {"model", 'm', CLI_STRING, "PENSIEVE_MODEL", "MODEL",
      "GGUF file, or a name in the model directory (default: " PV_DEFAULT_MODEL ")", NULL},
+    {"keep-alive", 0, CLI_STRING, "PENSIEVE_KEEP_ALIVE", "DURATION",
+     "how long a model loaded on demand stays loaded after its last request (30s, 5m, 1h; "
+     "0 = unload at once, negative = never); the default model stays", "5m"},
+    {"max-loaded", 0, CLI_INT, "PENSIEVE_MAX_LOADED", "N",
+     "models loaded at once; loading another unloads the least recently used idle one "
+     "(0 = no limit)", "3", 0, 1000},
+    {"max-memory", 0, CLI_STRING, "PENSIEVE_MAX_MEMORY", "SIZE",
+     "memory the loaded models may take together (weights + KV cache + scratch), e.g. 8G; "
+     "0 = what the machine has available", "0"},
     {"host", 0, CLI_STRING, "PENSIEVE_HOST", "ADDR",
      "address to listen on (an IP; non-loopback without --api-key is warned about)",
      "127.0.0.1"},
@@ -90,6 +99,10 @@ const struct cli_command cli_cmd_serve = {
     "Endpoints: POST /v1/messages, /v1/messages/count_tokens, /v1/chat/completions,\n"
     "/v1/completions; GET /v1/models, /v1/models/{id}, /health, /metrics; HEAD / and\n"
     "/api/hello; the API routes answer without /v1 too.\n"
+    "Models: -m (default " PV_DEFAULT_MODEL ") is loaded at start and answers requests\n"
+    "whose \"model\" names no installed model (Claude Code's names); a name of\n"
+    "`pensieve models` (file stem, file name or catalogue name) loads that model on\n"
+    "demand, within --max-loaded and --max-memory, until --keep-alive idle time.\n"
     "Claude Code: ANTHROPIC_BASE_URL=http://127.0.0.1:PORT claude\n"
     "(use --ctx-size 32768 or more: its first prompt is ~20K tokens).\n"
     "SIGINT/SIGTERM (or `pensieve stop`) stop accepting, let running requests finish\n"
@@ -152,8 +165,56 @@ static int collect(int argc, char **argv, const char *name, char short_name, cha
     return n;
 }
 
+/* A duration as Ollama's keep_alive takes it: a number of seconds, or a number with the
+ * unit s, m or h ("5m", "1.5h"); negative means forever. */
+static bool parse_duration(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || v != v)
+        return false;
+    double mult = 1;
+    if (*end == 's')
+        end++;
+    else if (*end == 'm')
+        mult = 60, end++;
+    else if (*end == 'h')
+        mult = 3600, end++;
+    if (*end)
+        return false;
+    v *= mult;
+    *out = v < 0 ? -1 : v > 1e9 ? 1000000000L : (long)(v + 0.5);
+    return true;
+}
+
+/* A byte size: a number with an optional K, M, G or T (powers of 1024; "GiB", "GB" too). */
+static bool parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !(v >= 0) || v > 1e18)
+        return false;
+    double mult = 1;
+    switch (*end) {
+    case 'k': case 'K': mult = 1024.0; end++; break;
+    case 'm': case 'M': mult = 1024.0 * 1024; end++; break;
+    case 'g': case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
+    case 't': case 'T': mult = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (mult > 1 && (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0))
+        end += strlen(end);
+    if (*end)
+        return false;
+    *out = (uint64_t)(v * mult);
+    return true;
+}
+
 static int serve_main(int argc, char **argv)
 {
+    static char models_dir[4096];
     struct server_params p;
     struct pv_err err;
     char model[4096], pid_file[4096];
@@ -170,6 +231,17 @@ static int serve_main(int argc, char **argv)
     } else if (!cli_resolve_model(m->str, model, sizeof(model)))
         cli_die_model_not_found("serve", m->str);
     p.model_path = model;
+    if (pv_models_dir(models_dir, sizeof(models_dir)) == PV_OK)
+        p.models_dir = models_dir;
+    p.max_loaded = (int)cli_get(serve_opts, "max-loaded")->i;
+    const char *ka = cli_get(serve_opts, "keep-alive")->str;
+    if (!parse_duration(ka, &p.keep_alive_s))
+        cli_die("serve", 2, "--keep-alive: expected a duration such as 30s, 5m, 1h, 0 or -1, "
+                            "got '%s'", ka);
+    const char *mm = cli_get(serve_opts, "max-memory")->str;
+    if (!parse_size(mm, &p.max_memory_bytes))
+        cli_die("serve", 2, "--max-memory: expected a size such as 8G or 512M (0: no limit), "
+                            "got '%s'", mm);
     p.host = cli_get(serve_opts, "host")->str;
     p.port = (int)cli_get(serve_opts, "port")->i;
     p.api_key = cli_get(serve_opts, "api-key")->str;

@@ -17,12 +17,14 @@
 #include "server/emit.h"
 #include "server/gen.h"
 #include "server/prompt.h"
+#include "server/registry.h"
 
 #define GEN_POLL_MS 50
 #define TOKS_PER_WAKE 64
 
 struct gen_run {
     struct http_req *r;
+    struct reg_model *lm;        /* the model serving it, held until run_free */
     struct api_request q;
     struct gen_job *job;         /* of the current choice */
     struct prompt_out *po;       /* decoder + parser of the output, owned */
@@ -56,7 +58,24 @@ static void run_free(struct gen_run *g)
     gen_release(g->job);
     prompt_out_free(g->po);
     emit_release(&g->em);
+    if (g->lm) {
+        g->r->lm = NULL;
+        registry_release(g->r->srv->reg, g->lm);
+    }
     free(g);
+}
+
+/* Take the model the request names (loading it when needed) for r->lm; false after an
+ * error reply. */
+static bool take_model(struct http_req *r, const struct api_request *q, struct reg_model **lm)
+{
+    struct pv_err err = {0};
+    if (registry_acquire(r->srv->reg, q->model, lm, &err) != PV_OK) {
+        http_reply_error(r, err.status, "model", err.msg);
+        return false;
+    }
+    r->lm = *lm;
+    return true;
 }
 
 /* Take new tokens into events. Returns true when the run is complete. */
@@ -139,7 +158,7 @@ static enum pv_status run_submit(struct gen_run *g, struct prompt_in *pin, int c
     }
     gen_release(g->job);
     g->job = NULL;
-    enum pv_status st = gen_submit(g->r->srv->engine, &gp, &g->job, err);
+    enum pv_status st = gen_submit(g->lm->engine, &gp, &g->job, err);
     if (st != PV_OK)
         return st;
     prompt_out_free(g->po);
@@ -264,12 +283,14 @@ void api_generate(struct http_req *r, struct api_request *q)
     g->r = r;
     g->q = *q;
 
+    if (!take_model(r, q, &g->lm))
+        goto out;
     if (prompt_build(r, q, &pin, &err) != PV_OK) {
         http_reply_error(r, err.status, NULL, err.msg);
         goto out;
     }
     r->n_prompt = (int)pin.n_tokens;
-    const int n_ctx = gen_engine_n_ctx(r->srv->engine);
+    const int n_ctx = gen_engine_n_ctx(g->lm->engine);
     if (too_long(r, q, pin.n_tokens, n_ctx))
         goto out;
     /* max_tokens is capped to what the context leaves after the prompt */
@@ -341,11 +362,15 @@ void api_count_tokens(struct http_req *r, struct api_request *q)
 {
     struct pv_err err = {0};
     struct prompt_in pin = {0};
-    if (prompt_build(r, q, &pin, &err) != PV_OK) {
-        http_reply_error(r, err.status, NULL, err.msg);
+    struct reg_model *lm;
+    if (!take_model(r, q, &lm))
         return;
-    }
+    if (prompt_build(r, q, &pin, &err) != PV_OK)
+        http_reply_error(r, err.status, NULL, err.msg);
+    else
+        http_reply_json(r, 200, json_pack("{s:I}", "input_tokens", (json_int_t)pin.n_tokens));
     r->n_prompt = (int)pin.n_tokens;
-    http_reply_json(r, 200, json_pack("{s:I}", "input_tokens", (json_int_t)pin.n_tokens));
     prompt_in_release(&pin);
+    r->lm = NULL;
+    registry_release(r->srv->reg, lm);
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "server/emit_int.h"
+#include "server/registry.h"
 
 void emit_sse(struct pv_buf *out, const char *event, json_t *data)
 {
@@ -44,7 +45,7 @@ void emit_init(struct emitter *em, struct http_req *r, const struct api_request 
     em->n_prompt = n_prompt;
     em->failed = PV_OK;
     em->logprobs = q->logprobs;
-    em->vocab = gen_engine_vocab(r->srv->engine);
+    em->vocab = gen_engine_vocab(r->lm->engine);
     buf_init(&em->text);
     buf_init(&em->thinking);
     buf_init(&em->args);

@@ -527,32 +527,54 @@ static uint32_t pool_positions(const struct http_server *srv, struct pv_model *m
     return (uint32_t)PV_MIN(want, (uint64_t)1 << 24);
 }
 
-enum pv_status gen_engine_new(struct http_server *srv, struct http_engine **out,
-                              struct pv_err *err)
+/* The scheduler parameters of a model under the server's flags. */
+static struct pv_sched_params sched_params(const struct http_server *srv, struct pv_model *model)
+{
+    struct pv_sched_params sp = pv_sched_default_params();
+    uint32_t n_ctx = (uint32_t)srv->p.n_ctx;
+    if (n_ctx == 0)
+        n_ctx = PV_MIN(pv_model_n_ctx_train(model), 32768u);
+    sp.n_running = (uint32_t)srv->p.n_parallel;
+    sp.n_ctx = n_ctx;
+    sp.kv_size = pool_positions(srv, model, n_ctx);
+    sp.n_threads = srv->p.n_threads;
+    return sp;
+}
+
+enum pv_status gen_engine_estimate(const struct http_server *srv, struct pv_model *model,
+                                   uint64_t *bytes, struct pv_err *err)
+{
+    const struct pv_sched_params sp = sched_params(srv, model);
+    struct pv_context_params cp = pv_context_default_params();
+    struct pv_memory_estimate est;
+    cp.n_ctx = sp.n_ctx;
+    cp.kv_size = sp.kv_size;
+    cp.n_threads = sp.n_threads;
+    cp.n_seq_max = 2 * sp.n_running;
+    cp.n_batch = PV_MIN(256u, sp.n_ctx);
+    *bytes = 0;
+    enum pv_status st = pv_context_estimate(model, &cp, &est, err);
+    if (st == PV_OK)
+        *bytes = est.total_bytes;
+    return st;
+}
+
+enum pv_status gen_engine_new(struct http_server *srv, struct pv_model *model,
+                              struct http_engine **out, struct pv_err *err)
 {
     struct http_engine *e = xcalloc(1, sizeof(*e));
     enum pv_status st;
     *out = NULL;
     e->srv = srv;
+    e->model = model;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
 
-    const uint64_t t0 = clock_now_ns();
-    st = pv_model_load(srv->p.model_path, NULL, &e->model, err);
-    if (st != PV_OK)
-        goto fail;
     e->vocab = pv_model_vocab(e->model);
-    uint32_t n_ctx = (uint32_t)srv->p.n_ctx;
-    if (n_ctx == 0)
-        n_ctx = PV_MIN(pv_model_n_ctx_train(e->model), 32768u);
-    e->n_ctx = (int)n_ctx;
+    struct pv_sched_params sp = sched_params(srv, e->model);
+    e->n_ctx = (int)sp.n_ctx;
     e->n_slots = srv->p.n_parallel;
     e->reqs = xcalloc((size_t)e->n_slots, sizeof(*e->reqs));
-    struct pv_sched_params sp = pv_sched_default_params();
-    sp.n_running = (uint32_t)e->n_slots;
-    sp.n_ctx = n_ctx;
-    sp.kv_size = pool_positions(srv, e->model, n_ctx);
-    sp.n_threads = srv->p.n_threads;
     st = pv_sched_new(e->model, &sp, &e->sched, err);
     if (st != PV_OK)
         goto fail;
@@ -566,10 +588,9 @@ enum pv_status gen_engine_new(struct http_server *srv, struct http_engine **out,
         goto fail;
     }
     e->thread_started = true;
-    log_info("model %s (%s) loaded in %.0f ms: %d request(s) at once of up to %u tokens, kv "
-             "cache of %llu positions, %d threads",
-             pv_model_name(e->model), pv_model_arch(e->model),
-             (double)(clock_now_ns() - t0) / 1e6, e->n_slots, n_ctx,
+    log_info("model %s (%s): %d request(s) at once of up to %d tokens, kv cache of %llu "
+             "positions, %d threads",
+             pv_model_name(e->model), pv_model_arch(e->model), e->n_slots, e->n_ctx,
              (unsigned long long)e->kv_capacity, pv_context_n_threads(pv_sched_context(e->sched)));
     *out = e;
     return PV_OK;

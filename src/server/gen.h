@@ -76,9 +76,15 @@ struct gen_usage {
     int slots_busy, queued;
 };
 
-/* Load the model of srv->p and start the engine thread. *out owned by the caller. */
-enum pv_status gen_engine_new(struct http_server *srv, struct http_engine **out,
-                              struct pv_err *err);
+/* Start the engine thread of a loaded model (taken over in every case: freed with the
+ * engine, or at once on failure). *out owned by the caller. PV_ERR_NOMEM when the KV
+ * pool and scratch do not fit in the memory available. */
+enum pv_status gen_engine_new(struct http_server *srv, struct pv_model *model,
+                              struct http_engine **out, struct pv_err *err);
+/* Bytes an engine for `model` would take under the server's flags: weights + KV pool +
+ * scratch (what the memory budget counts). */
+enum pv_status gen_engine_estimate(const struct http_server *srv, struct pv_model *model,
+                                   uint64_t *bytes, struct pv_err *err);
 /* End every job with an error ("server is shutting down") and stop the thread. */
 void gen_engine_shutdown(struct http_engine *e);
 void gen_engine_free(struct http_engine *e);

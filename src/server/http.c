@@ -28,6 +28,7 @@
 #include "server/gen.h"
 #include "server/http.h"
 #include "server/prompt.h"
+#include "server/registry.h"
 
 /* Request state shared by the connection thread and a stream reply: freed at zero. */
 struct req_box {
@@ -87,7 +88,7 @@ bool http_model_allowed(const struct http_server *srv, const char *name)
     for (int i = 0; i < srv->p.n_aliases; i++)
         if (name_eq(name, srv->p.aliases[i]))
             return true;
-    return false;
+    return srv->reg && registry_knows(srv->reg, name);
 }
 
 /* Constant-time equality of a candidate with the key: the loop always runs over the
@@ -928,6 +929,8 @@ void server_default_params(struct server_params *p)
     p->max_tokens_limit = 1000000;
     p->max_connections = 256;
     p->ping_interval_s = 10;
+    p->max_loaded = 3;
+    p->keep_alive_s = 300;
 }
 
 static bool resolve_addr(const char *host, int port, struct sockaddr_storage *ss)
@@ -1035,12 +1038,9 @@ enum pv_status server_run(const struct server_params *p, struct pv_err *err)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    st = gen_engine_new(srv, &srv->engine, err);
+    st = registry_new(srv, &srv->reg, err);
     if (st != PV_OK)
         goto out_free;
-    st = prompt_init(srv, err);
-    if (st != PV_OK)
-        goto out_engine;
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                      MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_POLL;
@@ -1068,10 +1068,16 @@ enum pv_status server_run(const struct server_params *p, struct pv_err *err)
         log_warn("cannot start the connection watchdog: no read deadline");
     if (p->pid_file && *p->pid_file)
         write_pid_file(p->pid_file);
-    log_info("listening on http://%s%s%s:%d model=%s slots=%d ctx=%d auth=%s", 
+    char keep[32];
+    if (p->keep_alive_s < 0)
+        snprintf(keep, sizeof(keep), "never");
+    else
+        snprintf(keep, sizeof(keep), "%lds", p->keep_alive_s);
+    log_info("listening on http://%s%s%s:%d model=%s slots=%d auth=%s models=%s keep_alive=%s",
              addr.ss_family == AF_INET6 ? "[" : "", p->host,
-             addr.ss_family == AF_INET6 ? "]" : "", p->port, srv->model_name,
-             p->n_parallel, gen_engine_n_ctx(srv->engine), p->api_key && *p->api_key ? "on" : "off");
+             addr.ss_family == AF_INET6 ? "]" : "", p->port, srv->model_name, p->n_parallel,
+             p->api_key && *p->api_key ? "on" : "off", p->models_dir ? p->models_dir : "-",
+             keep);
 
     /* wait for SIGINT/SIGTERM */
     int sig = 0;
@@ -1096,7 +1102,7 @@ enum pv_status server_run(const struct server_params *p, struct pv_err *err)
     }
     if (atomic_load(&srv->active) > 0)
         log_warn("grace period over: cancelling %d running requests", atomic_load(&srv->active));
-    gen_engine_shutdown(srv->engine); /* running generations end with an error event */
+    registry_shutdown(srv->reg); /* running generations end with an error event */
     /* give the streams a moment to write that event before the sockets close */
     for (int i = 0; i < 40 && atomic_load(&srv->active) > 0; i++) {
         struct timespec ts = {0, 25 * 1000 * 1000};
@@ -1112,8 +1118,7 @@ enum pv_status server_run(const struct server_params *p, struct pv_err *err)
         pthread_join(watchdog, NULL);
 
 out_engine:
-    prompt_free(srv);
-    gen_engine_free(srv->engine);
+    registry_free(srv->reg);
     if (p->pid_file && *p->pid_file && d)
         unlink(p->pid_file);
 out_free:

@@ -31,8 +31,8 @@
 struct MHD_Connection;
 struct http_server;
 struct http_engine;
-struct chat_template;
-struct chat_token_table;
+struct registry;
+struct reg_model;
 
 /* Which API's error envelope and overload status a request uses. */
 enum http_api { HTTP_API_ANTHROPIC, HTTP_API_OPENAI, HTTP_API_PLAIN };
@@ -64,6 +64,8 @@ struct http_req {
     int n_tools;                 /* tool definitions the request carried */
     long system_bytes;           /* bytes of system prompt text (system + system messages) */
     json_t *json;                /* parsed body, owned */
+    struct reg_model *lm;        /* the model serving it, held by its generation (api_gen.c);
+                                    NULL before and after */
     const char *path_arg;        /* the {id} part of the route's path, in `path`, or NULL */
 };
 
@@ -77,13 +79,11 @@ struct http_conn {
     uint64_t t_read_ns;
 };
 
-/* The server: parameters, the loaded model (or NULL), the engine, stats. */
+/* The server: parameters, its models, stats. */
 struct http_server {
     struct server_params p;
-    struct http_engine *engine;  /* NULL until a model is loaded */
-    struct chat_template *tmpl;  /* the model's chat template, parsed once */
-    struct chat_token_table *tok_table; /* vocabulary pieces for grammars, made once */
-    char model_name[128];        /* id /v1/models reports */
+    struct registry *reg;        /* the loaded models (registry.h); NULL until started */
+    char model_name[128];        /* the default model's id */
     uint64_t t_start_ns;
     double created_unix;         /* when the server started, for model listings */
     atomic_bool draining;        /* SIGTERM received: new requests are refused */
@@ -139,7 +139,8 @@ bool http_client_gone(struct http_req *r);
 void http_make_id(char *out, size_t cap, const char *prefix, int n_random);
 /* Header value of the request or NULL. */
 const char *http_header(struct http_req *r, const char *name);
-/* The model name a request asked for answered by the loaded model? (aliases) */
+/* The model name a request asked for answered? Always, unless --alias makes the server
+ * strict: then only the aliases and the installed models' names. */
 bool http_model_allowed(const struct http_server *srv, const char *name);
 
 /* ---- routes (routes.c) ----------------------------------------------------------------- */

@@ -14,6 +14,7 @@
 #include "chat/chat.h"
 #include "server/gen.h"
 #include "server/prompt.h"
+#include "server/registry.h"
 
 struct prompt_out {
     struct pv_detok *detok;      /* owned */
@@ -26,13 +27,13 @@ struct prompt_out {
     struct pv_buf *out;
 };
 
-enum pv_status prompt_init(struct http_server *srv, struct pv_err *err)
+enum pv_status prompt_init(struct reg_model *lm, struct pv_err *err)
 {
-    srv->tok_table = chat_token_table_new(gen_engine_vocab(srv->engine));
-    if (!srv->tok_table)
+    lm->tok_table = chat_token_table_new(gen_engine_vocab(lm->engine));
+    if (!lm->tok_table)
         return pv_err_set(err, PV_ERR_NOMEM, "cannot build the token table for grammars");
-    const struct pv_model *m = gen_engine_model(srv->engine);
-    const struct pv_vocab *v = gen_engine_vocab(srv->engine);
+    const struct pv_model *m = gen_engine_model(lm->engine);
+    const struct pv_vocab *v = gen_engine_vocab(lm->engine);
     char bos[64] = "", eos[64] = "";
     size_t len;
     const char *piece;
@@ -40,16 +41,8 @@ enum pv_status prompt_init(struct http_server *srv, struct pv_err *err)
         snprintf(bos, sizeof(bos), "%.*s", (int)len, piece);
     if (pv_vocab_eos(v) >= 0 && (piece = pv_token_to_piece(v, pv_vocab_eos(v), true, &len)))
         snprintf(eos, sizeof(eos), "%.*s", (int)len, piece);
-    return chat_template_new(pv_model_chat_template(m), pv_model_arch(m), bos, eos, &srv->tmpl,
+    return chat_template_new(pv_model_chat_template(m), pv_model_arch(m), bos, eos, &lm->tmpl,
                              err);
-}
-
-void prompt_free(struct http_server *srv)
-{
-    chat_template_free(srv->tmpl);
-    srv->tmpl = NULL;
-    chat_token_table_free(srv->tok_table);
-    srv->tok_table = NULL;
 }
 
 void prompt_out_free(struct prompt_out *po)
@@ -109,10 +102,11 @@ static void on_event(void *ud, const struct chat_event *ev)
     }
 }
 
-static struct prompt_out *out_new(const struct http_server *srv, struct chat_parser_params *pp,
+static struct prompt_out *out_new(const struct http_req *r, struct chat_parser_params *pp,
                                   const struct api_request *q)
 {
-    const struct pv_vocab *vocab = gen_engine_vocab(srv->engine);
+    const struct http_server *srv = r->srv;
+    const struct pv_vocab *vocab = gen_engine_vocab(r->lm->engine);
     struct prompt_out *po = xcalloc(1, sizeof(*po));
     for (int i = 0; i < q->n_stop; i++)
         po->stop[po->n_stop++] = q->stop[i];
@@ -133,7 +127,7 @@ static struct prompt_out *out_new(const struct http_server *srv, struct chat_par
 static enum pv_status build_chat(struct http_req *r, const struct api_request *q,
                                  struct prompt_in *in, struct pv_err *err)
 {
-    const struct pv_vocab *vocab = gen_engine_vocab(r->srv->engine);
+    const struct pv_vocab *vocab = gen_engine_vocab(r->lm->engine);
     struct chat_conv conv;
     struct chat_prompt cp;
     struct chat_parser_params pp;
@@ -144,7 +138,7 @@ static enum pv_status build_chat(struct http_req *r, const struct api_request *q
                              : chat_conv_from_anthropic(r->json, &conv, err);
     if (st != PV_OK)
         goto out_conv;
-    st = chat_render(r->srv->tmpl, &conv, &cp, err);
+    st = chat_render(r->lm->tmpl, &conv, &cp, err);
     if (st != PV_OK)
         goto out_conv;
     st = pv_tokenize_segments(vocab, cp.segs, cp.n_segs,
@@ -158,14 +152,14 @@ static enum pv_status build_chat(struct http_req *r, const struct api_request *q
     if (st != PV_OK)
         goto out_prompt;
     if (g) {
-        in->matcher = chat_matcher_new(g, r->srv->tok_table);
+        in->matcher = chat_matcher_new(g, r->lm->tok_table);
         if (!in->matcher) {
             st = pv_err_set(err, PV_ERR_NOMEM, "cannot create the output grammar");
             goto out_prompt;
         }
     }
-    chat_parser_params_for(r->srv->tmpl, &conv, &cp, &pp);
-    in->out = out_new(r->srv, &pp, q);
+    chat_parser_params_for(r->lm->tmpl, &conv, &cp, &pp);
+    in->out = out_new(r, &pp, q);
     if (!in->out)
         st = pv_err_set(err, PV_ERR_NOMEM, "cannot create the output parser");
 out_prompt:
@@ -178,7 +172,7 @@ out_conv:
 enum pv_status prompt_build(struct http_req *r, const struct api_request *q,
                             struct prompt_in *in, struct pv_err *err)
 {
-    const struct pv_vocab *vocab = gen_engine_vocab(r->srv->engine);
+    const struct pv_vocab *vocab = gen_engine_vocab(r->lm->engine);
     enum pv_status st;
     memset(in, 0, sizeof(*in));
     if (q->kind != API_COMPLETIONS) {
@@ -191,7 +185,7 @@ enum pv_status prompt_build(struct http_req *r, const struct api_request *q,
             st = pv_err_set(err, PV_ERR_INVALID, "prompt: the prompt is empty");
         if (st == PV_OK) {
             struct chat_parser_params pp = {.tool_format = CHAT_TOOLFMT_NONE};
-            in->out = out_new(r->srv, &pp, q);
+            in->out = out_new(r, &pp, q);
             if (!in->out)
                 st = pv_err_set(err, PV_ERR_NOMEM, "cannot create the output parser");
         }

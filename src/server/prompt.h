@@ -25,11 +25,14 @@ struct prompt_in {
     struct chat_matcher *matcher; /* grammar of forced output or NULL; owned until taken */
 };
 
-/* Parse the model's chat template once (srv->tmpl). */
-enum pv_status prompt_init(struct http_server *srv, struct pv_err *err);
-void prompt_free(struct http_server *srv);
+struct reg_model;
 
-/* Build the prompt of `q` (body in r->json). Errors are request errors (400) or 500. */
+/* Parse a loaded model's chat template and build its grammar token table, once (m->tmpl,
+ * m->tok_table; the registry frees them). */
+enum pv_status prompt_init(struct reg_model *m, struct pv_err *err);
+
+/* Build the prompt of `q` (body in r->json) for the model r->lm. Errors are request errors
+ * (400) or 500. */
 enum pv_status prompt_build(struct http_req *r, const struct api_request *q,
                             struct prompt_in *in, struct pv_err *err);
 void prompt_in_release(struct prompt_in *in);

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "pensieve.h"
 
@@ -19,7 +20,14 @@
 #define SERVER_MAX_STOP 4
 
 struct server_params {
-    const char *model_path;     /* GGUF file to serve */
+    const char *model_path;     /* the default model's GGUF file, loaded at start */
+    const char *models_dir;     /* folder whose .gguf files a request's `model` may name and
+                                   load; NULL: only the default model */
+    int max_loaded;             /* models loaded at once; 0 = no limit */
+    uint64_t max_memory_bytes;  /* weights + KV pool + scratch of the loaded models together;
+                                   0 = what the machine has available */
+    long keep_alive_s;          /* seconds an idle model (not the default) stays loaded;
+                                   0 = unloaded at once, < 0 = never */
     const char *host;           /* address to bind, "127.0.0.1" by default */
     int port;
     const char *api_key;        /* NULL or "": no auth */

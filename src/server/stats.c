@@ -13,6 +13,7 @@
 
 #include "server/gen.h"
 #include "server/http.h"
+#include "server/registry.h"
 
 #define N_SERIES 64
 #define N_RING 1024
@@ -218,7 +219,14 @@ void http_stats_metrics(struct pv_buf *b, const struct http_server *srv)
     pthread_mutex_unlock(&st.mu);
 
     struct gen_usage u = {0};
-    gen_engine_usage(srv->engine, &u);
+    struct reg_info *v;
+    const size_t n_models = registry_list(srv->reg, true, &v);
+    for (size_t i = 0; i < n_models; i++) {
+        u.kv_used += v[i].kv_used;
+        u.kv_capacity += v[i].kv_capacity;
+        u.slots_busy += v[i].slots_busy;
+    }
+    free(v);
     buf_printf(b,
                "# HELP pensieve_kv_cache_used_tokens KV cache positions in use.\n"
                "# TYPE pensieve_kv_cache_used_tokens gauge\npensieve_kv_cache_used_tokens %llu\n"
@@ -232,9 +240,11 @@ void http_stats_metrics(struct pv_buf *b, const struct http_server *srv)
                "# HELP pensieve_active_requests HTTP requests being handled.\n"
                "# TYPE pensieve_active_requests gauge\npensieve_active_requests %d\n"
                "# HELP pensieve_memory_rss_bytes Resident memory of the server.\n"
-               "# TYPE pensieve_memory_rss_bytes gauge\npensieve_memory_rss_bytes %llu\n",
+               "# TYPE pensieve_memory_rss_bytes gauge\npensieve_memory_rss_bytes %llu\n"
+               "# HELP pensieve_models_loaded Models loaded (each with its engine).\n"
+               "# TYPE pensieve_models_loaded gauge\npensieve_models_loaded %zu\n",
                (unsigned long long)u.kv_used, (unsigned long long)u.kv_capacity,
                u.kv_capacity ? (double)u.kv_used / (double)u.kv_capacity : 0.0, u.slots_busy,
                atomic_load(&((struct http_server *)srv)->active),
-               (unsigned long long)http_rss_bytes());
+               (unsigned long long)http_rss_bytes(), n_models);
 }

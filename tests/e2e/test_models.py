@@ -334,9 +334,11 @@ def test_config_file_ps_log_file_and_level(pensieve_bin, default_model, tmp_path
                 break
             time.sleep(0.2)
         assert r.returncode == 0, r.stderr
-        head, row = r.stdout.splitlines()[:2]
-        assert head.split()[:3] == ["MODEL", "STATUS", "SLOTS"]
+        summary, head, row = r.stdout.splitlines()[:3]
+        assert summary.startswith("server ok, up ") and "default model gemma-3-270m-q4_k_m" in summary
+        assert head.split()[:3] == ["LOADED", "MODEL", "SLOTS"]
         assert row.startswith("gemma-3-270m-q4_k_m") and "0/1 busy" in row
+        assert row.endswith("never (default)")
         r = run(pensieve_bin, "ps", "--json", env=env)
         assert json.loads(r.stdout)["model"] == "gemma-3-270m-q4_k_m"
         assert run(pensieve_bin, "stop", env=env).returncode == 0
