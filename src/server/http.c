@@ -238,6 +238,7 @@ static void reply_error_status(struct http_req *r, int status, enum pv_status s,
                                const char *param, const char *msg)
 {
     json_t *o;
+    snprintf(r->reason, sizeof(r->reason), "%s", msg);
     if (r->api == HTTP_API_OPENAI) {
         const char *code = s == PV_ERR_CONTEXT ? "context_length_exceeded" : NULL;
         o = json_pack("{s:{s:s, s:s, s:s?, s:s?}}", "error", "message", msg, "type",
@@ -333,13 +334,14 @@ void http_reply_stream(struct http_req *r, struct http_stream *s)
 /* ---- access log --------------------------------------------------------------------------- */
 
 /* Request-controlled text for the text log: control bytes, quotes, backslashes and
- * non-ASCII bytes as \xNN, so no value can end a line or forge a field. */
-static const char *log_escape(const char *in, char *out, size_t cap)
+ * non-ASCII bytes as \xNN, so no value can end a line or forge a field; spaces too, unless
+ * the value is quoted (`spaces`). */
+static const char *log_escape_text(const char *in, char *out, size_t cap, bool spaces)
 {
     static const char hex[] = "0123456789abcdef";
     size_t w = 0;
     for (const unsigned char *p = (const unsigned char *)in; *p && w + 5 < cap; p++) {
-        if (*p < 0x20 || *p >= 0x7f || *p == '"' || *p == '\\' || *p == ' ') {
+        if (*p < 0x20 || *p >= 0x7f || *p == '"' || *p == '\\' || (*p == ' ' && !spaces)) {
             out[w++] = '\\';
             out[w++] = 'x';
             out[w++] = hex[*p >> 4];
@@ -350,6 +352,11 @@ static const char *log_escape(const char *in, char *out, size_t cap)
     }
     out[w] = '\0';
     return out;
+}
+
+static const char *log_escape(const char *in, char *out, size_t cap)
+{
+    return log_escape_text(in, out, cap, false);
 }
 
 static void access_log(struct http_req *r)
@@ -383,6 +390,13 @@ static void access_log(struct http_req *r)
                               r->n_output, "ttft_ms", r->ttft_ms < 0 ? 0.0 : r->ttft_ms,
                               "tokens_per_s", tps, "duration_ms", dur_ms, "tools", r->n_tools,
                               "system_bytes", (json_int_t)r->system_bytes);
+        if (o && r->status >= 400 && r->reason[0]) {
+            /* the reason is UTF-8 unless it quotes request bytes that are not */
+            json_t *why = json_string(r->reason);
+            char esc[4 * sizeof(r->reason) + 1];
+            json_object_set_new(o, "reason", why ? why : json_string(log_escape_text(
+                                                             r->reason, esc, sizeof(esc), true)));
+        }
         char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
         if (line)
             log_raw_line(line);
@@ -390,14 +404,19 @@ static void access_log(struct http_req *r)
         json_decref(o);
     } else {
         char method[4 * sizeof(r->method) + 1], path[4 * sizeof(r->path) + 1],
-            model[4 * sizeof(r->model) + 1];
+            model[4 * sizeof(r->model) + 1], why[4 * sizeof(r->reason) + 16] = "";
+        if (r->status >= 400 && r->reason[0]) {
+            char esc[4 * sizeof(r->reason) + 1];
+            snprintf(why, sizeof(why), " reason=\"%s\"",
+                     log_escape_text(r->reason, esc, sizeof(esc), true));
+        }
         log_info("request %s %s %s model=%s status=%d prompt_tokens=%d output_tokens=%d "
-                 "ttft_ms=%.1f tok_s=%.1f duration_ms=%.1f tools=%d system_bytes=%ld",
+                 "ttft_ms=%.1f tok_s=%.1f duration_ms=%.1f tools=%d system_bytes=%ld%s",
                  r->id, log_escape(r->method, method, sizeof(method)),
                  log_escape(r->path, path, sizeof(path)),
                  r->model[0] ? log_escape(r->model, model, sizeof(model)) : "-", r->status,
                  r->n_prompt, r->n_output, r->ttft_ms < 0 ? 0.0 : r->ttft_ms, tps, dur_ms,
-                 r->n_tools, r->system_bytes);
+                 r->n_tools, r->system_bytes, why);
     }
 }
 

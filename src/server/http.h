@@ -59,6 +59,7 @@ struct http_req {
     uint64_t t_start_ns;
     /* filled by endpoints for the access log */
     char model[128];
+    char reason[256];            /* an error reply's message (the 4xx line says why) */
     int n_prompt, n_output;
     double ttft_ms;              /* < 0: not applicable */
     int n_tools;                 /* tool definitions the request carried */

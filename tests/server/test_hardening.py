@@ -279,6 +279,42 @@ def test_model_name_cannot_forge_log_lines(log_server):
     assert not any(l.startswith("b ") or l == "b" for l in lines)
 
 
+def test_error_lines_say_why(start_server, default_model):
+    """The access log line of an error reply ends with its reason, quoted and escaped in
+    the text log (request bytes cannot end the line), a field in the JSON log."""
+    s = start_server(["-m", str(default_model), "--api-key", "k", "--max-body-bytes", "2048"])
+    key = {"x-api-key": "k"}
+    assert post(s, MSG, {"model": "m", "messages": HI}).status_code == 401
+    assert post(s, MSG, {"model": "m", "messages": HI}, key).status_code == 400  # no max_tokens
+    assert requests.get(s.url + "/nowhere%0Aforged", headers=key, timeout=10).status_code == 404
+    assert post(s, COUNT, {"model": "m", "messages": HI, "pad": "x" * 4000}, key).status_code == 413
+    assert requests.post(s.url + MSG, data="{}", headers=dict(key, **{
+        "content-type": "text/plain"}), timeout=10).status_code == 415
+    assert post(s, COUNT, {"model": "m", "messages": HI}, key).status_code == 200
+    time.sleep(0.3)
+    lines = [l for l in s.output().splitlines() if " request req_" in l]
+    by_status = {}
+    for l in lines:
+        by_status.setdefault(int(l.split("status=")[1].split()[0]), l)
+    assert by_status[401].endswith('reason="x-api-key header is required"'), by_status[401]
+    assert by_status[400].endswith('reason="max_tokens: Field required"'), by_status[400]
+    assert by_status[404].endswith('reason="not found: GET /nowhere\\x0aforged"'), by_status[404]
+    assert 'reason="request body of ' in by_status[413] and "2048 bytes" in by_status[413]
+    assert by_status[415].endswith(
+        'reason="content-type must be application/json, not \'text/plain\'"'), by_status[415]
+    assert "reason=" not in by_status[200]
+    assert not any(l.startswith("forged") for l in s.output().splitlines())
+
+    j = start_server(["-m", str(default_model), "--log-format", "json"])
+    assert post(j, MSG, {"model": "m", "max_tokens": 0, "messages": HI}).status_code == 400
+    time.sleep(0.3)
+    recs = [json.loads(l) for l in j.output().splitlines() if l.startswith("{")]
+    bad = [r for r in recs if r.get("event") == "request" and r["status"] == 400]
+    assert bad and "max_tokens" in bad[0]["reason"], recs[-3:]
+    assert all("reason" not in r for r in recs if r.get("event") == "request" and
+               r["status"] == 200)
+
+
 # ---- 8. smaller ones ------------------------------------------------------------------------
 
 def test_model_id_not_utf8_is_404(server):
