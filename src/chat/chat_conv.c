@@ -107,6 +107,31 @@ static void set_str(json_t *m, const char *key, const struct pv_buf *b)
 
 /* Append `m` to `msgs`, merging it into the previous message when both have the same
  * role (user, assistant, system): contents joined by "\n\n", tool calls concatenated. */
+/*
+ * A system turn after the first user or assistant message. Templates take a system
+ * message only first, so it speaks as the user ("System: ..."); placed before the user's
+ * own words when it follows them, so that the user's request stays the last thing the
+ * model reads (Claude Code sends its environment and skill list, thousands of
+ * characters, as a system turn after the user's prompt).
+ */
+static void push_system_turn(json_t *msgs, const char *text)
+{
+    size_t n = json_array_size(msgs);
+    json_t *prev = n ? json_array_get(msgs, n - 1) : NULL;
+    const char *pc = json_string_value(json_object_get(prev, "content"));
+    struct pv_buf t = PV_BUF_INIT;
+    if (prev && pc && !strcmp(json_string_value(json_object_get(prev, "role")), "user")) {
+        buf_printf(&t, "System: %s%s%s", text, *pc ? "\n\n" : "", pc);
+        set_str(prev, "content", &t);
+    } else {
+        json_t *m = msg_new("user");
+        buf_printf(&t, "System: %s", text);
+        set_str(m, "content", &t);
+        json_array_append_new(msgs, m);
+    }
+    buf_release(&t);
+}
+
 static void push_merged(json_t *msgs, json_t *m)
 {
     size_t n = json_array_size(msgs);
@@ -186,16 +211,12 @@ static enum pv_status anthropic_message(struct chat_conv *c, const json_t *m, bo
     if (!strcmp(role, "system")) {
         if ((st = text_of(content, "system message", &text, true, err)))
             goto out;
-        json_t *sm = msg_new(first_msgs ? "system" : "user");
         if (!first_msgs) {
-            /* templates allow a system message only first: later ones speak as the user */
-            struct pv_buf t = PV_BUF_INIT;
-            buf_printf(&t, "System: %s", text.data);
-            set_str(sm, "content", &t);
-            buf_release(&t);
-        } else {
-            set_str(sm, "content", &text);
+            push_system_turn(c->messages, text.data);
+            goto out;
         }
+        json_t *sm = msg_new("system");
+        set_str(sm, "content", &text);
         push_merged(c->messages, sm);
         goto out;
     }
@@ -519,16 +540,14 @@ enum pv_status chat_conv_from_openai(const json_t *body, struct chat_conv *c, st
         bool sys = !strcmp(role, "system") || !strcmp(role, "developer");
         leading = leading && sys;
         json_t *nm;
+        if (sys && !leading) {
+            push_system_turn(c->messages, text.data);
+            buf_release(&text);
+            continue;
+        }
         if (sys) {
-            nm = msg_new(leading ? "system" : "user");
-            if (!leading) {
-                struct pv_buf t = PV_BUF_INIT;
-                buf_printf(&t, "System: %s", text.data);
-                set_str(nm, "content", &t);
-                buf_release(&t);
-            } else {
-                set_str(nm, "content", &text);
-            }
+            nm = msg_new("system");
+            set_str(nm, "content", &text);
         } else if (!strcmp(role, "assistant")) {
             nm = msg_new("assistant");
             set_str(nm, "content", &text);

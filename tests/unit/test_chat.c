@@ -270,7 +270,7 @@ static void test_anthropic_conversion(void)
                     "{\"role\":\"user\",\"content\":\"hi\\n\\nthere\"},"
                     "{\"role\":\"assistant\",\"content\":\"ok\",\"reasoning_content\":\"hmm\",\"tool_calls\":[{\"id\":\"toolu_1\",\"type\":\"function\",\"function\":{\"name\":\"Read\",\"arguments\":{\"file_path\":\"/a\"}}}]},"
                     "{\"role\":\"tool\",\"content\":\"Error: data\",\"tool_call_id\":\"toolu_1\",\"name\":\"Read\"},"
-                    "{\"role\":\"user\",\"content\":\"next\\n\\nSystem: be brief\\n\\nodd role\"}]");
+                    "{\"role\":\"user\",\"content\":\"System: be brief\\n\\nnext\\n\\nodd role\"}]");
     free(s);
     CHECK_EQ_INT(json_array_size(c.tools), 1);
     CHECK_EQ_INT(c.tool_choice, CHAT_TOOLS_NAMED);
