@@ -8,9 +8,12 @@
  * client, which answers with the token to feed next or -1 to end.
  *
  * Sequences that ended keep their KV cache: a new request starts from the longest prefix
- * any sequence holds (running or ended), sharing its blocks by a fork, and only the rest
- * of its prompt is evaluated. Ended sequences are evicted, least recently used first,
- * when the pool needs their blocks. All calls come from one thread (the engine thread).
+ * any sequence holds (running or ended), sharing its blocks by a fork, or from the
+ * longest run of published blocks of the pool's prefix cache (kv.h: the hash chain;
+ * those outlive the sequence that filled them until their blocks are needed), whichever
+ * is longer, and only the rest of its prompt is evaluated. Ended sequences are evicted,
+ * least recently used first, when the pool needs their blocks. All calls come from one
+ * thread (the engine thread).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +43,7 @@ struct pv_sched {
     struct pv_batch batch;       /* [step_tokens] */
     uint32_t *n_add;             /* [n_seq] tokens of each sequence in the step */
     int32_t *row_seq;            /* [step_tokens] sequence of each batch token with logits */
+    uint32_t *hit;               /* [n_ctx / block_size] blocks of a prefix-cache match */
     uint32_t rr;                 /* next prefilling sequence to serve first */
     uint64_t clock;
 };
@@ -60,6 +64,7 @@ void pv_sched_free(struct pv_sched *s)
     free(s->seqs);
     free(s->n_add);
     free(s->row_seq);
+    free(s->hit);
     pv_batch_release(&s->batch);
     pv_context_free(s->ctx);
     free(s);
@@ -95,7 +100,8 @@ enum pv_status pv_sched_new(struct pv_model *model, const struct pv_sched_params
     s->seqs = try_calloc(s->n_seq, sizeof(*s->seqs));
     s->n_add = try_calloc(s->n_seq, sizeof(uint32_t));
     s->row_seq = try_calloc(s->step_tokens, sizeof(int32_t));
-    if (!s->seqs || !s->n_add || !s->row_seq)
+    s->hit = try_calloc(s->ctx->n_ctx / s->ctx->kv.block_size + 1, sizeof(uint32_t));
+    if (!s->seqs || !s->n_add || !s->row_seq || !s->hit)
         goto nomem;
     for (uint32_t i = 0; i < s->n_seq; i++)
         if (!(s->seqs[i].tokens = try_calloc(s->ctx->n_ctx, sizeof(int32_t))))
@@ -203,6 +209,14 @@ enum pv_status pv_sched_submit(struct pv_sched *s, const int32_t *prompt, size_t
             best_n = n;
         }
     }
+    /* the longest run of published blocks, whoever filled them (ended and evicted
+       sequences included): taken when it beats the longest sequence's prefix */
+    uint32_t n_hit = kv_match_prefix(kv, prompt, n_prompt - 1, s->hit);
+    bool adopt = (size_t)n_hit * kv->block_size > best_n;
+    if (adopt) {
+        best = -1;
+        best_n = (size_t)n_hit * kv->block_size;
+    }
     /* a sequence to run it in: the best one if it has ended, else an empty one, else
        the least recently used ended one */
     if (best >= 0 && s->seqs[best].state == SEQ_IDLE)
@@ -219,7 +233,9 @@ enum pv_status pv_sched_submit(struct pv_sched *s, const int32_t *prompt, size_t
 
     /* the last prompt token is always evaluated, so that its logits exist */
     keep = PV_MIN(best_n, n_prompt - 1);
-    if (slot != best) {
+    if (adopt) {
+        kv_seq_adopt(kv, (uint32_t)slot, s->hit, n_hit);
+    } else if (slot != best) {
         if (best >= 0 && keep > 0) {
             pv_context_seq_fork(s->ctx, best, slot, NULL);
             memcpy(s->seqs[slot].tokens, s->seqs[best].tokens, keep * sizeof(int32_t));

@@ -1,7 +1,9 @@
 """The engine scheduler behind `pensieve serve`: requests generating at once share one
 batched forward pass per step, yet each gets exactly the tokens it gets alone (greedy);
 a request reuses the longest cached prefix of any sequence, even one still generating,
-and the usage of both APIs says how many prompt tokens came from the cache; a long
+and the usage of both APIs says how many prompt tokens came from the cache; the full
+blocks of a prompt stay findable by their hash chain after the sequence that held them
+was given to another request; a long
 prompt is fed in chunks, so a short request started during its prefill gets its first
 token first; --kv-size bounds the shared KV pool with a clear error."""
 import json
@@ -65,6 +67,23 @@ def test_prefix_of_a_running_request_is_reused(start_server, default_model):
     requests.post(s.url + "/v1/messages", json=body, timeout=300).json()
     m = requests.post(s.url + "/v1/messages", json=body, timeout=300).json()
     assert m["usage"]["cache_read_input_tokens"] >= m["usage"]["input_tokens"] - 1 > 100, m
+
+
+def test_prefix_outlives_its_sequence(start_server, default_model):
+    # --parallel 1 keeps two sequences: the third prompt takes over the one that held
+    # the first, yet the first prompt's full blocks are still cached by hash
+    s = start_server(["-m", str(default_model), "--ctx-size", "2048", "--parallel", "1"])
+    base = "Notes on the harbour lighthouse and its keeper. " * 30
+    first = complete(s, prompt=base + "One:", max_tokens=2).json()["usage"]
+    complete(s, prompt="Something else entirely, number two.", max_tokens=2)
+    complete(s, prompt="And a third unrelated prompt, number three.", max_tokens=2)
+    again = complete(s, prompt=base + "Two:", max_tokens=2).json()["usage"]
+    cached = again["prompt_tokens_details"]["cached_tokens"]
+    assert first.get("prompt_tokens_details", {}).get("cached_tokens", 0) == 0, first
+    # whole blocks of 32 positions: all of the shared preamble but its last partial block
+    assert cached % 32 == 0 and first["prompt_tokens"] - 40 <= cached < again["prompt_tokens"], again
+    h = requests.get(s.url + "/health", timeout=10).json()
+    assert h["kv_cache_used_tokens"] <= h["kv_cache_capacity_tokens"]
 
 
 def test_short_request_is_served_during_a_long_prefill(start_server, default_model):
