@@ -31,6 +31,7 @@ struct sched_seq {
     uint32_t n_prompt;           /* tokens of the prompt (PREFILL: fed up to the KV length) */
     int32_t pending;             /* DECODE: the token to feed next */
     uint64_t last_used;          /* step counter of the last use (eviction order) */
+    uint64_t admitted;           /* step counter at submit (preemption order) */
     struct pv_sched_client client;
 };
 
@@ -45,6 +46,7 @@ struct pv_sched {
     int32_t *row_seq;            /* [step_tokens] sequence of each batch token with logits */
     uint32_t *hit;               /* [n_ctx / block_size] blocks of a prefix-cache match */
     uint32_t rr;                 /* next prefilling sequence to serve first */
+    uint64_t n_preempted;        /* sequences that gave their blocks back to go on later */
     uint64_t clock;
 };
 
@@ -264,7 +266,7 @@ enum pv_status pv_sched_submit(struct pv_sched *s, const int32_t *prompt, size_t
     q->state = SEQ_PREFILL;
     q->pending = -1;
     q->client = *client;
-    q->last_used = ++s->clock;
+    q->last_used = q->admitted = ++s->clock;
     *seq_out = slot;
     *n_cached = (uint32_t)keep;
     return PV_OK;
@@ -295,6 +297,61 @@ static void end_seq(struct pv_sched *s, uint32_t i, enum pv_status st, const cha
     q->last_used = ++s->clock;
     if (q->client.ended)
         q->client.ended(q->client.user, st, msg);
+}
+
+/* Take the KV cache of running sequence v back to make room: what it holds (with the
+ * token it was to feed next) becomes its prompt again, fed anew once blocks free up,
+ * from the prefix cache as far as its published blocks are still there. Its client
+ * sees nothing but a later next(). */
+static void preempt(struct pv_sched *s, uint32_t v)
+{
+    struct sched_seq *q = &s->seqs[v];
+    uint32_t len = pv_context_seq_len(s->ctx, (int32_t)v);
+    if (q->state == SEQ_DECODE && len >= s->ctx->n_ctx) {
+        end_seq(s, v, PV_ERR_CONTEXT, "the context is full");
+        pv_context_seq_drop(s->ctx, (int32_t)v);
+        return;
+    }
+    if (q->state == SEQ_DECODE) {
+        q->tokens[len] = q->pending;
+        q->n_prompt = len + 1;
+        q->pending = -1;
+    }
+    q->state = SEQ_PREFILL;
+    pv_context_seq_drop(s->ctx, (int32_t)v);
+    s->n_preempted++;
+}
+
+/* The running sequence to preempt so that i can go on: the one admitted last among i
+ * and those that hold blocks and have no token in the step yet. */
+static uint32_t preempt_victim(const struct pv_sched *s, uint32_t i)
+{
+    uint32_t v = i;
+    for (uint32_t k = 0; k < s->n_seq; k++) {
+        const struct sched_seq *q = &s->seqs[k];
+        if (running(q) && s->n_add[k] == 0 && pv_context_seq_len(s->ctx, (int32_t)k) > 0 &&
+            q->admitted > s->seqs[v].admitted)
+            v = k;
+    }
+    return v;
+}
+
+/* Before a resumed prompt is fed: the longest run of its blocks still cached. */
+static void resume_from_cache(struct pv_sched *s, uint32_t i)
+{
+    struct sched_seq *q = &s->seqs[i];
+    struct kv_cache *kv = &s->ctx->kv;
+    if (pv_context_seq_len(s->ctx, (int32_t)i) != 0 || q->n_prompt < 2)
+        return;
+    uint32_t n_hit = kv_match_prefix(kv, q->tokens, q->n_prompt - 1, s->hit), n_revive = 0;
+    for (uint32_t b = 0; b < n_hit; b++)
+        n_revive += kv->refs[s->hit[b]] == 0;
+    /* cached blocks taken off the free list must leave what the step planned so far */
+    uint64_t planned = kv_batch_blocks_needed(kv, s->n_add);
+    while (n_hit > 0 && planned + n_revive > kv->n_free)
+        n_revive -= kv->refs[s->hit[--n_hit]] == 0;
+    if (n_hit)
+        kv_seq_adopt(kv, i, s->hit, n_hit);
 }
 
 /* Blocks the step planned so far needs, after evicting ended sequences if it must. */
@@ -333,13 +390,21 @@ int pv_sched_step(struct pv_sched *s, struct pv_err *err)
             end_seq(s, i, PV_ERR_CONTEXT, "the context is full");
             continue;
         }
+        /* no room for its next position: the sequence admitted last gives its blocks
+           back (this one, when it is the last) and waits to be fed again */
         s->n_add[i] = 1;
-        if (!step_fits(s)) {
+        bool fits;
+        while (!(fits = step_fits(s))) {
             s->n_add[i] = 0;
-            end_seq(s, i, PV_ERR_OVERLOADED, "the kv cache is full (raise --kv-size)");
-            continue;
+            uint32_t v = preempt_victim(s, i);
+            preempt(s, v);
+            if (v == i)
+                break;
+            s->n_add[i] = 1;
         }
         s->n_add[i] = 0;
+        if (!fits)
+            continue;
         add_token(s, i, q->pending, true);
         q->tokens[len] = q->pending;
         budget--;
@@ -352,13 +417,20 @@ int pv_sched_step(struct pv_sched *s, struct pv_err *err)
         struct sched_seq *q = &s->seqs[i];
         if (q->state != SEQ_PREFILL)
             continue;
+        resume_from_cache(s, i);
         uint32_t len = pv_context_seq_len(ctx, (int32_t)i);
         uint32_t n = PV_MIN(budget, q->n_prompt - len);
-        while (n > 0) {
+        for (uint32_t want = n; n > 0;) {
             s->n_add[i] = n;
             if (step_fits(s))
                 break;
             n = n > ctx->kv.block_size ? n - ctx->kv.block_size : n - 1;
+            if (n == 0 && preempt_victim(s, i) != i) {
+                /* not a single position: a prompt admitted later gives its blocks back */
+                s->n_add[i] = 0;
+                preempt(s, preempt_victim(s, i));
+                n = want;
+            }
         }
         s->n_add[i] = 0;
         for (uint32_t t = 0; t < n; t++)
@@ -368,10 +440,16 @@ int pv_sched_step(struct pv_sched *s, struct pv_err *err)
             s->rr = (i + 1) % s->n_seq;
     }
     if (s->batch.n_tokens == 0) {
-        /* prompts waiting for blocks that nothing will free: end them */
+        /* nothing could go on: the prompt admitted first does not fit the pool even with
+           every later one's blocks given back, so it ends (the others try again) */
+        int32_t oldest = -1;
         for (uint32_t i = 0; i < s->n_seq; i++)
-            if (s->seqs[i].state == SEQ_PREFILL)
-                end_seq(s, i, PV_ERR_OVERLOADED, "the kv cache is full (raise --kv-size)");
+            if (s->seqs[i].state == SEQ_PREFILL &&
+                (oldest < 0 || s->seqs[i].admitted < s->seqs[oldest].admitted))
+                oldest = (int32_t)i;
+        if (oldest >= 0)
+            end_seq(s, (uint32_t)oldest, PV_ERR_OVERLOADED,
+                    "the kv cache is full (raise --kv-size)");
         return 0;
     }
 
@@ -409,4 +487,5 @@ void pv_sched_usage(const struct pv_sched *s, struct pv_sched_usage *out)
     out->kv_positions = (uint64_t)u.n_blocks * u.block_size;
     out->kv_positions_used = (uint64_t)u.n_blocks_used * u.block_size;
     out->n_running = pv_sched_n_running(s);
+    out->n_preempted = s->n_preempted;
 }
