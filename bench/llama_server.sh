@@ -17,7 +17,7 @@ if [ -z "$SRC" ]; then
     SRC="$OUT/llama_cpp_python-$VERSION"
     if [ ! -d "$SRC/vendor/llama.cpp" ]; then
         PY="$ROOT/.venv/bin/python"; [ -x "$PY" ] || PY=python3
-        "$PY" -m pip download --no-binary :all: --no-deps --no-build-isolation -d "$OUT" \
+        "$PY" -m pip download --no-binary :all: --no-deps -d "$OUT" \
             "llama_cpp_python==$VERSION" >&2
         tar -xzf "$OUT/llama_cpp_python-$VERSION.tar.gz" -C "$OUT"
     fi
