@@ -259,12 +259,16 @@ bool cli_resolve_model(const char *arg, char *out, size_t cap)
 
     if (!arg || !*arg)
         return false;
-    if (stat(arg, &st) == 0 && S_ISREG(st.st_mode)) {
+    if (stat(arg, &st) == 0 && (S_ISREG(st.st_mode) || pv_model_is_dir(arg))) {
         snprintf(out, cap, "%s", arg);
         return true;
     }
     if (strchr(arg, '/') || pv_models_dir(dir, sizeof(dir)) != PV_OK)
         return false;
+    /* an MLX directory of the model directory, by name */
+    int nd = snprintf(out, cap, "%s/%s", dir, arg);
+    if (nd > 0 && (size_t)nd < cap && pv_model_is_dir(out))
+        return true;
     const size_t len = strlen(arg);
     const bool has_ext = len > 5 && strcmp(arg + len - 5, ".gguf") == 0;
     int n = snprintf(out, cap, "%s/%s%s", dir, arg, has_ext ? "" : ".gguf");

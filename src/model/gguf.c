@@ -46,7 +46,8 @@ struct gguf_index {
 
 struct gguf_file {
     char *path;                  /* owned copy of the path, for messages */
-    const uint8_t *map;          /* the read-only mapping */
+    const uint8_t *map;          /* the read-only mapping (or the heap buffer) */
+    bool heap;                   /* map is a heap buffer (gguf_open_mem), freed at close */
     size_t size;                 /* file bytes */
     uint32_t version;
     size_t alignment;
@@ -595,11 +596,32 @@ out_fd:
     return st;
 }
 
+enum pv_status gguf_open_mem(const char *name, void *data, size_t n, struct gguf_file **out,
+                             struct pv_err *err)
+{
+    struct gguf_file *f = xcalloc(1, sizeof(*f));
+    enum pv_status st;
+    f->path = xstrdup(name);
+    f->map = data;
+    f->size = n;
+    f->heap = true;
+    *out = NULL;
+    st = parse(f, err);
+    if (st != PV_OK) {
+        gguf_close(f);
+        return st;
+    }
+    *out = f;
+    return PV_OK;
+}
+
 void gguf_close(struct gguf_file *f)
 {
     if (!f)
         return;
-    if (f->map)
+    if (f->map && f->heap)
+        free((void *)f->map);
+    else if (f->map)
         munmap((void *)f->map, f->size);
     for (int64_t i = 0; i < f->n_kv && f->kvs; i++)
         free(f->kvs[i].arr_strs);
