@@ -572,7 +572,8 @@ PV_API void pv_sampler_reset(struct pv_sampler *s);
 struct pv_vocab; /* opaque */
 
 /*
- * Load only the vocabulary of the GGUF file at `path` (fast: no weights are read).
+ * Load only the vocabulary of the GGUF file or MLX directory at `path` (fast: no
+ * weights are read).
  * On success *out is owned by the caller (pv_vocab_free); on failure *out is NULL and
  * err says why (PV_ERR_IO, PV_ERR_FORMAT, PV_ERR_UNSUPPORTED...). A model loaded with
  * its weights owns its own vocabulary.

@@ -376,7 +376,7 @@ static enum pv_status write_hparams(struct mlx_ctx *c, const struct json *root, 
                               c->dir, mode);
         c->hp->bits = (uint32_t)bits;
         c->hp->group_size = (uint32_t)gs;
-        snprintf(c->hp->quant, sizeof c->hp->quant, "MLX %u-bit g%u", c->hp->bits,
+        snprintf(c->hp->quant, sizeof c->hp->quant, "MLX_Q%u_G%u", c->hp->bits,
                  c->hp->group_size);
     } else {
         c->quant = NULL;
@@ -1048,11 +1048,12 @@ enum pv_status mlx_probe(const char *dir, struct gguf_file **meta, struct mlx_hp
     struct mlx_dir *d = xcalloc(1, sizeof(*d));
     enum pv_status st;
     *meta = NULL;
-    *n_params = *n_tensors = 0;
     ctx_init(&c, dir, hp, err);
     st = build_meta(&c, meta);
-    if (st == PV_OK)
+    if (st == PV_OK && n_params) {
+        *n_params = *n_tensors = 0;
         st = open_shards(&c, d);
+    }
     for (size_t k = 0; st == PV_OK && k < d->n_shards; k++) {
         hp->file_bytes += st_file_bytes(d->shards[k]);
         for (size_t i = 0; i < st_n_tensors(d->shards[k]); i++) {

@@ -36,7 +36,7 @@ struct mlx_hparams {
     float rope_base_swa;    /* 0: keep the default */
     uint32_t bits, group_size; /* the checkpoint's quantization, 0 when float */
     uint64_t file_bytes;    /* sum of the shards' sizes */
-    char quant[32];         /* "MLX 4-bit g64", "BF16", ... */
+    char quant[32];         /* "MLX_Q4_G64", "BF16", ... */
 };
 
 /* Whether `path` is a directory holding config.json. */
@@ -49,7 +49,8 @@ bool mlx_is_dir(const char *path);
  */
 enum pv_status mlx_open(const char *dir, struct mlx_dir **out, struct gguf_file **meta,
                         struct mlx_hparams *hp, struct pv_err *err);
-/* Cheap summary for `pensieve models`: the metadata only, no tensors converted. */
+/* Cheap summary for `pensieve models`: the metadata and the shards' headers, no tensors
+ * converted; with n_params and n_tensors NULL, the metadata alone (a vocabulary). */
 enum pv_status mlx_probe(const char *dir, struct gguf_file **meta, struct mlx_hparams *hp,
                          uint64_t *n_params, uint64_t *n_tensors, struct pv_err *err);
 void mlx_close(struct mlx_dir *d);

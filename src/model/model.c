@@ -481,6 +481,7 @@ enum pv_status pv_model_load(const char *path, const struct pv_model_params *par
     if (st != PV_OK)
         goto fail;
     if (mlx) { /* what MLX's recipes do that GGUF metadata cannot say */
+        snprintf(m->mlx_quant, sizeof m->mlx_quant, "%s", mhp.quant);
         m->hp.rope_neox = mhp.rope_neox;
         if (mhp.attn_scale > 0)
             m->hp.attn_scale = mhp.attn_scale;

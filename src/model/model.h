@@ -68,6 +68,7 @@ struct pv_model {
     struct gguf_file *gguf;                 /* owns the mmap; an MLX directory's translated metadata */
     struct mlx_dir *mlx;                    /* an MLX directory's shards and tensors, else NULL */
     uint64_t file_bytes;                    /* the GGUF file, or the directory's safetensors */
+    char mlx_quant[32];                     /* an MLX directory's quantization ("MLX_Q4_G64") */
     enum model_arch arch;
     struct model_hparams hp;
     const struct pv_tensor *tok_embd;       /* [n_embd, n_vocab] */

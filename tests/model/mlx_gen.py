@@ -118,10 +118,14 @@ def load(path):
     return model
 
 
-def mlx_logits(path, tokens, model=None):
-    """Logits [len(tokens), n_vocab] of one forward pass of mlx-lm on the CPU, as f32."""
+def mlx_logits(path, tokens, model=None, upcast=False):
+    """Logits [len(tokens), n_vocab] of one forward pass of mlx-lm on the CPU, as f32;
+    upcast: with the float parameters cast to f32 first (exact for f16/bf16), so mlx-lm
+    computes in f32."""
     mx.set_default_device(mx.cpu)
     model = model or load(path)
+    if upcast:
+        model.set_dtype(mx.float32)
     out = model(mx.array([tokens]))
     return np.array(out[0].astype(mx.float32))
 
