@@ -14,9 +14,8 @@ import shutil
 from pathlib import Path
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_flatten, tree_map_with_path
+from mlx.utils import tree_map_with_path
 
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"
                r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -110,6 +109,91 @@ def make_model(out_dir, arch, tokenizer_dir, bits=None, group_size=64, dtype="bf
     config["torch_dtype"] = dtype
     save_config(config, config_path=out_dir / "config.json")
     return out_dir
+
+
+def gguf_tokenizer(gguf_path, out, pre):
+    """tokenizer.json (+ config) of a GGUF vocabulary, as the Hugging Face original has it."""
+    from gguf import GGUFReader
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models as tm, normalizers
+    from tokenizers import pre_tokenizers as pt
+    r = GGUFReader(str(gguf_path))
+    tokens = r.fields["tokenizer.ggml.tokens"].contents()
+    types = r.fields["tokenizer.ggml.token_type"].contents()
+    merges = [tuple(m.split(" ", 1)) for m in r.fields["tokenizer.ggml.merges"].contents()]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    tok = Tokenizer(tm.BPE(vocab=vocab, merges=merges, ignore_merges=(pre == "llama3")))
+    if pre == "smollm":
+        tok.pre_tokenizer = pt.Sequence([pt.Digits(individual_digits=True),
+                                         pt.ByteLevel(add_prefix_space=False, use_regex=True)])
+    else:
+        split = LLAMA3_SPLIT if pre == "llama3" else QWEN2_SPLIT
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pt.Sequence([pt.Split(Regex(split), behavior="isolated"),
+                                         pt.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    # added tokens: from the first control token on (llama.cpp's converter also marks some
+    # ordinary vocabulary entries that look special, such as Qwen's "</s>", user-defined)
+    first_control = min(i for i, ty in enumerate(types) if ty == 3)
+    added = [(i, t) for i, (t, ty) in enumerate(zip(tokens, types))
+             if ty != 1 and i >= first_control]
+    tok.add_tokens([AddedToken(t, special=True) for _, t in added])
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    spec = json.loads((out / "tokenizer.json").read_text())
+    for a in spec["added_tokens"]:  # the ids of the GGUF (added tokens follow the vocab)
+        assert tokens[a["id"]] == a["content"]
+    (out / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": False}))
+    (out / "config.json").write_text(json.dumps({"model_type": "qwen2", "hidden_size": 64,
+        "num_hidden_layers": 1, "intermediate_size": 64, "num_attention_heads": 4,
+        "vocab_size": len(tokens)}))
+    return tok
+
+
+GGUF_TO_HF = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj",
+              "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+              "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
+              "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+
+
+def gguf_to_hf(gguf_path, out, dtype="bfloat16"):
+    """A Hugging Face checkpoint (safetensors, config.json, tokenizer files) of a qwen2 GGUF:
+    every tensor dequantized and stored in `dtype`, names as transformers has them."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+    r = GGUFReader(str(gguf_path))
+    f = lambda k: r.fields[k].contents()  # noqa: E731
+    assert f("general.architecture") == "qwen2"
+    out = Path(out)
+    tok = gguf_tokenizer(gguf_path, out, "qwen2")
+    weights = {}
+    for t in r.tensors:
+        a = dequantize(t.data, t.tensor_type).astype(np.float32).reshape(list(reversed(t.shape.tolist())))
+        parts = t.name.split(".")
+        if parts[0] == "blk":
+            name = f"model.layers.{parts[1]}.{GGUF_TO_HF[parts[2]]}.{parts[3]}"
+        else:
+            name = {"token_embd": "model.embed_tokens", "output_norm": "model.norm",
+                    "output": "lm_head"}[parts[0]] + "." + parts[1]
+        weights[name] = mx.array(a).astype(getattr(mx, dtype))
+    mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "pt"})
+    n_vocab = len(f("tokenizer.ggml.tokens"))
+    (out / "config.json").write_text(json.dumps({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+        "hidden_size": int(f("qwen2.embedding_length")),
+        "num_hidden_layers": int(f("qwen2.block_count")),
+        "intermediate_size": int(f("qwen2.feed_forward_length")),
+        "num_attention_heads": int(f("qwen2.attention.head_count")),
+        "num_key_value_heads": int(f("qwen2.attention.head_count_kv")),
+        "max_position_embeddings": int(f("qwen2.context_length")),
+        "rms_norm_eps": float(f("qwen2.attention.layer_norm_rms_epsilon")),
+        "rope_theta": float(f("qwen2.rope.freq_base")), "vocab_size": n_vocab,
+        "tie_word_embeddings": "lm_head.weight" not in weights, "torch_dtype": dtype,
+        "bos_token_id": 151643, "eos_token_id": 151645}))
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": False,
+        "bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+        "chat_template": f("tokenizer.chat_template"), "model_max_length": 32768}))
+    return tok
 
 
 def load(path):

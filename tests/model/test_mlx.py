@@ -385,44 +385,6 @@ def test_bad_directories_fail_clearly(pensieve_bin, models, tmp_path, case):
 
 # ---- tokenizer.json against the tokenizers library ----------------------------------------
 
-def gguf_tokenizer(gguf_path, out, pre):
-    """tokenizer.json (+ config) of a GGUF vocabulary, as the Hugging Face original has it."""
-    from gguf import GGUFReader
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models as tm, normalizers
-    from tokenizers import pre_tokenizers as pt
-    r = GGUFReader(str(gguf_path))
-    tokens = r.fields["tokenizer.ggml.tokens"].contents()
-    types = r.fields["tokenizer.ggml.token_type"].contents()
-    merges = [tuple(m.split(" ", 1)) for m in r.fields["tokenizer.ggml.merges"].contents()]
-    vocab = {t: i for i, t in enumerate(tokens)}
-    tok = Tokenizer(tm.BPE(vocab=vocab, merges=merges, ignore_merges=(pre == "llama3")))
-    if pre == "smollm":
-        tok.pre_tokenizer = pt.Sequence([pt.Digits(individual_digits=True),
-                                         pt.ByteLevel(add_prefix_space=False, use_regex=True)])
-    else:
-        split = mlx_gen.LLAMA3_SPLIT if pre == "llama3" else mlx_gen.QWEN2_SPLIT
-        tok.normalizer = normalizers.NFC()
-        tok.pre_tokenizer = pt.Sequence([pt.Split(Regex(split), behavior="isolated"),
-                                         pt.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    # added tokens: from the first control token on (llama.cpp's converter also marks some
-    # ordinary vocabulary entries that look special, such as Qwen's "</s>", user-defined)
-    first_control = min(i for i, ty in enumerate(types) if ty == 3)
-    added = [(i, t) for i, (t, ty) in enumerate(zip(tokens, types))
-             if ty != 1 and i >= first_control]
-    tok.add_tokens([AddedToken(t, special=True) for _, t in added])
-    out.mkdir(parents=True, exist_ok=True)
-    tok.save(str(out / "tokenizer.json"))
-    spec = json.loads((out / "tokenizer.json").read_text())
-    for a in spec["added_tokens"]:  # the ids of the GGUF (added tokens follow the vocab)
-        assert tokens[a["id"]] == a["content"]
-    (out / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": False}))
-    (out / "config.json").write_text(json.dumps({"model_type": "qwen2", "hidden_size": 64,
-        "num_hidden_layers": 1, "intermediate_size": 64, "num_attention_heads": 4,
-        "vocab_size": len(tokens)}))
-    return tok
-
-
 def tok_batch(path, texts, special):
     data = bytearray()
     for t in texts:
@@ -449,7 +411,7 @@ def test_tokenizer_json_matches_tokenizers(tmp_path, tok_dir, vocab):
         assert gguf.exists(), f"{gguf} is missing: scripts/setup installs it"
         pre = {"qwen2.5": "qwen2", "qwen2.5-llama3-split": "llama3", "smollm2": "smollm"}[vocab]
         path = tmp_path / vocab
-        tok = gguf_tokenizer(gguf, path, pre)
+        tok = mlx_gen.gguf_tokenizer(gguf, path, pre)
     # plain text (as message content reaches the tokenizer): the corpus without the texts
     # of added tokens, which the tokenizers library always splits out
     added = [a["content"] for a in json.loads((path / "tokenizer.json").read_text())["added_tokens"]]
