@@ -61,6 +61,40 @@ bool mlx_is_dir(const char *path)
     return access(p, R_OK) == 0;
 }
 
+/* ---- half floats (here, not from compute/cpu/, which the parser-only builds leave out) */
+
+static float bf16_to_f32(uint16_t h)
+{
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static float f16_to_f32(uint16_t h)
+{
+    uint32_t exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
+    float f;
+    if (exp == 0) {
+        f = (float)man * 5.9604644775390625e-8f; /* zero or subnormal: man * 2^-24 */
+        return h & 0x8000 ? -f : f;
+    }
+    bits = ((uint32_t)(h & 0x8000) << 16) |
+           (exp == 31 ? 0x7F800000u | (man << 13) : ((exp + 112) << 23) | (man << 13));
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* f32 rounded to bf16 (nearest, ties to even) and back; finite inputs only */
+static float round_bf16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    x = (x + 0x7FFF + ((x >> 16) & 1)) & 0xFFFF0000u;
+    memcpy(&f, &x, sizeof f);
+    return f;
+}
+
 /* ---- files ------------------------------------------------------------------------ */
 
 /* Read dir/name into a NUL-terminated heap buffer. Absent: PV_ERR_NOT_FOUND (err set). */
@@ -353,7 +387,7 @@ static enum pv_status write_hparams(struct mlx_ctx *c, const struct json *root, 
         c->hp->attn_scale = 1.0f / sqrtf(qpas);
         c->hp->rope_base_swa = local_base;
         /* mlx-lm multiplies the embeddings by sqrt(hidden_size) rounded to bf16 */
-        c->hp->embd_scale = pv_bf16_to_f32(cpu_f32_to_bf16(sqrtf((float)n_embd)));
+        c->hp->embd_scale = round_bf16(sqrtf((float)n_embd));
     }
 
     /* quantization: {"group_size", "bits"} (+ per-module overrides, read per tensor) */
@@ -821,8 +855,8 @@ static float st_elem(const struct st_tensor *t, size_t i)
     float f;
     switch (t->dtype) {
     case ST_F32: memcpy(&f, p, 4); return f;
-    case ST_F16: memcpy(&h, p, 2); return pv_fp16_to_f32(h);
-    case ST_BF16: memcpy(&h, p, 2); return pv_bf16_to_f32(h);
+    case ST_F16: memcpy(&h, p, 2); return f16_to_f32(h);
+    case ST_BF16: memcpy(&h, p, 2); return bf16_to_f32(h);
     default: return 0;
     }
 }
