@@ -981,6 +981,9 @@ static enum pv_status convert(struct mlx_ctx *c, struct mlx_dir *d, const struct
                 memcpy(blk, &h, sizeof h);
                 memcpy(blk + sizeof h, q + (size_t)r * (size_t)cols * 4 + g * qb, qb);
             }
+        st_release(t); /* the packed copy replaces them: keep one copy in memory */
+        st_release(s);
+        st_release(b);
         return add_tensor(c, d, gname, type, 2, in, rows, out);
     }
     if (!is_float(t->dtype))

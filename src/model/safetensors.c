@@ -304,6 +304,15 @@ const struct st_tensor *st_find(const struct st_file *f, const char *name)
     return NULL;
 }
 
+void st_release(const struct st_tensor *t)
+{
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)t->data + page - 1) & ~(page - 1);
+    uintptr_t e = ((uintptr_t)t->data + t->n_bytes) & ~(page - 1);
+    if (e > a)
+        madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
 bool st_metadata(const struct st_file *f, const char *key, const char **out)
 {
     return json_get_str(f->meta, key, out);

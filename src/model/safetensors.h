@@ -53,6 +53,9 @@ size_t st_n_tensors(const struct st_file *f);
 /* Tensor i (in header order) or by name (NULL when absent); valid until st_close. */
 const struct st_tensor *st_tensor(const struct st_file *f, size_t i);
 const struct st_tensor *st_find(const struct st_file *f, const char *name);
+/* Drop the mapped pages that lie wholly inside t's data (read again from the file if
+ * touched later): for data that was copied out and is not needed in place. */
+void st_release(const struct st_tensor *t);
 /* String `key` of "__metadata__"; false when absent. */
 bool st_metadata(const struct st_file *f, const char *key, const char **out);
 

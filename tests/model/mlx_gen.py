@@ -76,8 +76,10 @@ def base_config(arch, vocab_size):
 
 
 def make_model(out_dir, arch, tokenizer_dir, bits=None, group_size=64, dtype="bfloat16",
-               seed=0, config_extra=None):
-    """Write an MLX model directory; returns its path."""
+               seed=0, config_extra=None, quant_predicate=None):
+    """Write an MLX model directory; returns its path. quant_predicate(path, module) may
+    give some modules other bits or group sizes (a dict) or leave them float (False), as
+    mlx-lm's mixed recipes do."""
     from mlx_lm.utils import _get_classes, quantize_model, save_config, save_model
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +105,8 @@ def make_model(out_dir, arch, tokenizer_dir, bits=None, group_size=64, dtype="bf
     model.update(tree_map_with_path(init, model.parameters()))
     model.set_dtype(getattr(mx, dtype))
     if bits:
-        model, config = quantize_model(model, config, group_size, bits)
+        model, config = quantize_model(model, config, group_size, bits,
+                                       quant_predicate=quant_predicate)
     mx.eval(model.parameters())
     save_model(out_dir, model)
     config["torch_dtype"] = dtype

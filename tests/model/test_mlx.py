@@ -117,6 +117,33 @@ def test_logits_match_mlx_f32(pensieve_bin, models, tmp_path, arch, bits, group_
                  mlx_gen.mlx_logits(path, tokens), TOL_F32, path.name)
 
 
+@pytest.mark.parametrize("bits,group_size", [(2, 32), (3, 64), (5, 128), (6, 32)])
+def test_other_bits_match_mlx(pensieve_bin, models, tmp_path, bits, group_size):
+    path = models("qwen3", bits, group_size)
+    tokens = prompt_ids(seed=3)
+    check_logits(pensieve_logits(pensieve_bin, path, tokens, tmp_path),
+                 mlx_gen.mlx_logits(path, tokens), TOL_F32, path.name)
+
+
+def test_mixed_quantization_matches_mlx(pensieve_bin, root, tok_dir, tmp_path):
+    """Per-module entries of config.json's quantization (mlx-lm's mixed recipes): here the
+    FFN down projections in 8 bits of 32, the value projections left in float, the rest
+    4 bits of 64."""
+    def predicate(path, module):
+        if "down_proj" in path:
+            return {"bits": 8, "group_size": 32}
+        return "v_proj" not in path
+    path = mlx_gen.make_model(root / "llama-mixed", "llama", tok_dir, bits=4, group_size=64,
+                              dtype="float32", seed=5, quant_predicate=predicate)
+    q = json.loads((path / "config.json").read_text())["quantization"]
+    assert q["model.layers.0.mlp.down_proj"] == {"bits": 8, "group_size": 32}
+    h, _ = read_st(path / "model.safetensors")  # float modules: found by their dtype
+    assert h["model.layers.0.self_attn.v_proj.weight"]["dtype"] == "F32"
+    tokens = prompt_ids(seed=4)
+    check_logits(pensieve_logits(pensieve_bin, path, tokens, tmp_path),
+                 mlx_gen.mlx_logits(path, tokens), TOL_F32, path.name)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("dtype,bits", [("bfloat16", 4), ("bfloat16", None), ("float16", 8)])
 def test_logits_match_mlx_half(pensieve_bin, models, tmp_path, arch, dtype, bits):

@@ -83,6 +83,18 @@ static void test_mlx_kernels(void)
                 k->vec_dot[type](N, &s, row, x);
                 /* f32 sums of N terms: error below N * 2^-24 of the magnitudes */
                 CHECK_NEAR(s, ref, mag * N * 6e-8 + 1e-6);
+                if (k->vec_dot_multi[type]) { /* a batch: the bits of single tokens */
+                    static float xs[3][N];
+                    float one[3], multi[3 * 2];
+                    for (int t = 0; t < 3; t++) {
+                        for (int i = 0; i < N; i++)
+                            xs[t][i] = rndf();
+                        k->vec_dot[type](N, &one[t], row, xs[t]);
+                    }
+                    k->vec_dot_multi[type](N, multi, 2, row, xs, sizeof xs[0], 3);
+                    for (int t = 0; t < 3; t++)
+                        CHECK(memcmp(&multi[2 * t], &one[t], sizeof(float)) == 0);
+                }
             }
             free(row);
         }
