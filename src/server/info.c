@@ -28,7 +28,7 @@ void http_handle_health(struct http_req *r)
     json_object_set_new(o, "version", json_string(PV_VERSION));
     /* the top-level figures: the default model's context, the engines' sums */
     int n_ctx = 0, busy = 0;
-    uint64_t used = 0, cap = 0;
+    uint64_t used = 0, cap = 0, preempted = 0;
     json_t *models = json_array();
     for (size_t i = 0; i < n; i++) {
         if (v[i].is_default || !n_ctx)
@@ -36,6 +36,7 @@ void http_handle_health(struct http_req *r)
         busy += v[i].slots_busy;
         used += v[i].kv_used;
         cap += v[i].kv_capacity;
+        preempted += v[i].kv_preempted;
         json_t *m = json_pack("{s:s, s:b, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:f}", "name",
                               v[i].name, "default", v[i].is_default, "requests", v[i].in_use,
                               "slots_busy", v[i].slots_busy, "queued", v[i].queued, "n_ctx",
@@ -54,6 +55,7 @@ void http_handle_health(struct http_req *r)
     json_object_set_new(o, "slots_busy", json_integer(busy));
     json_object_set_new(o, "kv_cache_used_tokens", json_integer((json_int_t)used));
     json_object_set_new(o, "kv_cache_capacity_tokens", json_integer((json_int_t)cap));
+    json_object_set_new(o, "kv_cache_preemptions", json_integer((json_int_t)preempted));
     json_object_set_new(o, "models", models);
     http_stats_health(o, srv);
     http_reply_json(r, 200, o);

@@ -98,7 +98,11 @@ static bool resolve(const struct registry *reg, const char *name, char *out, siz
     const size_t len = strlen(name);
     const bool has_ext = len > 5 && strcmp(name + len - 5, ".gguf") == 0;
     n = snprintf(out, cap, "%s/%s%s", reg->dir, name, has_ext ? "" : ".gguf");
-    return n > 0 && (size_t)n < cap && is_file(out);
+    if (n > 0 && (size_t)n < cap && is_file(out))
+        return true;
+    /* an MLX model directory of the model directory */
+    n = snprintf(out, cap, "%s/%s", reg->dir, name);
+    return n > 0 && (size_t)n < cap && pv_model_is_dir(out);
 }
 
 bool registry_knows(const struct registry *reg, const char *name)
@@ -434,7 +438,8 @@ void registry_free(struct registry *reg)
 
 /* ---- listing ---------------------------------------------------------------------------- */
 
-/* The .gguf files of `dir` (not hidden); the caller frees each and the array. */
+/* The .gguf files and MLX model directories of `dir` (not hidden); the caller frees each
+ * and the array. */
 static size_t list_files(const char *dir, char ***out)
 {
     char **names = NULL;
@@ -446,7 +451,11 @@ static size_t list_files(const char *dir, char ***out)
         return 0;
     while ((e = readdir(d))) {
         const size_t len = strlen(e->d_name);
-        if (e->d_name[0] != '.' && len > 5 && strcmp(e->d_name + len - 5, ".gguf") == 0) {
+        char sub[PATH_MAX];
+        const int w = snprintf(sub, sizeof(sub), "%s/%s", dir, e->d_name);
+        const bool mlx = w > 0 && (size_t)w < sizeof(sub) && pv_model_is_dir(sub);
+        if (e->d_name[0] != '.' &&
+            (mlx || (len > 5 && strcmp(e->d_name + len - 5, ".gguf") == 0))) {
             names = xrealloc(names, (n + 1) * sizeof(*names));
             names[n++] = xstrdup(e->d_name);
         }
@@ -496,6 +505,7 @@ size_t registry_list(struct registry *reg, bool loaded_only, struct reg_info **o
         i->n_ctx = gen_engine_n_ctx(x->m.engine);
         i->kv_used = u.kv_used;
         i->kv_capacity = u.kv_capacity;
+        i->kv_preempted = u.kv_preempted;
         i->slots_busy = u.slots_busy;
         i->queued = u.queued;
     }

@@ -49,6 +49,7 @@ struct reg_info {
     double expires_in_s;         /* until keep-alive unloads it; < 0: never */
     int n_ctx;                   /* loaded: context positions of one request */
     uint64_t kv_used, kv_capacity; /* loaded: KV pool positions */
+    uint64_t kv_preempted;       /* loaded: requests that gave their KV blocks back */
     int slots_busy, queued;      /* loaded: requests generating, waiting */
 };
 
