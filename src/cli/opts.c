@@ -275,9 +275,12 @@ bool cli_resolve_model(const char *arg, char *out, size_t cap)
     const size_t len = strlen(arg);
     const bool has_ext = len > 5 && strcmp(arg + len - 5, ".gguf") == 0;
     int n = snprintf(out, cap, "%s/%s%s", dir, arg, has_ext ? "" : ".gguf");
-    if (n < 0 || (size_t)n >= cap)
-        return false;
-    return stat(out, &st) == 0 && S_ISREG(st.st_mode);
+    if (n > 0 && (size_t)n < cap && stat(out, &st) == 0 && S_ISREG(st.st_mode))
+        return true;
+    /* a catalogue name (qwen2.5-coder-1.5b, qwen2.5-coder:1.5b) of an installed model */
+    const struct pv_catalog_entry *e = pv_catalog_find(arg);
+    n = e ? snprintf(out, cap, "%s/%s", dir, e->file) : -1;
+    return n > 0 && (size_t)n < cap && stat(out, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 void cli_die_model_not_found(const char *cmd, const char *arg)
