@@ -47,6 +47,8 @@ struct mlx_ctx {
     const char *arch;            /* GGUF architecture name */
     bool gemma3;
     uint32_t n_vocab;
+    float *rope_factors;         /* llama3 RoPE scaling: [head_dim / 2] divisors, or NULL */
+    uint32_t n_rope_factors;
     struct mlx_hparams *hp;
     struct pv_err *err;
 };
@@ -254,6 +256,43 @@ static enum pv_status cfg_f32(struct mlx_ctx *c, const char *key, float def, flo
     return PV_OK;
 }
 
+/*
+ * Llama 3 RoPE scaling as frequency divisors (GGUF's rope_freqs): for each pair i with
+ * wavelength w = 2 pi base^(2i/d): 1 when w < L / high, factor when w > L / low, else
+ * 1 / ((1 - s) / factor + s) with s = (L / w - low) / (high - low); L the original context.
+ */
+static enum pv_status llama3_factors(struct mlx_ctx *c, const struct json *rs, float theta,
+                                     uint32_t head_dim)
+{
+    double factor = 0, low = 1, high = 4, old_ctx = 8192;
+    if (!json_get_num(rs, "factor", &factor) || !(factor > 0))
+        return pv_err_set(c->err, PV_ERR_FORMAT,
+                          "%s/config.json: rope_scaling factor is missing or not positive", c->dir);
+    json_get_num(rs, "low_freq_factor", &low);
+    json_get_num(rs, "high_freq_factor", &high);
+    json_get_num(rs, "original_max_position_embeddings", &old_ctx);
+    if (!(low > 0) || !(high > low) || !(old_ctx > 0) || head_dim < 2 || head_dim > 65536)
+        return pv_err_set(c->err, PV_ERR_FORMAT,
+                          "%s/config.json: llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor "
+                          "and a positive original_max_position_embeddings",
+                          c->dir);
+    c->n_rope_factors = head_dim / 2;
+    c->rope_factors = xcalloc(c->n_rope_factors, sizeof(float));
+    for (uint32_t i = 0; i < c->n_rope_factors; i++) {
+        double wavelen = 2 * M_PI * pow((double)theta, 2.0 * i / head_dim), f;
+        if (wavelen < old_ctx / high)
+            f = 1;
+        else if (wavelen > old_ctx / low)
+            f = factor;
+        else {
+            double sm = (old_ctx / wavelen - low) / (high - low);
+            f = 1 / ((1 - sm) / factor + sm);
+        }
+        c->rope_factors[i] = (float)f;
+    }
+    return PV_OK;
+}
+
 #define TRY(expr)                                                                          \
     do {                                                                                   \
         enum pv_status st_ = (expr);                                                       \
@@ -334,16 +373,18 @@ static enum pv_status write_hparams(struct mlx_ctx *c, const struct json *root, 
     gw_f32(w, akey(key, sizeof key, a, "attention.layer_norm_rms_epsilon"), eps);
     gw_f32(w, akey(key, sizeof key, a, "rope.freq_base"), theta);
 
-    /* RoPE scaling: none or linear (as the GGUF path) */
+    /* RoPE scaling: none or linear (as the GGUF path), llama3 as frequency factors */
     const struct json *rs = json_get(c->config, "rope_scaling");
-    if (rs && rs->type == JSON_OBJECT) {
-        const char *type = NULL;
+    const char *type = NULL;
+    if (rs && rs->type == JSON_OBJECT && !json_get_str(rs, "rope_type", &type))
+        json_get_str(rs, "type", &type);
+    if (type && strcmp(type, "llama3") == 0 && strcmp(a, "llama") == 0) {
+        TRY(llama3_factors(c, rs, theta, head_dim));
+    } else if (rs && rs->type == JSON_OBJECT) {
         double factor = 0;
-        if (!json_get_str(rs, "rope_type", &type))
-            json_get_str(rs, "type", &type);
         if (!type || (strcmp(type, "linear") != 0 && strcmp(type, "default") != 0))
             return pv_err_set(c->err, PV_ERR_UNSUPPORTED,
-                              "%s/config.json: rope_scaling type '%.32s' is not supported (only linear)",
+                              "%s/config.json: rope_scaling type '%.32s' is not supported (only linear, and llama3 for llama)",
                               c->dir, type ? type : "?");
         if (strcmp(type, "linear") == 0) {
             if (!json_get_num(rs, "factor", &factor) || !(factor > 0))
@@ -1062,6 +1103,12 @@ enum pv_status mlx_open(const char *dir, struct mlx_dir **out, struct gguf_file 
         st = open_shards(&c, d);
     if (st == PV_OK)
         st = convert_all(&c, d);
+    if (st == PV_OK && c.rope_factors) {
+        st = add_tensor(d, "rope_freqs.weight", PV_TYPE_F32, 1, c.n_rope_factors, 1,
+                        own(d, c.rope_factors));
+        c.rope_factors = NULL;
+    }
+    free(c.rope_factors);
     arena_release(&c.arena);
     if (st != PV_OK) {
         gguf_close(*meta);
@@ -1103,6 +1150,7 @@ enum pv_status mlx_probe(const char *dir, struct gguf_file **meta, struct mlx_hp
             (*n_tensors)++;
         }
     }
+    free(c.rope_factors);
     arena_release(&c.arena);
     mlx_close(d);
     if (st != PV_OK) {
