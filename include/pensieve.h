@@ -488,7 +488,11 @@ PV_API void pv_sched_cancel(struct pv_sched *s, int32_t seq, const void *user);
 /* True while the request of client user runs in sequence seq. */
 PV_API bool pv_sched_is_running(const struct pv_sched *s, int32_t seq, const void *user);
 /* Run one step; returns the tokens evaluated (0: nothing to do), -1 when evaluation
- * failed (the requests of the step were ended with the error). */
+ * failed (the requests of the step were ended with the error). When the pool has no block
+ * for a running request's next position, the request admitted last gives its blocks back
+ * and waits, to be fed again (its tokens so far as a prompt, from the prefix cache as far
+ * as it still holds them) once blocks free up: its client only sees a later next(). A
+ * request that does not fit the pool even alone ends with PV_ERR_OVERLOADED. */
 PV_API int pv_sched_step(struct pv_sched *s, struct pv_err *err);
 /* Requests running now. */
 PV_API uint32_t pv_sched_n_running(const struct pv_sched *s);
@@ -497,6 +501,7 @@ struct pv_sched_usage {
     uint64_t kv_positions;      /* the pool */
     uint64_t kv_positions_used; /* in blocks held by some sequence */
     uint32_t n_running;
+    uint64_t n_preempted;       /* running sequences that gave their blocks back so far */
 };
 PV_API void pv_sched_usage(const struct pv_sched *s, struct pv_sched_usage *out);
 
