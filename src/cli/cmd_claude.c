@@ -6,6 +6,7 @@
  * $CLAUDE_CONFIG_DIR/.claude.json) that onboarding is done and that the local API key is
  * approved - the two questions that otherwise stop it offline - then replaces itself with
  * `claude`, pointed at the server by ANTHROPIC_BASE_URL and with its network extras off.
+ * --lean gives Claude Code only its file and shell tools, for small local models.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -18,6 +19,8 @@
 
 #include "cli/cli.h"
 
+#define LEAN_TOOLS "Read,Edit,Write,Bash,Glob,Grep"
+
 static struct cli_opt claude_opts[] = {
     {"host", 0, CLI_STRING, "PENSIEVE_HOST", "ADDR", "address of the server", "127.0.0.1"},
     {"port", 'p', CLI_INT, "PENSIEVE_PORT", "N", "port of the server", "8080", 1, 65535},
@@ -27,6 +30,10 @@ static struct cli_opt claude_opts[] = {
      "the Claude Code CLI (default: `claude` on PATH, else .tools/claude-code of this "
      "checkout)", NULL},
     {"no-config", 0, CLI_FLAG, NULL, NULL, "leave Claude Code's config file alone", NULL},
+    {"lean", 0, CLI_FLAG, "PENSIEVE_CLAUDE_LEAN", NULL,
+     "only Claude Code's file and shell tools (--tools " LEAN_TOOLS "): its first prompt "
+     "drops from about 11,700 to 5,100 tokens (read in half the time; a small model calls "
+     "its tools only then)", NULL},
     {"print-env", 0, CLI_FLAG, NULL, NULL,
      "print the environment `claude` would get (for a shell) and exit", NULL},
     {0},
@@ -43,7 +50,9 @@ const struct cli_command cli_cmd_claude = {
     "an offline Claude Code stops at \"Unable to connect to Anthropic services\" and then\n"
     "asks whether to use the key), then runs `claude CLAUDE-ARGS` with\n"
     "ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY and its telemetry, updater and error\n"
-    "reporting off. Example: pensieve claude -- -p \"say hi\"",
+    "reporting off. Example: pensieve claude -- -p \"say hi\"\n"
+    "With a small model (the default 0.5B) use --lean: Claude Code's full tool set and\n"
+    "skill list are more than it can follow, and it answers without using a tool.",
     claude_main,
 };
 
@@ -185,10 +194,20 @@ static int claude_main(int argc, char **argv)
     setenv("CLAUDE_STREAM_FIRST_BYTE_TIMEOUT_MS", "1800000", 0);
     setenv("CLAUDE_STREAM_IDLE_TIMEOUT_MS", "1800000", 0);
     setenv("CLAUDE_BYTE_STREAM_IDLE_TIMEOUT_MS", "1800000", 0);
-    char **args = xcalloc((size_t)n_pos + 2, sizeof(*args));
-    args[0] = (char *)claude;
+    char **args = xcalloc((size_t)n_pos + 4, sizeof(*args));
+    int n_args = 0;
+    args[n_args++] = (char *)claude;
     for (int i = 0; i < n_pos; i++)
-        args[i + 1] = pos[i];
+        args[n_args++] = pos[i];
+    bool tools_given = false;
+    for (int i = 0; i < n_pos; i++)
+        tools_given = tools_given || strcmp(pos[i], "--tools") == 0 ||
+                      strncmp(pos[i], "--tools=", 8) == 0;
+    if (cli_get(claude_opts, "lean")->i && !tools_given) {
+        /* after the prompt: Claude Code reads the words after --tools as tool names */
+        args[n_args++] = "--tools";
+        args[n_args++] = LEAN_TOOLS;
+    }
     execv(claude, args);
     cli_die("claude", 1, "cannot run %s: %s", claude, strerror(errno));
 }

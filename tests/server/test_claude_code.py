@@ -109,3 +109,52 @@ def test_claude_code_default_chat_model_ends_its_turn(claude_bin, start_server, 
     assert 0 < last["output_tokens"] < 256, last
     print(f"\nClaude Code on {CHAT_MODEL_FILE}: {last['prompt_tokens']} prompt tokens, TTFT "
           f"{last['ttft_ms'] / 1000:.1f} s, {last['output_tokens']} output tokens")
+
+
+def test_claude_code_read_tool_round_trip_on_default_model(claude_bin, start_server,
+                                                          default_model, pensieve_bin, tmp_path):
+    """Claude Code's tool round trip on the default chat model, with `pensieve claude
+    --lean` (its file and shell tools only: a 5,100-token first prompt instead of 11,700,
+    which the 0.5B model follows): asked to read a file of the project, the model calls
+    Read on it (a tool_use the CLI accepts and runs), and the file's text goes back to the
+    server as a tool_result that it serves (each line of the file holds the word: the
+    model makes up Read's offset and limit). What the 0.5B model does with the result is
+    not asserted: it reads the file again or calls other tools instead of answering (see
+    the README); the turn count is capped at 2 so the test ends."""
+    chat_model = default_model.parent / CHAT_MODEL_FILE
+    assert chat_model.exists(), f"{chat_model} is missing: scripts/setup pulls it"
+    server = start_server(["-m", str(chat_model), "--log-format", "json"])
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    # the 0.5B model makes up Read's offset and limit (0, 5, 100...): every line says it
+    (work / "notes.txt").write_text("".join(f"{i}: the secret word is PERIWINKLE.\n"
+                                            for i in range(1, 401)))
+    env = {"PATH": f"{claude_bin.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+           "HOME": str(home), "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "256"}
+    r = subprocess.run([str(pensieve_bin), "claude", "--lean", "--port", str(server.port),
+                        "--", "-p", "Use the Read tool to read notes.txt and tell me the secret "
+                        "word in it.", "--output-format", "stream-json", "--verbose",
+                        "--max-turns", "2"],
+                       cwd=work, env=env, capture_output=True, text=True, timeout=3000)
+    events = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    assert events, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    init = next(e for e in events if e.get("subtype") == "init")
+    assert sorted(init["tools"]) == ["Bash", "Edit", "Glob", "Grep", "Read", "Write"]
+    blocks = [(e["type"], b) for e in events if e["type"] in ("assistant", "user")
+              for b in e["message"]["content"] if isinstance(b, dict)]
+    reads = [b for kind, b in blocks if kind == "assistant" and b["type"] == "tool_use"
+             and b["name"] == "Read"]
+    assert reads, blocks
+    assert reads[0]["input"]["file_path"].endswith("notes.txt"), reads[0]
+    results = [b for kind, b in blocks if kind == "user" and b["type"] == "tool_result"]
+    assert results and results[0]["tool_use_id"] == reads[0]["id"], blocks
+    assert "PERIWINKLE" in json.dumps(results[0]["content"]) and not results[0].get("is_error")
+    served = [x for x in messages_log(server) if x["status"] == 200 and x["tools"] >= 5]
+    assert len(served) >= 2, messages_log(server)
+    assert served[1]["prompt_tokens"] > served[0]["prompt_tokens"]
+    answer = [b.get("text", "") for kind, b in blocks if kind == "assistant"
+              and b["type"] == "text"]
+    print(f"\nClaude Code --lean on {CHAT_MODEL_FILE}: {served[0]['prompt_tokens']} prompt "
+          f"tokens, TTFT {served[0]['ttft_ms'] / 1000:.1f} s; tool_result turn: TTFT "
+          f"{served[1]['ttft_ms'] / 1000:.1f} s; the model's text after reading: {answer!r}")
