@@ -4,7 +4,9 @@
 # need that the GPU machine lacks, the K-quant synthetic models (llama.cpp quantizes them
 # here; the other types are generated there), and llama.cpp's trimmed source with the
 # vocabulary for the random-weight benchmark models (shared/gpu-peer's recipe).
-# Usage: bench/gpu/prepare.sh   (then run bench/gpu/run.sh MODE on the GPU machine)
+# Usage: bench/gpu/prepare.sh   (then `bash .gpu/run.sh check|bench` on the GPU machine,
+# with .gpu carried; where the device tool sends another checkout than this one, copy
+# .gpu into a folder of that checkout that git ignores and carry that)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 G=.gpu
@@ -45,4 +47,6 @@ if [ ! -f $G/peer/vocab.json ]; then
     --dump-vocab $G/peer/vocab.json
   rm -rf "$d"
 fi
+# the scripts too: a device call may run a copy of another checkout with .gpu carried
+cp bench/gpu/run.sh bench/gpu/summarize.py $G/
 du -sh $G; du -sh $G/*

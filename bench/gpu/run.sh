@@ -116,4 +116,6 @@ if [ "$QUICK" != 1 ]; then
     fi
   done
 fi
+S=$(dirname "$0")/summarize.py; [ -f "$S" ] || S=$D/summarize.py
+python3 "$S" "$OUT" > "$OUT/table.md" 2>&1 && cat "$OUT/table.md"
 log "done"

@@ -96,7 +96,7 @@ static int bench_main(int argc, char **argv)
     long n_gen, reps;
     int n_par;
     struct pv_batch batch;
-    double load_ms, *prefill, *decode, *ttft;
+    double load_ms, context_ms, *prefill, *decode, *ttft;
     uint64_t t0;
     struct rusage ru;
 
@@ -160,8 +160,10 @@ static int bench_main(int argc, char **argv)
     if (!pv_device_parse(cli_get(bench_opts, "device")->str, &cp.device))
         cli_die("bench", 2, "--device: expected cpu, cuda or auto, got '%s'",
                 cli_get(bench_opts, "device")->str);
+    t0 = clock_now_ns();
     if (pv_context_new(model, &cp, &ctx, &err) != PV_OK)
         cli_die("bench", 1, "%s", err.msg);
+    context_ms = (double)(clock_now_ns() - t0) / 1e6; /* on a GPU: the weights' upload */
     sp.temperature = 0.0f;
     if (pv_sampler_new(&sp, pv_context_n_vocab(ctx), &greedy, &err) != PV_OK)
         cli_die("bench", 1, "%s", err.msg);
@@ -215,9 +217,10 @@ static int bench_main(int argc, char **argv)
     print_json_str(pv_context_device(ctx));
     printf(", \"parallel\": %d", n_par);
     printf(", \"threads\": %d, \"prompt_tokens\": %zu, "
-           "\"gen_tokens\": %ld, \"repetitions\": %ld, \"load_ms\": %.1f, \"prefill_tok_s\": %.2f, "
+           "\"gen_tokens\": %ld, \"repetitions\": %ld, \"load_ms\": %.1f, \"context_ms\": %.1f, "
+           "\"prefill_tok_s\": %.2f, "
            "\"decode_tok_s\": %.2f, \"ttft_ms\": %.1f, \"peak_rss_mib\": %.1f",
-           pv_context_n_threads(ctx), n_prompt, n_gen, reps, load_ms,
+           pv_context_n_threads(ctx), n_prompt, n_gen, reps, load_ms, context_ms,
            median(prefill, (int)reps), median(decode, (int)reps), median(ttft, (int)reps),
            (double)ru.ru_maxrss / 1024.0);
     print_list("prefill_tok_s_all", prefill, (int)reps);
