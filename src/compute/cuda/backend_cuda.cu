@@ -26,7 +26,7 @@ extern "C" {
 
 #define MAX_ALLOCS 64
 #define MAX_GRAPHS 16
-#define MAX_TAPE 4096
+#define MAX_TAPE 16384
 #define WDQ_ELEMS ((size_t)64 << 20) /* fp16 weight workspace of the GEMM (128 MiB) */
 
 /* ---- cuBLAS through dlopen: the few entry points used, with their C types ---- */
@@ -58,6 +58,7 @@ struct op_rec {
 struct graph_entry {
     uint64_t hash;
     int n_recs;
+    op_rec *tape;           /* [n_recs] the tape it was captured from, owned */
     cudaGraphExec_t exec;
 };
 
@@ -776,19 +777,25 @@ static void step_begin(struct compute_backend *be, const struct compute_step *s)
 
 static void drop_graphs(cuda_backend *cb)
 {
-    for (int i = 0; i < cb->n_graphs; i++)
+    for (int i = 0; i < cb->n_graphs; i++) {
         cudaGraphExecDestroy(cb->graphs[i].exec);
+        free(cb->graphs[i].tape);
+    }
     cb->n_graphs = 0;
     cb->next_graph = 0;
 }
 
+/* a hash of the tape's bytes, 8 at a time (op_rec holds pointers: a multiple of 8) */
 static uint64_t tape_hash(const cuda_backend *cb)
 {
-    const unsigned char *p = (const unsigned char *)cb->tape;
-    size_t n = (size_t)cb->n_tape * sizeof(op_rec);
+    static_assert(sizeof(op_rec) % 8 == 0, "op_rec is hashed in 8-byte words");
+    const uint64_t *p = (const uint64_t *)cb->tape;
+    size_t n = (size_t)cb->n_tape * sizeof(op_rec) / 8;
     uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ p[i]) * 0x100000001b3ull;
+        h ^= h >> 29;
+    }
     return h;
 }
 
@@ -803,7 +810,8 @@ static void run_tape(cuda_backend *cb)
     }
     const uint64_t hash = tape_hash(cb);
     for (int i = 0; i < cb->n_graphs; i++)
-        if (cb->graphs[i].hash == hash && cb->graphs[i].n_recs == cb->n_tape) {
+        if (cb->graphs[i].hash == hash && cb->graphs[i].n_recs == cb->n_tape &&
+            !memcmp(cb->graphs[i].tape, cb->tape, (size_t)cb->n_tape * sizeof(op_rec))) {
             CK(cb, cudaGraphLaunch(cb->graphs[i].exec, cb->st));
             return;
         }
@@ -825,6 +833,16 @@ static void run_tape(cuda_backend *cb)
     cudaGraphDestroy(g);
     if (e != cudaSuccess)
         return (void)fail(cb, "cudaGraphInstantiate", e);
+    op_rec *copy = (op_rec *)malloc((size_t)cb->n_tape * sizeof(op_rec));
+    if (!copy) {
+        /* no room to remember it: run it this once */
+        cudaError_t le = cudaGraphLaunch(ge, cb->st);
+        cudaGraphExecDestroy(ge);
+        if (le != cudaSuccess)
+            fail(cb, "cudaGraphLaunch", le);
+        return;
+    }
+    memcpy(copy, cb->tape, (size_t)cb->n_tape * sizeof(op_rec));
     struct graph_entry *slot;
     if (cb->n_graphs < MAX_GRAPHS) {
         slot = &cb->graphs[cb->n_graphs++];
@@ -832,9 +850,11 @@ static void run_tape(cuda_backend *cb)
         slot = &cb->graphs[cb->next_graph];
         cb->next_graph = (cb->next_graph + 1) % MAX_GRAPHS;
         cudaGraphExecDestroy(slot->exec);
+        free(slot->tape);
     }
     slot->hash = hash;
     slot->n_recs = cb->n_tape;
+    slot->tape = copy;
     slot->exec = ge;
     CK(cb, cudaGraphLaunch(ge, cb->st));
 }
