@@ -187,7 +187,7 @@ check-engine: $(ENGINE_UNITS) $(B)/engine/mode_check
 cuda:
 	@command -v $(NVCC) >/dev/null || { echo "make cuda: $(NVCC) not found; the CUDA backend needs the CUDA toolkit" >&2; exit 1; }
 	@[ -n "$(CUDA_CUSRC)" ] || { echo "make cuda: the CUDA backend (src/compute/cuda/*.cu) has not landed yet" >&2; exit 1; }
-	@$(MAKE) --no-print-directory $(B)/cuda/pensieve $(B)/cuda/cuda_check $(B)/cuda/cuda_dequant_check
+	@$(MAKE) --no-print-directory $(B)/cuda/pensieve $(B)/cuda/cuda_check $(B)/cuda/cuda_dequant_check $(B)/cuda/cuda_emu_check
 
 $(B)/cuda/pensieve: $(CUDA_OBJ)
 	$(NVCC) -arch=$(CUDA_ARCH) -o $@ $^ $(LIBS) -ldl
@@ -198,6 +198,10 @@ CUDA_LIB_OBJ := $(filter-out $(B)/cuda/cli/%,$(CUDA_OBJ))
 # the CUDA dequantization as host code against the CPU's (runs without a GPU)
 $(B)/cuda/cuda_dequant_check: tests/tools/cuda_dequant_check.cu $(wildcard src/compute/cuda/*.cuh) $(CUDA_LIB_OBJ)
 	$(NVCC) -O2 -arch=$(CUDA_ARCH) -std=c++17 -Iinclude -Isrc -o $@ $< $(CUDA_LIB_OBJ) $(LIBS) -ldl
+
+# the kernels on CPU threads (a .cpp: nvcc hands it to the host compiler with CUDA's headers)
+$(B)/cuda/cuda_emu_check: tests/tools/cuda_emu_check.cpp $(wildcard src/compute/cuda/*.cuh) $(CUDA_LIB_OBJ)
+	$(NVCC) -O1 -std=c++20 -Xcompiler -pthread -Iinclude -Isrc -o $@ $< $(CUDA_LIB_OBJ) $(LIBS) -ldl
 
 # the GPU check (tests/tools/cuda_check.c)
 $(B)/cuda/cuda_check: tests/tools/cuda_check.c $(CUDA_LIB_OBJ)

@@ -5,6 +5,9 @@
   `--device auto` runs on the CPU.
 - build/cuda/cuda_dequant_check (built by `make cuda`, where nvcc is) runs the CUDA
   kernels' dequantization of every weight type as host code against the CPU's: exact.
+- build/cuda/cuda_emu_check runs the kernels themselves (attention over block tables,
+  mat-vec, rmsnorm, RoPE) on CPU threads that emulate blocks, barriers and warp shuffles,
+  against the CPU backend: their logic without a GPU (bounds in its header).
 - build/cuda/cuda_check (the CUDA backend's ops and whole-model logits against the CPU,
   its bounds in tests/tools/cuda_check.c) needs a GPU: here it runs on synthetic models
   of every architecture when the machine has one, and is skipped with the reason when it
@@ -46,6 +49,15 @@ def test_auto_device_is_the_cpu_here(pensieve_bin, default_model):
 
 def test_cuda_dequantization_matches_cpu():
     tool = CUDA_DIR / "cuda_dequant_check"
+    if not tool.exists():
+        pytest.skip(f"SKIP: {tool} not built (`make cuda` needs nvcc)")
+    r = run([tool])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "13 passed, 0 failed" in r.stdout, r.stdout
+
+
+def test_cuda_kernels_emulated_match_cpu():
+    tool = CUDA_DIR / "cuda_emu_check"
     if not tool.exists():
         pytest.skip(f"SKIP: {tool} not built (`make cuda` needs nvcc)")
     r = run([tool])

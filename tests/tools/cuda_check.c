@@ -10,8 +10,10 @@
  * holds, 1 to 70 tokens: the mat-vec and the GEMM paths). Bounds (relative L2 error,
  * NaN never passes):
  *   matmul mat-vec (<= 8 tokens) 1e-4; matmul GEMM (fp16 operands) 1e-2;
- *   get_rows 1e-6; rmsnorm, rope, SiLU glu, add 1e-5; GELU glu 1e-4 (fp16 grid); kv_store exact; attention (F16 and F32
- *   cache, GQA, sliding window, block tables, decode tokens and a 40-token prompt) 1e-4.
+ *   get_rows 1e-6; rmsnorm, rope, SiLU glu, add 1e-5; GELU glu 1e-4 (fp16 grid);
+ *   kv_store exact; attention (GQA, sliding window, block tables, decode tokens and a
+ *   40-token prompt) 1e-4 with an F32 cache, 1e-3 with F16 (the CPU rounds q and the
+ *   probabilities to fp16 there, as llama.cpp does).
  * Model: one 48-token prompt with every position's logits, then 8 greedy decode steps
  * (the CUDA graph path), then 3 sequences decoded in one batch, each on the CPU and on
  * the GPU: the largest relative L2 error of a logits row (bound 3e-2), the largest
@@ -340,9 +342,10 @@ static void check_attention(struct compute_backend *g, int n_head, int n_head_kv
     g->ops->attention(g, &a);
     if (end(g, "attention")) {
         get(g, og, od, qn);
-        double e = rel_err_f(og, oc, qn);
-        report(e <= 1e-4, "attention %d/%d heads hd %d %s swa %u, %d tokens: rel err %.2e "
-               "(bound 1e-04)", n_head, n_head_kv, hd, f16 ? "f16" : "f32", n_swa, n, e);
+        /* the CPU rounds q and the probabilities to fp16 with an F16 cache */
+        double e = rel_err_f(og, oc, qn), bound = f16 ? 1e-3 : 1e-4;
+        report(e <= bound, "attention %d/%d heads hd %d %s swa %u, %d tokens: rel err %.2e "
+               "(bound %.0e)", n_head, n_head_kv, hd, f16 ? "f16" : "f32", n_swa, n, e, bound);
     }
     g->ops->free(g, kd);
     g->ops->free(g, vd);

@@ -19,6 +19,12 @@ extern "C" {
 #include "compute/quant.h"
 }
 
+/* dynamic shared memory (tests/tools/cuda_emu_check.cpp, which runs these kernels on
+   CPU threads, gives each block its own buffer instead) */
+#ifndef PV_DYN_SHARED
+#define PV_DYN_SHARED(T, name) extern __shared__ T name[]
+#endif
+
 #define MV_MAX_TOKENS 8   /* mat-vec handles up to this many tokens per launch */
 #define ATT_TILE 32       /* positions per attention tile */
 #define ATT_ROWS 64       /* most query rows (tokens x heads of a group) per block */
@@ -454,7 +460,7 @@ __device__ __forceinline__ float kv_elt(const char *row, int i)
 template <bool F16, int NCOL>
 static __global__ void __launch_bounds__(ATT_THREADS) k_attention(att_args a)
 {
-    extern __shared__ float sm[];
+    PV_DYN_SHARED(float, sm);
     const att_tile tile = a.tiles[blockIdx.x];
     const int hkv = blockIdx.y, split = blockIdx.z;
     const int G = a.group, R = tile.n * G;
