@@ -6,7 +6,7 @@
 - build/cuda/cuda_dequant_check (built by `make cuda`, where nvcc is) runs the CUDA
   kernels' dequantization of every weight type as host code against the CPU's: exact.
 - build/cuda/cuda_emu_check runs the kernels themselves (attention over block tables,
-  mat-vec, rmsnorm, RoPE) on CPU threads that emulate blocks, barriers and warp shuffles,
+  mat-vec, get_rows, dequantize-to-fp16, rmsnorm, RoPE, GLU, KV store, bias) on CPU threads that emulate blocks, barriers and warp shuffles,
   against the CPU backend: their logic without a GPU (bounds in its header).
 - build/cuda/cuda_check (the CUDA backend's ops and whole-model logits against the CPU,
   its bounds in tests/tools/cuda_check.c) needs a GPU: here it runs on synthetic models
@@ -62,7 +62,7 @@ def test_cuda_kernels_emulated_match_cpu():
         pytest.skip(f"SKIP: {tool} not built (`make cuda` needs nvcc)")
     r = run([tool])
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "13 passed, 0 failed" in r.stdout, r.stdout
+    assert "19 passed, 0 failed" in r.stdout, r.stdout
 
 
 def test_cuda_backend_against_cpu(tmp_path):

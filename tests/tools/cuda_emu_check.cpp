@@ -13,7 +13,8 @@
  * Checks (relative L2 error against the CPU, NaN never passes): attention over block
  * tables (GQA, sliding window, decode tokens and a prompt tile, 1 to 3 splits) 1e-4 with
  * an F32 cache, 1e-3 with F16 (the CPU rounds q and the probabilities to fp16 there); mat-vec of 1, 2 and 8 tokens on Q4_K and Q8_0 rows against float64 over
- * the CPU's dequantization 1e-5; rmsnorm 1e-5; RoPE 1e-5.
+ * the CPU's dequantization 1e-5; rmsnorm 1e-5; RoPE 1e-5; get_rows 1e-6; dequantize to
+ * fp16 1e-3; SiLU 1e-5, GELU 1e-4 (the CPU's fp16-grid table); kv_store and add_bias exact.
  */
 #include <barrier>
 #include <cmath>
@@ -312,6 +313,86 @@ static void check_rows()
     report(e <= 1e-5, "rope neox", e, 1e-5);
 }
 
+/* get_rows and dequantize-to-fp16 (Q6_K, 2 rows of 512), glu, kv_store, add_bias */
+static void check_small()
+{
+    const int K = 512, R = 4;
+    const size_t rb = (size_t)K / 256 * 210;
+    std::vector<uint8_t> w(rb * R);
+    for (auto &b : w)
+        b = (uint8_t)(frand() * 127.5f + 127.5f);
+    for (size_t blk = 0; blk < w.size() / 210; blk++)
+        *(uint16_t *)(w.data() + blk * 210 + 208) &= 0x3BFF;
+    std::vector<float> ref((size_t)R * K), got((size_t)2 * K, NAN);
+    for (int r = 0; r < R; r++)
+        cpu_dequantize_row(PV_TYPE_Q6_K, w.data() + r * rb, ref.data() + (size_t)r * K, K);
+    int32_t ids[2] = {3, 1};
+    launch({(unsigned)((K / 32 + 63) / 64), 2, 1}, 64, 0, [&] {
+        k_get_rows<PV_TYPE_Q6_K>(w.data(), rb, K, ids, 0.5f, got.data());
+    });
+    std::vector<double> want((size_t)2 * K);
+    for (int k = 0; k < K; k++) {
+        want[k] = ref[(size_t)3 * K + k] * 0.5;
+        want[K + k] = ref[(size_t)1 * K + k] * 0.5;
+    }
+    double e = rel_err(got.data(), want.data(), want.size());
+    report(e <= 1e-6, "get_rows q6_K", e, 1e-6);
+
+    std::vector<__half> h((size_t)R * K);
+    launch({(unsigned)((R * K / 32 + 127) / 128), 1, 1}, 128, 0,
+           [&] { k_dequant_f16<PV_TYPE_Q6_K>(w.data(), rb, K, R, h.data()); });
+    std::vector<float> hf(h.size());
+    std::vector<double> rd(ref.begin(), ref.end());
+    for (size_t i = 0; i < h.size(); i++)
+        hf[i] = __half2float(h[i]);
+    e = rel_err(hf.data(), rd.data(), rd.size());
+    report(e <= 1e-3, "dequantize to fp16 q6_K", e, 1e-3);
+
+    for (int gelu = 0; gelu < 2; gelu++) {
+        const size_t n = 1000;
+        std::vector<float> g(n), u(n), cpu, gpu;
+        for (size_t i = 0; i < n; i++)
+            g[i] = frand() * 12.0f, u[i] = frand();
+        cpu = g, gpu = g;
+        if (gelu)
+            cpu_gelu_mul(cpu.data(), u.data(), (int)n);
+        else
+            cpu_silu_mul(cpu.data(), u.data(), (int)n);
+        launch({(unsigned)((n + 255) / 256), 1, 1}, 256, 0,
+               [&] { k_glu(gpu.data(), u.data(), n, gelu); });
+        e = rel_err_f(gpu.data(), cpu.data(), n);
+        report(e <= (gelu ? 1e-4 : 1e-5), gelu ? "glu gelu" : "glu silu", e, gelu ? 1e-4 : 1e-5);
+    }
+
+    const int n = 3, dim = 96;
+    std::vector<float> src((size_t)n * 128), b(dim), xb, cb;
+    for (auto &v : src)
+        v = frand();
+    for (auto &v : b)
+        v = frand();
+    uint32_t cells[3] = {7, 0, 30};
+    std::vector<__half> cache(32 * dim, __float2half_rn(NAN));
+    launch({1, (unsigned)n, 1}, 128, 0, [&] {
+        k_kv_store(src.data(), 128, dim, (char *)cache.data(), dim * sizeof(__half), cells, true);
+    });
+    double worst = 0;
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < dim; i++) {
+            float v = __half2float(cache[cells[t] * dim + i]);
+            float r = pv_fp16_to_f32(pv_f32_to_fp16(src[(size_t)t * 128 + i]));
+            worst = std::isnan(v) ? INFINITY : std::max(worst, (double)std::fabs(v - r));
+        }
+    report(worst == 0, "kv_store f16 (max abs diff)", worst, 0);
+    xb = src;
+    cb = src;
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < dim; i++)
+            cb[(size_t)t * 128 + i] += b[i];
+    launch({1, (unsigned)n, 1}, 128, 0, [&] { k_add_bias(xb.data(), 128, b.data(), dim); });
+    e = rel_err_f(xb.data(), cb.data(), xb.size());
+    report(e == 0, "add_bias", e, 0);
+}
+
 int main()
 {
     cpu_features(); /* fills the CPU's tables */
@@ -325,6 +406,7 @@ int main()
         check_matvec<PV_TYPE_Q8_0>("q8_0", nt);
     }
     check_rows();
+    check_small();
     printf("cuda_emu_check: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }
