@@ -264,6 +264,39 @@ static void scratch_free(struct pv_context *ctx, float *p)
         ctx->be->ops->free(ctx->be, p);
 }
 
+/* Whether the CUDA backend can run m: a GGUF file whose every matrix type has a CUDA
+ * kernel (MLX directories and their affine types run on the CPU). */
+static bool cuda_runs(const struct pv_model *m, char *why, size_t cap)
+{
+    if (m->mlx) {
+        snprintf(why, cap, "the CUDA backend runs GGUF files; MLX directories run on the CPU "
+                           "(--device cpu)");
+        return false;
+    }
+    for (int64_t i = 0; i < gguf_n_tensors(m->gguf); i++) {
+        const struct pv_tensor *t = gguf_tensor(m->gguf, i);
+        switch (t->type) {
+        case PV_TYPE_F32: case PV_TYPE_F16: case PV_TYPE_BF16: case PV_TYPE_Q4_0:
+        case PV_TYPE_Q4_1: case PV_TYPE_Q5_0: case PV_TYPE_Q5_1: case PV_TYPE_Q8_0:
+        case PV_TYPE_Q2_K: case PV_TYPE_Q3_K: case PV_TYPE_Q4_K: case PV_TYPE_Q5_K:
+        case PV_TYPE_Q6_K:
+            break;
+        default:
+            snprintf(why, cap, "tensor '%s' has type %s, which the CUDA backend has no kernel "
+                               "for (--device cpu runs it)", t->name,
+                     pv_type_get(t->type) ? pv_type_get(t->type)->name : "?");
+            return false;
+        }
+        if (t->n_dims >= 2 && t->ne[0] % 32 != 0) {
+            snprintf(why, cap, "tensor '%s' has rows of %lld elements; the CUDA kernels need a "
+                               "multiple of 32 (--device cpu runs it)", t->name,
+                     (long long)t->ne[0]);
+            return false;
+        }
+    }
+    return true;
+}
+
 /* The CUDA backend with the model's weights: the tensors' bytes are one range of the
  * mapping, uploaded whole; other_bytes (KV cache and scratch) must fit beside them. */
 static struct compute_backend *new_cuda_backend(const struct pv_model *m,
@@ -319,8 +352,17 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
     if (st != PV_OK)
         return st;
 
-    device = p.device == PV_DEVICE_AUTO ? (compute_cuda_present() ? PV_DEVICE_CUDA : PV_DEVICE_CPU)
-                                        : p.device;
+    device = p.device;
+    if (device != PV_DEVICE_CPU && compute_cuda_present()) {
+        char why[256];
+        if (!cuda_runs(model, why, sizeof why)) {
+            if (device == PV_DEVICE_CUDA)
+                return pv_err_set(err, PV_ERR_UNSUPPORTED, "%s", why);
+            device = PV_DEVICE_CPU; /* auto: the CPU runs what the GPU cannot */
+        }
+    }
+    if (device == PV_DEVICE_AUTO)
+        device = compute_cuda_present() ? PV_DEVICE_CUDA : PV_DEVICE_CPU;
     /* the mapped weights are file-backed: only KV and scratch must fit in MemAvailable
        (on the GPU, compute_cuda_new checks its own memory) */
     if (device == PV_DEVICE_CPU && mem_available_bytes(&avail) &&
