@@ -218,7 +218,7 @@ $(B)/cuda/%.o: src/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) $(OPT) -MMD -MP $(call simd_flags,$@) -c $< -o $@
 
-$(B)/cuda/%.cu.o: src/%.cu $(wildcard src/compute/cuda/*.cuh) src/compute/backend.h src/compute/quant.h
+$(B)/cuda/%.cu.o: src/%.cu $(wildcard src/compute/cuda/*.cuh) src/compute/backend.h src/compute/quant.h src/compute/compute.h include/pensieve.h
 	@mkdir -p $(dir $@)
 	$(NVCC) -O3 -arch=$(CUDA_ARCH) -std=c++17 -Xcompiler -fvisibility=hidden -Iinclude -Isrc -c $< -o $@
 
@@ -228,4 +228,4 @@ clean:
 # The web chat page is assembled into web.o (.incbin), which -MMD does not see.
 $(B)/obj/server/web.o $(B)/asan/server/web.o $(B)/cuda/server/web.o: src/server/web_page.html
 
--include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_OBJ:.o=.d) $(wildcard $(B)/fuzz/obj/*/*.d $(B)/fuzz/obj/*/*/*.d)
+-include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_OBJ:.o=.d) $(patsubst %.o,%.d,$(filter-out %.cu.o,$(CUDA_OBJ))) $(wildcard $(B)/fuzz/obj/*/*.d $(B)/fuzz/obj/*/*/*.d)
