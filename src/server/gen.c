@@ -540,6 +540,7 @@ static struct pv_sched_params sched_params(const struct http_server *srv, struct
     sp.n_ctx = n_ctx;
     sp.kv_size = pool_positions(srv, model, n_ctx);
     sp.n_threads = srv->p.n_threads;
+    sp.device = srv->p.device;
     return sp;
 }
 
@@ -591,9 +592,10 @@ enum pv_status gen_engine_new(struct http_server *srv, struct pv_model *model,
     }
     e->thread_started = true;
     log_info("model %s (%s): %d request(s) at once of up to %d tokens, kv cache of %llu "
-             "positions, %d threads",
+             "positions, %d threads, device %s",
              pv_model_name(e->model), pv_model_arch(e->model), e->n_slots, e->n_ctx,
-             (unsigned long long)e->kv_capacity, pv_context_n_threads(pv_sched_context(e->sched)));
+             (unsigned long long)e->kv_capacity, pv_context_n_threads(pv_sched_context(e->sched)),
+             pv_context_device(pv_sched_context(e->sched)));
     *out = e;
     return PV_OK;
 
