@@ -273,3 +273,27 @@ def test_cache_never_grows_past_its_size(start_server, model, tmp_path):
     srv = serve(start_server, model, cache, "--cache-size", "2M")
     disk = wait_disk_ready(srv)
     assert disk["bytes"] <= limit and disk["max_bytes"] == limit and disk["files"] == len(files)
+
+
+def test_claude_code_sessions_with_other_first_prompts_share_the_system_prompt(start_server, model,
+                                                                                tmp_path):
+    """Claude Code's billing header, the first line of its system prompt, ends its version
+    with a fingerprint of the session's first prompt (cc_version=2.1.328.593 for "say hi",
+    .3a8 for "what is 2+2?"): the server zeroes it, so a session that starts with another
+    question still reads the system prompt and tools from the cache."""
+    srv = serve(start_server, model, tmp_path / "cache")
+
+    def session(fingerprint, question):
+        system = [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.328."
+                   f"{fingerprint}; cc_entrypoint=sdk-cli;"},
+                  {"type": "text", "text": PROMPT, "cache_control": {"type": "ephemeral"}}]
+        r = requests.post(srv.url + "/v1/messages", timeout=900, json={
+            "model": "m", "max_tokens": 2, "system": system,
+            "messages": [{"role": "user", "content": question}]})
+        assert r.status_code == 200, r.text
+        return r.json()["usage"]
+
+    first = session("593", "say hi")
+    second = session("3a8", "what is 2+2?")
+    assert first["cache_read_input_tokens"] == 0
+    assert second["cache_read_input_tokens"] >= first["input_tokens"] - 16, (first, second)
