@@ -3,9 +3,10 @@
  *
  * Each request is a sequence of the context. Every step gathers the next token of every
  * decoding sequence, then prompt chunks of the prefilling ones (round robin) up to the
- * step's token budget, and runs them as one batch: a long prompt is fed in chunks while
- * the other streams keep getting a token per step. The logits of each sequence go to its
- * client, which answers with the token to feed next or -1 to end.
+ * step's token budget and time (STEP_NS_*), and runs them as one batch: a long prompt is
+ * fed in chunks while the other streams keep getting a token per step, and a request that
+ * arrives during it gets its first token within about two short steps. The logits of
+ * each sequence go to its client, which answers with the token to feed next or -1 to end.
  *
  * Sequences that ended keep their KV cache: a new request starts from the longest prefix
  * any sequence holds (running or ended), sharing its blocks by a fork, or from the
@@ -21,6 +22,13 @@
 #include "engine/engine.h"
 
 #define DEFAULT_STEP_TOKENS 256
+/* How long a step that feeds prompts may take. A step runs to its end, so a request that
+ * arrives waits for the step under way and gets its first token one step later: prompt
+ * chunks are cut to what the time per token of the last steps says fits, shorter when
+ * other requests decode or wait for their first token. Never fewer than MIN_CHUNK. */
+#define STEP_NS_ALONE 400000000.0
+#define STEP_NS_SHARED 150000000.0
+#define MIN_CHUNK 16
 
 enum seq_state { SEQ_EMPTY, SEQ_IDLE, SEQ_PREFILL, SEQ_DECODE };
 
@@ -48,6 +56,7 @@ struct pv_sched {
     uint32_t rr;                 /* next prefilling sequence to serve first */
     uint64_t n_preempted;        /* sequences that gave their blocks back to go on later */
     uint64_t n_prompt_tokens, n_mem_hit, n_disk_hit; /* prefix cache lookups (tokens) */
+    double ns_per_token;         /* of the recent steps that fed prompts; 0 before one */
     uint64_t clock;
 };
 
@@ -430,15 +439,28 @@ int pv_sched_step(struct pv_sched *s, struct pv_err *err)
         budget--;
     }
 
-    /* 2. prompt chunks, round robin from rr, while the budget and the pool last */
+    /* 2. prompt chunks, round robin from rr, while the budget, the step's time and the
+       pool last */
+    uint32_t n_prefill = 0, n_decode = (uint32_t)s->batch.n_tokens;
+    for (uint32_t i = 0; i < s->n_seq; i++)
+        n_prefill += s->seqs[i].state == SEQ_PREFILL;
+    if (s->ns_per_token > 0 && n_prefill > 0) {
+        double ns = n_decode > 0 || n_prefill > 1 ? STEP_NS_SHARED : STEP_NS_ALONE;
+        double fit = ns / s->ns_per_token - n_decode;
+        budget = PV_MIN(budget, fit > MIN_CHUNK ? (uint32_t)fit : MIN_CHUNK);
+    }
+    /* first the prompts that the budget finishes (a short request is not kept behind a
+       long one), then chunks of the others */
     const uint32_t first = s->rr;
-    for (uint32_t k = 0; k < s->n_seq && budget > 0; k++) {
+    for (uint32_t k = 0; k < 2 * s->n_seq && budget > 0; k++) {
         uint32_t i = (first + k) % s->n_seq;
         struct sched_seq *q = &s->seqs[i];
-        if (q->state != SEQ_PREFILL)
+        if (q->state != SEQ_PREFILL || s->n_add[i] > 0)
             continue;
         resume_from_cache(s, i);
         uint32_t len = pv_context_seq_len(ctx, (int32_t)i);
+        if (k < s->n_seq && q->n_prompt - len > budget)
+            continue;
         uint32_t n = PV_MIN(budget, q->n_prompt - len);
         for (uint32_t want = n; n > 0;) {
             s->n_add[i] = n;
@@ -474,7 +496,13 @@ int pv_sched_step(struct pv_sched *s, struct pv_err *err)
     }
 
     /* 3. one forward pass, then each sequence's logits to its client */
+    uint64_t t0 = clock_now_ns();
     enum pv_status st = pv_context_decode(ctx, &s->batch, err);
+    /* steps with fewer prompt tokens say little about the cost of a prompt chunk */
+    if (st == PV_OK && (uint32_t)s->batch.n_tokens >= n_decode + MIN_CHUNK) {
+        double per = (double)(clock_now_ns() - t0) / s->batch.n_tokens;
+        s->ns_per_token = s->ns_per_token > 0 ? 0.6 * s->ns_per_token + 0.4 * per : per;
+    }
     if (st != PV_OK) {
         for (uint32_t i = 0; i < s->n_seq; i++)
             if (s->n_add[i] && running(&s->seqs[i]))
