@@ -465,6 +465,11 @@ enum pv_status dcache_open(const char *dir, uint64_t max_bytes, const struct pv_
     *out = NULL;
     if (!dir || !*dir || strlen(dir) > 4000)
         return pv_err_set(err, PV_ERR_INVALID, "no usable disk cache directory");
+    /* an MLX directory's GGUF view is its translated metadata, not its weights: hashing it
+       would not tell two directories of the same shape apart */
+    if (ctx->model->mlx)
+        return pv_err_set(err, PV_ERR_UNSUPPORTED, "the disk cache identifies GGUF files "
+                          "only; an MLX directory is served with the memory cache");
     if (!make_dirs(dir))
         return pv_err_set(err, PV_ERR_IO, "cannot create the disk cache directory '%s': %s", dir,
                           strerror(errno));
@@ -523,6 +528,23 @@ void dcache_close(struct dcache *dc)
     free(dc);
 }
 
+/* Rows of the pool to host memory and back: the pool may live in a GPU's memory. */
+static void rows_out(const struct kv_cache *kv, void *dst, const void *src, size_t bytes)
+{
+    if (kv->be)
+        kv->be->ops->download(kv->be, dst, src, bytes);
+    else
+        memcpy(dst, src, bytes);
+}
+
+static void rows_in(const struct kv_cache *kv, void *dst, const void *src, size_t bytes)
+{
+    if (kv->be)
+        kv->be->ops->upload(kv->be, dst, src, bytes);
+    else
+        memcpy(dst, src, bytes);
+}
+
 /* The header (and tokens) of a block into p[HEADER_BYTES + 4 * block_size]. */
 static void put_header(const struct dcache *dc, uint8_t *p, uint64_t hash, uint64_t parent,
                        const int32_t *tokens)
@@ -572,9 +594,9 @@ void dcache_put(struct dcache *dc, const struct kv_cache *kv, uint32_t block)
     put_header(dc, j->data, hash, kv->parent[block], kv->tokens + (size_t)block * bs);
     uint8_t *p = j->data + HEADER_BYTES + (size_t)bs * 4;
     for (uint32_t il = 0; il < kv->n_layer; il++, p += bs * kv->row_k_bytes)
-        memcpy(p, kv_k_row(kv, il, block * bs), bs * kv->row_k_bytes);
+        rows_out(kv, p, kv_k_row(kv, il, block * bs), bs * kv->row_k_bytes);
     for (uint32_t il = 0; il < kv->n_layer; il++, p += bs * kv->row_v_bytes)
-        memcpy(p, kv_v_row(kv, il, block * bs), bs * kv->row_v_bytes);
+        rows_out(kv, p, kv_v_row(kv, il, block * bs), bs * kv->row_v_bytes);
     dc->recent[dc->recent_next++ % RECENT] = hash;
     pthread_mutex_lock(&dc->mu);
     if (dc->tail)
@@ -681,9 +703,9 @@ uint32_t dcache_extend(struct dcache *dc, struct kv_cache *kv, uint32_t seq, con
         const uint32_t blk = s->blocks[b];
         const uint8_t *p = dc->buf + HEADER_BYTES + (size_t)bs * 4;
         for (uint32_t il = 0; il < kv->n_layer; il++, p += bs * kv->row_k_bytes)
-            memcpy(kv_k_row(kv, il, blk * bs), p, bs * kv->row_k_bytes);
+            rows_in(kv, kv_k_row(kv, il, blk * bs), p, bs * kv->row_k_bytes);
         for (uint32_t il = 0; il < kv->n_layer; il++, p += bs * kv->row_v_bytes)
-            memcpy(kv_v_row(kv, il, blk * bs), p, bs * kv->row_v_bytes);
+            rows_in(kv, kv_v_row(kv, il, blk * bs), p, bs * kv->row_v_bytes);
         for (uint32_t i = 0; i < bs; i++)
             kv_seq_set_token(kv, seq, b * bs + i, t[i]);
         kv_seq_publish(kv, seq);

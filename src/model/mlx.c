@@ -47,6 +47,8 @@ struct mlx_ctx {
     const char *arch;            /* GGUF architecture name */
     bool gemma3;
     uint32_t n_vocab;
+    float *rope_factors;         /* llama3 RoPE scaling: [head_dim / 2] divisors, or NULL */
+    uint32_t n_rope_factors;
     struct mlx_hparams *hp;
     struct pv_err *err;
 };
@@ -212,10 +214,11 @@ static void gw_arr(struct gw *w, const char *key, uint32_t elem_type, uint64_t n
     gw_u32v(w, elem_type);
     gw_raw(w, &n, 8);
 }
-static void gw_akey(struct gw *w, const char *arch, const char *suffix, char *key, size_t cap)
+/* "{arch}.{suffix}" into key */
+static const char *akey(char *key, size_t cap, const char *arch, const char *suffix)
 {
-    PV_UNUSED(w);
     snprintf(key, cap, "%s.%s", arch, suffix);
+    return key;
 }
 
 /* ---- config.json ------------------------------------------------------------------ */
@@ -250,6 +253,43 @@ static enum pv_status cfg_f32(struct mlx_ctx *c, const char *key, float def, flo
         return pv_err_set(c->err, PV_ERR_FORMAT, "%s/config.json: '%s' is not a number", c->dir,
                           key);
     *out = (float)json_num(v);
+    return PV_OK;
+}
+
+/*
+ * Llama 3 RoPE scaling as frequency divisors (GGUF's rope_freqs): for each pair i with
+ * wavelength w = 2 pi base^(2i/d): 1 when w < L / high, factor when w > L / low, else
+ * 1 / ((1 - s) / factor + s) with s = (L / w - low) / (high - low); L the original context.
+ */
+static enum pv_status llama3_factors(struct mlx_ctx *c, const struct json *rs, float theta,
+                                     uint32_t head_dim)
+{
+    double factor = 0, low = 1, high = 4, old_ctx = 8192;
+    if (!json_get_num(rs, "factor", &factor) || !(factor > 0))
+        return pv_err_set(c->err, PV_ERR_FORMAT,
+                          "%s/config.json: rope_scaling factor is missing or not positive", c->dir);
+    json_get_num(rs, "low_freq_factor", &low);
+    json_get_num(rs, "high_freq_factor", &high);
+    json_get_num(rs, "original_max_position_embeddings", &old_ctx);
+    if (!(low > 0) || !(high > low) || !(old_ctx > 0) || head_dim < 2 || head_dim > 65536)
+        return pv_err_set(c->err, PV_ERR_FORMAT,
+                          "%s/config.json: llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor "
+                          "and a positive original_max_position_embeddings",
+                          c->dir);
+    c->n_rope_factors = head_dim / 2;
+    c->rope_factors = xcalloc(c->n_rope_factors, sizeof(float));
+    for (uint32_t i = 0; i < c->n_rope_factors; i++) {
+        double wavelen = 2 * M_PI * pow((double)theta, 2.0 * i / head_dim), f;
+        if (wavelen < old_ctx / high)
+            f = 1;
+        else if (wavelen > old_ctx / low)
+            f = factor;
+        else {
+            double sm = (old_ctx / wavelen - low) / (high - low);
+            f = 1 / ((1 - sm) / factor + sm);
+        }
+        c->rope_factors[i] = (float)f;
+    }
     return PV_OK;
 }
 
@@ -322,35 +362,37 @@ static enum pv_status write_hparams(struct mlx_ctx *c, const struct json *root, 
     const char *base = strrchr(c->dir, '/');
     base = base && base[1] ? base + 1 : c->dir;
     gw_str(w, "general.name", base);
-    gw_akey(w, a, "context_length", key, sizeof key), gw_u32(w, key, n_ctx);
-    gw_akey(w, a, "embedding_length", key, sizeof key), gw_u32(w, key, n_embd);
-    gw_akey(w, a, "block_count", key, sizeof key), gw_u32(w, key, n_layer);
-    gw_akey(w, a, "feed_forward_length", key, sizeof key), gw_u32(w, key, n_ff);
-    gw_akey(w, a, "attention.head_count", key, sizeof key), gw_u32(w, key, n_head);
-    gw_akey(w, a, "attention.head_count_kv", key, sizeof key), gw_u32(w, key, n_head_kv);
-    gw_akey(w, a, "attention.key_length", key, sizeof key), gw_u32(w, key, head_dim);
-    gw_akey(w, a, "attention.value_length", key, sizeof key), gw_u32(w, key, head_dim);
-    gw_akey(w, a, "attention.layer_norm_rms_epsilon", key, sizeof key), gw_f32(w, key, eps);
-    gw_akey(w, a, "rope.freq_base", key, sizeof key), gw_f32(w, key, theta);
+    gw_u32(w, akey(key, sizeof key, a, "context_length"), n_ctx);
+    gw_u32(w, akey(key, sizeof key, a, "embedding_length"), n_embd);
+    gw_u32(w, akey(key, sizeof key, a, "block_count"), n_layer);
+    gw_u32(w, akey(key, sizeof key, a, "feed_forward_length"), n_ff);
+    gw_u32(w, akey(key, sizeof key, a, "attention.head_count"), n_head);
+    gw_u32(w, akey(key, sizeof key, a, "attention.head_count_kv"), n_head_kv);
+    gw_u32(w, akey(key, sizeof key, a, "attention.key_length"), head_dim);
+    gw_u32(w, akey(key, sizeof key, a, "attention.value_length"), head_dim);
+    gw_f32(w, akey(key, sizeof key, a, "attention.layer_norm_rms_epsilon"), eps);
+    gw_f32(w, akey(key, sizeof key, a, "rope.freq_base"), theta);
 
-    /* RoPE scaling: none or linear (as the GGUF path) */
+    /* RoPE scaling: none or linear (as the GGUF path), llama3 as frequency factors */
     const struct json *rs = json_get(c->config, "rope_scaling");
-    if (rs && rs->type == JSON_OBJECT) {
-        const char *type = NULL;
+    const char *type = NULL;
+    if (rs && rs->type == JSON_OBJECT && !json_get_str(rs, "rope_type", &type))
+        json_get_str(rs, "type", &type);
+    if (type && strcmp(type, "llama3") == 0 && strcmp(a, "llama") == 0) {
+        TRY(llama3_factors(c, rs, theta, head_dim));
+    } else if (rs && rs->type == JSON_OBJECT) {
         double factor = 0;
-        if (!json_get_str(rs, "rope_type", &type))
-            json_get_str(rs, "type", &type);
         if (!type || (strcmp(type, "linear") != 0 && strcmp(type, "default") != 0))
             return pv_err_set(c->err, PV_ERR_UNSUPPORTED,
-                              "%s/config.json: rope_scaling type '%.32s' is not supported (only linear)",
+                              "%s/config.json: rope_scaling type '%.32s' is not supported (only linear, and llama3 for llama)",
                               c->dir, type ? type : "?");
         if (strcmp(type, "linear") == 0) {
             if (!json_get_num(rs, "factor", &factor) || !(factor > 0))
                 return pv_err_set(c->err, PV_ERR_FORMAT,
                                   "%s/config.json: rope_scaling factor is missing or not positive",
                                   c->dir);
-            gw_akey(w, a, "rope.scaling.type", key, sizeof key), gw_str(w, key, "linear");
-            gw_akey(w, a, "rope.scaling.factor", key, sizeof key), gw_f32(w, key, (float)factor);
+            gw_str(w, akey(key, sizeof key, a, "rope.scaling.type"), "linear");
+            gw_f32(w, akey(key, sizeof key, a, "rope.scaling.factor"), (float)factor);
         }
     } else if (rs && rs->type != JSON_NULL) {
         return pv_err_set(c->err, PV_ERR_FORMAT, "%s/config.json: rope_scaling is not an object",
@@ -377,7 +419,7 @@ static enum pv_status write_hparams(struct mlx_ctx *c, const struct json *root, 
             return pv_err_set(c->err, PV_ERR_UNSUPPORTED,
                               "%s/config.json: sliding_window_pattern %u is not supported (only 6)",
                               c->dir, pattern);
-        gw_akey(w, a, "attention.sliding_window", key, sizeof key), gw_u32(w, key, swa);
+        gw_u32(w, akey(key, sizeof key, a, "attention.sliding_window"), swa);
         TRY(cfg_f32(c, "query_pre_attn_scalar", 256, &qpas));
         TRY(cfg_f32(c, "rope_local_base_freq", 10000.0f, &local_base));
         if (!(qpas > 0) || !(local_base > 0))
@@ -510,11 +552,9 @@ static enum pv_status write_tokenizer(struct mlx_ctx *c, struct gw *w)
     enum pv_status st = PV_OK;
     const char **texts = NULL;
     int32_t *types = NULL;
-    char path[64];
 
     TRY(read_json(c, "tokenizer.json", true, &tj));
     TRY(read_json(c, "tokenizer_config.json", false, &tc));
-    snprintf(path, sizeof path, "tokenizer.json");
     model = json_get(tj, "model");
     if (!is_type(model, "BPE"))
         return pv_err_set(c->err, PV_ERR_UNSUPPORTED,
@@ -878,9 +918,8 @@ static void module_quant(const struct mlx_ctx *c, const char *module, uint32_t *
         *bits = (uint32_t)b, *gs = (uint32_t)g;
 }
 
-static enum pv_status add_tensor(struct mlx_ctx *c, struct mlx_dir *d, const char *gguf_name,
-                                 uint32_t type, int n_dims, int64_t ne0, int64_t ne1,
-                                 const void *data)
+static enum pv_status add_tensor(struct mlx_dir *d, const char *gguf_name, uint32_t type,
+                                 int n_dims, int64_t ne0, int64_t ne1, const void *data)
 {
     if (d->n_tensors == d->cap_tensors) {
         d->cap_tensors = d->cap_tensors ? d->cap_tensors * 2 : 256;
@@ -897,7 +936,6 @@ static enum pv_status add_tensor(struct mlx_ctx *c, struct mlx_dir *d, const cha
     t->row_bytes = (size_t)(ne0 / pv_type_get(type)->blck) * pv_type_get(type)->type_bytes;
     t->n_bytes = t->row_bytes * (size_t)ne1;
     t->data = data;
-    PV_UNUSED(c);
     return PV_OK;
 }
 
@@ -934,7 +972,7 @@ static enum pv_status convert(struct mlx_ctx *c, struct mlx_dir *d, const struct
         bool plus1 = c->gemma3 && ends_with(gname, "norm.weight");
         for (size_t i = 0; i < n; i++)
             v[i] = st_elem(t, i) + (plus1 ? 1.0f : 0.0f);
-        return add_tensor(c, d, gname, PV_TYPE_F32, 1, (int64_t)n, 1, v);
+        return add_tensor(d, gname, PV_TYPE_F32, 1, (int64_t)n, 1, v);
     }
     if (t->n_dims != 2 || t->shape[0] < 1 || t->shape[1] < 1)
         return pv_err_set(c->err, PV_ERR_FORMAT, "%s: tensor '%s' has %d dims, expected 1 or 2",
@@ -984,7 +1022,7 @@ static enum pv_status convert(struct mlx_ctx *c, struct mlx_dir *d, const struct
         st_release(t); /* the packed copy replaces them: keep one copy in memory */
         st_release(s);
         st_release(b);
-        return add_tensor(c, d, gname, type, 2, in, rows, out);
+        return add_tensor(d, gname, type, 2, in, rows, out);
     }
     if (!is_float(t->dtype))
         return pv_err_set(c->err, PV_ERR_UNSUPPORTED,
@@ -1000,7 +1038,7 @@ static enum pv_status convert(struct mlx_ctx *c, struct mlx_dir *d, const struct
         memcpy(copy, data, t->n_bytes);
         data = copy;
     }
-    return add_tensor(c, d, gname, type, 2, cols, rows, data);
+    return add_tensor(d, gname, type, 2, cols, rows, data);
 }
 
 static enum pv_status convert_all(struct mlx_ctx *c, struct mlx_dir *d)
@@ -1065,6 +1103,12 @@ enum pv_status mlx_open(const char *dir, struct mlx_dir **out, struct gguf_file 
         st = open_shards(&c, d);
     if (st == PV_OK)
         st = convert_all(&c, d);
+    if (st == PV_OK && c.rope_factors) {
+        st = add_tensor(d, "rope_freqs.weight", PV_TYPE_F32, 1, c.n_rope_factors, 1,
+                        own(d, c.rope_factors));
+        c.rope_factors = NULL;
+    }
+    free(c.rope_factors);
     arena_release(&c.arena);
     if (st != PV_OK) {
         gguf_close(*meta);
@@ -1106,6 +1150,7 @@ enum pv_status mlx_probe(const char *dir, struct gguf_file **meta, struct mlx_hp
             (*n_tensors)++;
         }
     }
+    free(c.rope_factors);
     arena_release(&c.arena);
     mlx_close(d);
     if (st != PV_OK) {

@@ -125,6 +125,22 @@ def test_other_bits_match_mlx(pensieve_bin, models, tmp_path, bits, group_size):
                  mlx_gen.mlx_logits(path, tokens), TOL_F32, path.name)
 
 
+@pytest.mark.parametrize("scaling", [
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 64},  # all three bands at head size 16
+    {"type": "linear", "factor": 4.0}])
+def test_rope_scaling_matches_mlx(pensieve_bin, root, tok_dir, tmp_path, scaling):
+    name = "llama-rope-" + scaling.get("rope_type", scaling.get("type"))
+    path = mlx_gen.make_model(root / name, "llama", tok_dir, bits=4, group_size=32,
+                              dtype="float32", seed=6, config_extra={"rope_scaling": scaling})
+    tokens = prompt_ids(seed=5)
+    check_logits(pensieve_logits(pensieve_bin, path, tokens, tmp_path),
+                 mlx_gen.mlx_logits(path, tokens), TOL_F32, path.name)
+    r = run(pensieve_bin, "info", path)
+    assert r.returncode == 0, r.stderr
+    assert ("frequency factors" in r.stdout) == (name.endswith("llama3"))
+
+
 def test_mixed_quantization_matches_mlx(pensieve_bin, root, tok_dir, tmp_path):
     """Per-module entries of config.json's quantization (mlx-lm's mixed recipes): here the
     FFN down projections in 8 bits of 32, the value projections left in float, the rest
