@@ -466,6 +466,10 @@ struct pv_sched_params {
     uint32_t kv_size;      /* positions in the shared KV pool; 0 = n_ctx */
     uint32_t step_tokens;  /* tokens per step, decode and prompt chunks together; 0 = 256 */
     int n_threads;         /* 0 = the machine's cores */
+    const char *cache_dir; /* the persistent prefix cache's directory (full blocks of
+                              prompts, shared by processes, kept across restarts); NULL =
+                              none. A cache that cannot be opened is logged and skipped. */
+    uint64_t cache_bytes;  /* its size limit (least recently used blocks go first) */
     enum pv_device device; /* default PV_DEVICE_AUTO */
 };
 PV_API struct pv_sched_params pv_sched_default_params(void);
@@ -518,6 +522,18 @@ struct pv_sched_usage {
     uint64_t kv_positions_used; /* in blocks held by some sequence */
     uint32_t n_running;
     uint64_t n_preempted;       /* running sequences that gave their blocks back so far */
+    uint32_t kv_block;          /* positions per block (the prefix cache's unit) */
+    uint64_t kv_positions_cached; /* in free blocks that still hold a published prefix */
+    uint64_t kv_position_bytes;   /* K and V of one position, all layers */
+    /* the prefix caches, since the start: prompt tokens looked up, found in the pool
+       (memory) and loaded from the disk cache */
+    uint64_t prompt_tokens, mem_hit_tokens, disk_hit_tokens;
+    bool disk_enabled, disk_ready;   /* a disk cache is open; its model is identified */
+    uint64_t disk_hits, disk_misses; /* blocks loaded; lookups that stopped at a missing or
+                                        invalid block */
+    uint64_t disk_bytes_read, disk_bytes_written, disk_writes;
+    uint64_t disk_evictions, disk_invalid, disk_dropped;
+    uint64_t disk_files, disk_bytes, disk_max_bytes; /* the directory, all processes */
 };
 PV_API void pv_sched_usage(const struct pv_sched *s, struct pv_sched_usage *out);
 

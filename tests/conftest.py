@@ -68,6 +68,9 @@ class Server:
         self.host = "127.0.0.1"
         cmd = [str(BIN), "serve", "--host", self.host, "--port", str(self.port), *args]
         full_env = dict(os.environ)
+        # the disk prompt cache outlives a server: off unless a test asks for it, so that
+        # one test's prompts are never another's cache hits (and ~/.cache stays clean)
+        full_env["PENSIEVE_NO_DISK_CACHE"] = "1"
         full_env.update(env or {})
         self.log_path = ROOT / "build" / f"server-{self.port}.log"
         self.log = open(self.log_path, "wb")

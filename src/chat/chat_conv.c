@@ -5,8 +5,9 @@
  * system/user/assistant/tool, assistant tool calls as {"id","type":"function",
  * "function":{"name","arguments":{...}}} with arguments as an object, tool results as
  * role "tool" messages, thinking as "reasoning_content". Consecutive messages of the same
- * role are merged; the volatile `cch=` of Claude Code's billing header is normalized so
- * the prompt prefix stays the same from one request to the next.
+ * role are merged; the volatile `cch=` and version fingerprint of Claude Code's billing
+ * header are normalized so the prompt prefix stays the same from one request (and
+ * session) to the next.
  */
 #include <ctype.h>
 #include <string.h>
@@ -18,7 +19,11 @@ static enum pv_status bad(struct pv_err *err, enum pv_status st, const char *fmt
     return pv_err_set(err, st, fmt, x);
 }
 
-/* Replace the hex of "cch=XXXXX;" in Claude Code's billing header with zeros. */
+/* Replace with zeros the parts of Claude Code's billing header that change from one
+ * request or session to the next: the hex of "cch=XXXXX;" and the fingerprint that
+ * follows the version in "cc_version=2.1.328.3a8;" (derived from the session's first
+ * prompt: without this, two sessions that start with different questions would share
+ * no prefix at all, the header being the prompt's first line). */
 static void normalize_billing(struct pv_buf *b, size_t from)
 {
     static const char key[] = "x-anthropic-billing-header:";
@@ -27,6 +32,16 @@ static void normalize_billing(struct pv_buf *b, size_t from)
         return;
     for (char *p = strstr(s, "cch="); p; p = strstr(p + 4, "cch=")) {
         for (char *q = p + 4; *q && *q != ';' && !isspace((unsigned char)*q); q++)
+            *q = '0';
+    }
+    char *v = strstr(s, "cc_version=");
+    if (!v)
+        return;
+    int dots = 0;
+    for (char *q = v + 11; *q && *q != ';' && !isspace((unsigned char)*q); q++) {
+        if (*q == '.')
+            dots++;
+        else if (dots == 3 && isxdigit((unsigned char)*q))
             *q = '0';
     }
 }

@@ -86,6 +86,15 @@ static struct cli_opt serve_opts[] = {
     {"cors-origin", 0, CLI_STRING, "PENSIEVE_CORS_ORIGIN", "ORIGINS",
      "let browser pages of these origins call the API (\"*\" for any, or a comma list such "
      "as http://localhost:3000); default: no CORS headers", NULL},
+    {"cache-dir", 0, CLI_STRING, "PENSIEVE_CACHE_DIR", "DIR",
+     "the disk prompt cache: KV blocks of prompt prefixes kept across restarts and shared by "
+     "the servers that use the same directory; default $XDG_CACHE_HOME/pensieve/kv "
+     "(~/.cache/pensieve/kv)", NULL},
+    {"cache-size", 0, CLI_STRING, "PENSIEVE_CACHE_SIZE", "SIZE",
+     "most bytes the disk prompt cache holds (K, M, G, T suffixes); least recently used "
+     "blocks are removed first", "8G"},
+    {"no-disk-cache", 0, CLI_FLAG, "PENSIEVE_NO_DISK_CACHE", NULL,
+     "keep the prompt cache in memory only", NULL},
     {"pid-file", 0, CLI_STRING, "PENSIEVE_PID_FILE", "PATH",
      "where to write the pid for `pensieve stop`; default "
      "$XDG_RUNTIME_DIR or /tmp: pensieve-PORT.pid (never written through a symbolic link)", NULL},
@@ -264,6 +273,26 @@ static int serve_main(int argc, char **argv)
     p.max_connections = (int)cli_get(serve_opts, "max-connections")->i;
     p.ping_interval_s = (int)cli_get(serve_opts, "ping-interval")->i;
     p.cors_origin = cli_get(serve_opts, "cors-origin")->str;
+    static char cache_dir[4096];
+    if (!cli_get(serve_opts, "no-disk-cache")->i) {
+        const char *cd = cli_get(serve_opts, "cache-dir")->str;
+        const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+        if (cd && *cd)
+            snprintf(cache_dir, sizeof(cache_dir), "%s", cd);
+        else if (xdg && *xdg)
+            snprintf(cache_dir, sizeof(cache_dir), "%s/pensieve/kv", xdg);
+        else
+            snprintf(cache_dir, sizeof(cache_dir), "%s/.cache/pensieve/kv",
+                     home && *home ? home : ".");
+        p.cache_dir = cache_dir;
+        uint64_t cache_bytes;
+        if (!parse_size(cli_get(serve_opts, "cache-size")->str, &cache_bytes) ||
+            cache_bytes < ((uint64_t)1 << 20))
+            cli_die("serve", 2,
+                    "--cache-size: expected a size of at least 1M such as 8G or 500M, got '%s'",
+                    cli_get(serve_opts, "cache-size")->str);
+        p.cache_bytes = cache_bytes;
+    }
 
     enum pv_log_level level;
     if (!log_parse_level(cli_get(serve_opts, "log-level")->str, &level))

@@ -640,8 +640,13 @@ enum pv_status pv_context_decode(struct pv_context *ctx, const struct pv_batch *
     for (int32_t i = 0; i < batch->n_tokens; i++)
         kv_seq_set_token(&ctx->kv, (uint32_t)batch->seq_id[i], (uint32_t)batch->pos[i],
                          batch->token[i]);
-    for (int32_t i = 0; i < batch->n_tokens; i++)
+    for (int32_t i = 0; i < batch->n_tokens; i++) {
+        struct kv_seq *sq = &ctx->kv.seqs[batch->seq_id[i]];
+        uint32_t b = sq->n_hashed;
         kv_seq_publish(&ctx->kv, (uint32_t)batch->seq_id[i]);
+        for (; ctx->disk && b < sq->n_hashed; b++)
+            dcache_put(ctx->disk, &ctx->kv, sq->blocks[b]);
+    }
     return PV_OK;
 }
 

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "compute/backend.h"
+#include "engine/diskcache.h"
 #include "engine/kv.h"
 #include "model/model.h"
 #include "pensieve.h"
@@ -86,6 +87,10 @@ struct pv_context {
        intermediate tensors there as f32 rows, <name>-<layer>.f32 (tests/tools/
        compare_tensors.py sets them beside llama.cpp's) */
     char *dump_dir;
+
+    /* the persistent prefix cache (diskcache.h) that full blocks are queued for as they
+       are published, or NULL; owned by the scheduler that set it */
+    struct dcache *disk;
 };
 
 /*

@@ -55,6 +55,7 @@ struct pv_sched {
     uint32_t *hit;               /* [n_ctx / block_size] blocks of a prefix-cache match */
     uint32_t rr;                 /* next prefilling sequence to serve first */
     uint64_t n_preempted;        /* sequences that gave their blocks back to go on later */
+    uint64_t n_prompt_tokens, n_mem_hit, n_disk_hit; /* prefix cache lookups (tokens) */
     double ns_per_token;         /* of the recent steps that fed prompts; 0 before one */
     uint64_t clock;
 };
@@ -77,6 +78,10 @@ void pv_sched_free(struct pv_sched *s)
     free(s->row_seq);
     free(s->hit);
     pv_batch_release(&s->batch);
+    if (s->ctx) {
+        dcache_close(s->ctx->disk);
+        s->ctx->disk = NULL;
+    }
     pv_context_free(s->ctx);
     free(s);
 }
@@ -118,6 +123,11 @@ enum pv_status pv_sched_new(struct pv_model *model, const struct pv_sched_params
     for (uint32_t i = 0; i < s->n_seq; i++)
         if (!(s->seqs[i].tokens = try_calloc(s->ctx->n_ctx, sizeof(int32_t))))
             goto nomem;
+    if (params->cache_dir) {
+        struct pv_err derr;
+        if (dcache_open(params->cache_dir, params->cache_bytes, s->ctx, &s->ctx->disk, &derr) != PV_OK)
+            log_warn("disk cache off: %s", derr.msg);
+    }
     *out = s;
     return PV_OK;
 
@@ -268,6 +278,16 @@ enum pv_status pv_sched_submit(struct pv_sched *s, const int32_t *prompt, size_t
         s->seqs[slot].n_prompt = (uint32_t)keep;
         memcpy(s->seqs[slot].tokens, prompt, keep * sizeof(int32_t));
         return pv_err_set(err, PV_ERR_OVERLOADED, "the kv cache is full for now");
+    }
+
+    /* then the blocks after it that the disk cache holds */
+    s->n_prompt_tokens += n_prompt;
+    s->n_mem_hit += keep;
+    if (s->ctx->disk) {
+        size_t mem = keep;
+        keep = dcache_extend(s->ctx->disk, kv, (uint32_t)slot, prompt, n_prompt - 1);
+        s->n_mem_hit -= mem - PV_MIN(mem, keep);
+        s->n_disk_hit += keep - PV_MIN(mem, keep);
     }
 
     struct sched_seq *q = &s->seqs[slot];
@@ -517,4 +537,26 @@ void pv_sched_usage(const struct pv_sched *s, struct pv_sched_usage *out)
     out->kv_positions_used = (uint64_t)u.n_blocks_used * u.block_size;
     out->n_running = pv_sched_n_running(s);
     out->n_preempted = s->n_preempted;
+    out->kv_block = u.block_size;
+    out->kv_positions_cached = (uint64_t)kv_blocks_cached(&s->ctx->kv) * u.block_size;
+    out->kv_position_bytes = (uint64_t)s->ctx->kv.n_layer *
+                             (s->ctx->kv.row_k_bytes + s->ctx->kv.row_v_bytes);
+    out->prompt_tokens = s->n_prompt_tokens;
+    out->mem_hit_tokens = s->n_mem_hit;
+    out->disk_hit_tokens = s->n_disk_hit;
+    struct dcache_stats d;
+    dcache_stats(s->ctx->disk, &d);
+    out->disk_enabled = s->ctx->disk != NULL;
+    out->disk_ready = d.ready;
+    out->disk_hits = d.hits;
+    out->disk_misses = d.misses;
+    out->disk_bytes_read = d.bytes_read;
+    out->disk_bytes_written = d.bytes_written;
+    out->disk_writes = d.writes;
+    out->disk_evictions = d.evictions;
+    out->disk_invalid = d.invalid;
+    out->disk_dropped = d.dropped;
+    out->disk_files = d.files;
+    out->disk_bytes = d.bytes;
+    out->disk_max_bytes = d.max_bytes;
 }

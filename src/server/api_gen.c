@@ -86,6 +86,7 @@ static bool run_pump(struct gen_run *g, struct pv_buf *out, int timeout_ms)
     struct gen_progress prog;
     gen_wait(g->job, g->n_seen, timeout_ms, toks, TOKS_PER_WAKE, &n, &prog);
     g->em.n_cached = (int)prog.n_cached;
+    g->em.n_created = (int)prog.n_created;
     if (n) {
         const size_t from = g->n_seen;
         g->n_seen += n;

@@ -30,6 +30,7 @@ struct emitter {
     long long created;           /* unix seconds */
     int n_prompt, n_output;
     int n_cached;                /* of the prompt, tokens read from the KV cache */
+    int n_created;               /* of the prompt, tokens written to the prefix cache */
     enum emit_stop stop_reason;
     const char *stop_sequence;   /* borrowed; set with EMIT_STOP_SEQUENCE */
     enum pv_status failed;       /* PV_OK unless the generation failed */

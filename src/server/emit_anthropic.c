@@ -20,8 +20,8 @@ static void init(struct emitter *em)
 static json_t *usage(const struct emitter *em)
 {
     return json_pack("{s:i, s:i, s:i, s:i}", "input_tokens", em->n_prompt, "output_tokens",
-                     em->n_output, "cache_creation_input_tokens", 0, "cache_read_input_tokens",
-                     em->n_cached);
+                     em->n_output, "cache_creation_input_tokens", em->n_created,
+                     "cache_read_input_tokens", em->n_cached);
 }
 
 static const char *stop_reason(const struct emitter *em)
@@ -131,10 +131,11 @@ static void end(struct emitter *em, struct pv_buf *out)
         return;
     }
     emit_sse(out, "message_delta",
-             json_pack("{s:s, s:{s:s, s:s?}, s:{s:i, s:i, s:i}}", "type", "message_delta",
+             json_pack("{s:s, s:{s:s, s:s?}, s:{s:i, s:i, s:i, s:i}}", "type", "message_delta",
                        "delta", "stop_reason", stop_reason(em), "stop_sequence",
                        em->stop_reason == EMIT_STOP_SEQUENCE ? em->stop_sequence : NULL,
                        "usage", "input_tokens", em->n_prompt, "output_tokens", em->n_output,
+                       "cache_creation_input_tokens", em->n_created,
                        "cache_read_input_tokens", em->n_cached));
     emit_sse(out, "message_stop", json_pack("{s:s}", "type", "message_stop"));
 }

@@ -61,6 +61,7 @@ struct http_engine {
     struct gen_req *reqs;        /* [n_slots] */
     struct pv_sched *sched;      /* owned: the context, its KV pool and worker pool */
     uint64_t kv_capacity;        /* positions of the KV pool */
+    uint32_t kv_block;           /* positions of a KV block */
     pthread_t thread;
     bool thread_started;
     pthread_mutex_t mu;          /* guards queue, n_queued, stopping, slot job pointers */
@@ -71,6 +72,8 @@ struct http_engine {
     atomic_int busy;
     atomic_ullong kv_used;
     atomic_ullong kv_preempted;
+    pthread_mutex_t usage_mu;    /* guards usage */
+    struct pv_sched_usage usage; /* the scheduler's, as of the last step or idle second */
 };
 
 /* ---- job channel ------------------------------------------------------------------------ */
@@ -385,6 +388,8 @@ static enum pv_status req_start(struct http_engine *e, struct gen_req *r, struct
                   cached, j->n_prompt);
     pthread_mutex_lock(&j->mu);
     j->prog.n_cached = cached;
+    const size_t full = j->n_prompt / e->kv_block * e->kv_block;
+    j->prog.n_created = full > cached ? full - cached : 0;
     pthread_mutex_unlock(&j->mu);
     job_set_prefilled(j, cached);
     r->t_fill_ns = r->t_logged_ns = clock_now_ns();
@@ -417,6 +422,9 @@ static void update_usage(struct http_engine *e)
     pv_sched_usage(e->sched, &u);
     atomic_store(&e->kv_used, u.kv_positions_used);
     atomic_store(&e->kv_preempted, u.n_preempted);
+    pthread_mutex_lock(&e->usage_mu);
+    e->usage = u;
+    pthread_mutex_unlock(&e->usage_mu);
 }
 
 static void *engine_main(void *arg)
@@ -469,8 +477,13 @@ static void *engine_main(void *arg)
             break;
         }
         if (busy == 0) {
-            pthread_cond_wait(&e->cv, &e->mu);
+            /* idle: the disk cache's writer goes on, so its counters are read each second */
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 1;
+            pthread_cond_timedwait(&e->cv, &e->mu, &until);
             pthread_mutex_unlock(&e->mu);
+            update_usage(e);
             continue;
         }
         const bool stopping = e->stopping;
@@ -540,6 +553,8 @@ static struct pv_sched_params sched_params(const struct http_server *srv, struct
     sp.n_ctx = n_ctx;
     sp.kv_size = pool_positions(srv, model, n_ctx);
     sp.n_threads = srv->p.n_threads;
+    sp.cache_dir = srv->p.cache_dir;
+    sp.cache_bytes = srv->p.cache_bytes;
     sp.device = srv->p.device;
     return sp;
 }
@@ -572,6 +587,7 @@ enum pv_status gen_engine_new(struct http_server *srv, struct pv_model *model,
     e->model = model;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
+    pthread_mutex_init(&e->usage_mu, NULL);
 
     e->vocab = pv_model_vocab(e->model);
     struct pv_sched_params sp = sched_params(srv, e->model);
@@ -585,6 +601,8 @@ enum pv_status gen_engine_new(struct http_server *srv, struct pv_model *model,
         struct pv_sched_usage u;
         pv_sched_usage(e->sched, &u);
         e->kv_capacity = u.kv_positions;
+        e->usage = u;
+        e->kv_block = u.kv_block ? u.kv_block : 1;
     }
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
         st = pv_err_set(err, PV_ERR_INTERNAL, "cannot start the engine thread");
@@ -640,6 +658,7 @@ void gen_engine_free(struct http_engine *e)
     pv_sched_free(e->sched);
     pv_model_free(e->model);
     pthread_mutex_destroy(&e->mu);
+    pthread_mutex_destroy(&e->usage_mu);
     pthread_cond_destroy(&e->cv);
     free(e);
 }
@@ -671,6 +690,9 @@ void gen_engine_usage(const struct http_engine *e, struct gen_usage *out)
     pthread_mutex_lock(&((struct http_engine *)e)->mu);
     out->queued = e->n_queued;
     pthread_mutex_unlock(&((struct http_engine *)e)->mu);
+    pthread_mutex_lock(&((struct http_engine *)e)->usage_mu);
+    out->sched = e->usage;
+    pthread_mutex_unlock(&((struct http_engine *)e)->usage_mu);
 }
 
 enum pv_status gen_submit(struct http_engine *e, const struct gen_params *gp,

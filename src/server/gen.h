@@ -63,6 +63,8 @@ struct gen_progress {
     size_t n_tokens;             /* tokens generated so far */
     size_t n_prefilled;          /* prompt tokens in the cache so far */
     size_t n_cached;             /* of those, found in the cache (not evaluated) */
+    size_t n_created;            /* prompt tokens evaluated into full cache blocks (the
+                                    prefix caches keep them for later requests) */
     bool done;                   /* no more tokens will come */
     bool eog;                    /* ended on an end-of-generation token (not counted) */
     bool length;                 /* ended because max_tokens was reached */
@@ -75,6 +77,7 @@ struct gen_usage {
     uint64_t kv_used, kv_capacity;
     uint64_t kv_preempted;       /* requests that gave their KV blocks back to go on later */
     int slots_busy, queued;
+    struct pv_sched_usage sched; /* prefix caches (memory and disk) included */
 };
 
 /* Start the engine thread of a loaded model (taken over in every case: freed with the

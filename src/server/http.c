@@ -9,6 +9,7 @@
  * drain on SIGTERM.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
@@ -492,6 +493,22 @@ static bool is_loopback_host(const char *host)
     return inet_pton(AF_INET, name, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
 }
 
+/* An X-Request-Id the client (or a proxy in front, contrib/nginx) sent, taken as the
+ * request's id when it is 1 to cap-1 characters of [A-Za-z0-9._-]: one id names the
+ * request in the proxy's log, ours and the reply. */
+static bool request_id_from(struct MHD_Connection *conn, char *out, size_t cap)
+{
+    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = v ? strlen(v) : 0;
+    if (n == 0 || n >= cap)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)v[i]) && v[i] != '.' && v[i] != '_' && v[i] != '-')
+            return false;
+    memcpy(out, v, n + 1);
+    return true;
+}
+
 /* Host header check against DNS rebinding when bound to loopback: a browser that was
  * sent here by a rebinding name still says that name in Host. Accept only names of this
  * machine, and only one Host header. */
@@ -705,7 +722,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->t_start_ns = clock_now_ns();
         r->ttft_ms = -1;
         buf_init(&r->body);
-        http_make_id(r->id, sizeof(r->id), "req_", 24);
+        if (!request_id_from(conn, r->id, sizeof(r->id)))
+            http_make_id(r->id, sizeof(r->id), "req_", 24);
         snprintf(r->method, sizeof(r->method), "%s", method);
         r->http11 = version && strcmp(version, MHD_HTTP_VERSION_1_0) != 0;
         size_t plen = strcspn(url, "?");

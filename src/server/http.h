@@ -37,13 +37,13 @@ struct reg_model;
 /* Which API's error envelope and overload status a request uses. */
 enum http_api { HTTP_API_ANTHROPIC, HTTP_API_OPENAI, HTTP_API_PLAIN };
 
-#define HTTP_ID_LEN 32
+#define HTTP_ID_LEN 72
 
 /* One HTTP request, from its first header to the completion callback. */
 struct http_req {
     struct http_server *srv;
     struct MHD_Connection *conn;
-    char id[HTTP_ID_LEN];        /* "req_" + 24 base62 characters */
+    char id[HTTP_ID_LEN];        /* "req_" + 24 base62 characters, or the X-Request-Id sent */
     char method[8];
     char path[256];              /* without the query string; truncated paths 404 */
     char endpoint[48];           /* metrics label: "/v1/messages", "other" */

@@ -57,6 +57,27 @@ void http_handle_health(struct http_req *r)
     json_object_set_new(o, "kv_cache_capacity_tokens", json_integer((json_int_t)cap));
     json_object_set_new(o, "kv_cache_preemptions", json_integer((json_int_t)preempted));
     json_object_set_new(o, "models", models);
+    struct pv_sched_usage cu;
+    uint64_t mem_bytes;
+    registry_cache_usage(srv->reg, &cu, &mem_bytes);
+    const struct pv_sched_usage *c = &cu;
+    json_t *disk = c->disk_enabled
+        ? json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "ready",
+                    c->disk_ready, "hit_tokens", (json_int_t)c->disk_hit_tokens, "hits",
+                    (json_int_t)c->disk_hits, "misses", (json_int_t)c->disk_misses, "bytes_read",
+                    (json_int_t)c->disk_bytes_read, "writes", (json_int_t)c->disk_writes,
+                    "bytes_written", (json_int_t)c->disk_bytes_written, "evictions",
+                    (json_int_t)c->disk_evictions, "invalid", (json_int_t)c->disk_invalid,
+                    "dropped", (json_int_t)c->disk_dropped, "files", (json_int_t)c->disk_files,
+                    "bytes", (json_int_t)c->disk_bytes, "max_bytes", (json_int_t)c->disk_max_bytes)
+        : json_null();
+    json_object_set_new(o, "prompt_cache",
+                        json_pack("{s:{s:I, s:I, s:I, s:I}, s:o}", "memory", "lookup_tokens",
+                                  (json_int_t)c->prompt_tokens, "hit_tokens",
+                                  (json_int_t)c->mem_hit_tokens, "cached_tokens",
+                                  (json_int_t)c->kv_positions_cached, "bytes",
+                                  (json_int_t)mem_bytes,
+                                  "disk", disk));
     http_stats_health(o, srv);
     http_reply_json(r, 200, o);
 }

@@ -508,6 +508,7 @@ size_t registry_list(struct registry *reg, bool loaded_only, struct reg_info **o
         i->kv_preempted = u.kv_preempted;
         i->slots_busy = u.slots_busy;
         i->queued = u.queued;
+        i->sched = u.sched;
     }
     const size_t n_loaded = n;
     bool def_listed = false;
@@ -538,4 +539,39 @@ size_t registry_list(struct registry *reg, bool loaded_only, struct reg_info **o
     qsort(v, n, sizeof(*v), by_name);
     *out = v;
     return n;
+}
+
+void registry_cache_usage(struct registry *reg, struct pv_sched_usage *out, uint64_t *mem_bytes)
+{
+    struct reg_info *v;
+    const size_t n = registry_list(reg, true, &v);
+    memset(out, 0, sizeof(*out));
+    *mem_bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct pv_sched_usage *c = &v[i].sched;
+        out->kv_positions += c->kv_positions;
+        out->kv_positions_used += c->kv_positions_used;
+        out->kv_positions_cached += c->kv_positions_cached;
+        out->prompt_tokens += c->prompt_tokens;
+        out->mem_hit_tokens += c->mem_hit_tokens;
+        out->disk_hit_tokens += c->disk_hit_tokens;
+        out->disk_hits += c->disk_hits;
+        out->disk_misses += c->disk_misses;
+        out->disk_bytes_read += c->disk_bytes_read;
+        out->disk_bytes_written += c->disk_bytes_written;
+        out->disk_writes += c->disk_writes;
+        out->disk_evictions += c->disk_evictions;
+        out->disk_invalid += c->disk_invalid;
+        out->disk_dropped += c->disk_dropped;
+        /* each model's positions at its own size */
+        *mem_bytes += (c->kv_positions_used + c->kv_positions_cached) * c->kv_position_bytes;
+        if (c->disk_enabled) {
+            out->disk_enabled = true;
+            out->disk_ready = out->disk_ready || c->disk_ready;
+        }
+        out->disk_files = PV_MAX(out->disk_files, c->disk_files);
+        out->disk_bytes = PV_MAX(out->disk_bytes, c->disk_bytes);
+        out->disk_max_bytes = PV_MAX(out->disk_max_bytes, c->disk_max_bytes);
+    }
+    free(v);
 }

@@ -51,6 +51,7 @@ struct reg_info {
     uint64_t kv_used, kv_capacity; /* loaded: KV pool positions */
     uint64_t kv_preempted;       /* loaded: requests that gave their KV blocks back */
     int slots_busy, queued;      /* loaded: requests generating, waiting */
+    struct pv_sched_usage sched; /* loaded: its scheduler, prefix caches included */
 };
 
 /* Load the default model (srv->p.model_path) and start the keep-alive thread. */
@@ -82,5 +83,9 @@ bool registry_knows(const struct registry *reg, const char *name);
  * count; *out is heap-allocated, the caller frees it.
  */
 size_t registry_list(struct registry *reg, bool loaded_only, struct reg_info **out);
+/* The prefix caches of the loaded models together: counters summed; the disk cache
+ * directory's figures (shared by every model and process) as the largest one reports;
+ * *mem_bytes the KV bytes in use or holding a cached prefix, all models. */
+void registry_cache_usage(struct registry *reg, struct pv_sched_usage *out, uint64_t *mem_bytes);
 
 #endif /* PV_SERVER_REGISTRY_H */

@@ -56,6 +56,8 @@ struct server_params {
     const char *pid_file;       /* written at start, removed at exit; NULL = none */
     const char *cors_origin;    /* NULL: no CORS headers; "*" or a comma list of origins
                                    whose browser pages may call the API */
+    const char *cache_dir;      /* the persistent prefix cache; NULL = none */
+    unsigned long long cache_bytes; /* its size limit */
 };
 
 /* Defaults for every field (host 127.0.0.1, port 8080, 1 slot, limits as --help shows). */

@@ -253,4 +253,48 @@ void http_stats_metrics(struct pv_buf *b, const struct http_server *srv)
                (unsigned long long)u.kv_preempted, u.slots_busy,
                atomic_load(&((struct http_server *)srv)->active),
                (unsigned long long)http_rss_bytes(), n_models);
+    struct pv_sched_usage cu;
+    uint64_t mem_bytes;
+    registry_cache_usage(srv->reg, &cu, &mem_bytes);
+    const struct pv_sched_usage *c = &cu;
+    const struct {
+        const char *name, *type, *help;
+        uint64_t v;
+    } pc[] = {
+        {"prompt_cache_lookup_tokens_total", "counter", "Prompt tokens looked up in the prefix caches.",
+         c->prompt_tokens},
+        {"prompt_cache_memory_hit_tokens_total", "counter",
+         "Prompt tokens found in the KV pool (not evaluated).", c->mem_hit_tokens},
+        {"prompt_cache_memory_bytes", "gauge",
+         "KV bytes of the pool in use or holding a cached prefix.",
+         mem_bytes},
+        {"prompt_cache_disk_hit_tokens_total", "counter",
+         "Prompt tokens loaded from the disk cache (not evaluated).", c->disk_hit_tokens},
+        {"prompt_cache_disk_hits_total", "counter", "Blocks loaded from the disk cache.",
+         c->disk_hits},
+        {"prompt_cache_disk_misses_total", "counter",
+         "Disk cache lookups that stopped at a missing or invalid block.", c->disk_misses},
+        {"prompt_cache_disk_read_bytes_total", "counter", "Bytes read from the disk cache.",
+         c->disk_bytes_read},
+        {"prompt_cache_disk_written_bytes_total", "counter", "Bytes written to the disk cache.",
+         c->disk_bytes_written},
+        {"prompt_cache_disk_writes_total", "counter", "Blocks written to the disk cache.",
+         c->disk_writes},
+        {"prompt_cache_disk_evictions_total", "counter",
+         "Disk cache files removed to stay under --cache-size.", c->disk_evictions},
+        {"prompt_cache_disk_invalid_total", "counter",
+         "Disk cache files found torn, corrupt or foreign (removed).", c->disk_invalid},
+        {"prompt_cache_disk_dropped_total", "counter",
+         "Blocks not written to the disk cache (queue full or write error).", c->disk_dropped},
+        {"prompt_cache_disk_bytes", "gauge",
+         "Bytes of the disk cache directory (all servers sharing it).", c->disk_bytes},
+        {"prompt_cache_disk_files", "gauge", "Block files in the disk cache directory.",
+         c->disk_files},
+        {"prompt_cache_disk_limit_bytes", "gauge", "--cache-size (0: no disk cache).",
+         c->disk_max_bytes},
+    };
+    for (size_t i = 0; i < PV_ARRAY_LEN(pc); i++)
+        buf_printf(b, "# HELP pensieve_%s %s\n# TYPE pensieve_%s %s\npensieve_%s %llu\n",
+                   pc[i].name, pc[i].help, pc[i].name, pc[i].type, pc[i].name,
+                   (unsigned long long)pc[i].v);
 }

@@ -253,7 +253,7 @@ static json_t *J(const char *s)
 
 static void test_anthropic_conversion(void)
 {
-    json_t *body = J("{\"system\":[{\"type\":\"text\",\"text\":\"x-anthropic-billing-header: cc_version=2.1.1; cc_entrypoint=cli; cch=b2984;\"},"
+    json_t *body = J("{\"system\":[{\"type\":\"text\",\"text\":\"x-anthropic-billing-header: cc_version=2.1.328.3a8; cc_entrypoint=cli; cch=b2984;\"},"
                      "{\"type\":\"text\",\"text\":\"You are Claude Code.\",\"cache_control\":{\"type\":\"ephemeral\"}}],"
                      "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"there\"}]},"
                      "{\"role\":\"assistant\",\"content\":[{\"type\":\"thinking\",\"thinking\":\"hmm\",\"signature\":\"\"},{\"type\":\"text\",\"text\":\"ok\"},"
@@ -266,7 +266,7 @@ static void test_anthropic_conversion(void)
     struct pv_err err = {0};
     CHECK_EQ_INT(chat_conv_from_anthropic(body, &c, &err), PV_OK);
     char *s = json_dumps(c.messages, JSON_COMPACT);
-    CHECK_EQ_STR(s, "[{\"role\":\"system\",\"content\":\"x-anthropic-billing-header: cc_version=2.1.1; cc_entrypoint=cli; cch=00000;\\nYou are Claude Code.\"},"
+    CHECK_EQ_STR(s, "[{\"role\":\"system\",\"content\":\"x-anthropic-billing-header: cc_version=2.1.328.000; cc_entrypoint=cli; cch=00000;\\nYou are Claude Code.\"},"
                     "{\"role\":\"user\",\"content\":\"hi\\n\\nthere\"},"
                     "{\"role\":\"assistant\",\"content\":\"ok\",\"reasoning_content\":\"hmm\",\"tool_calls\":[{\"id\":\"toolu_1\",\"type\":\"function\",\"function\":{\"name\":\"Read\",\"arguments\":{\"file_path\":\"/a\"}}}]},"
                     "{\"role\":\"tool\",\"content\":\"Error: data\",\"tool_call_id\":\"toolu_1\",\"name\":\"Read\"},"
