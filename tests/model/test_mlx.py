@@ -240,6 +240,7 @@ def test_info_and_models_list_directories(pensieve_bin, models, tmp_path):
     mdir = tmp_path / "models"
     mdir.mkdir()
     os.symlink(path, mdir / "tiny-llama")
+    os.symlink(models("llama", 8, 128), mdir / "tiny-llama-8bit-groups-of-128-a-long-name")
     (mdir / "not-a-model").mkdir()
     env = {"PENSIEVE_MODELS": str(mdir)}
     r = run(pensieve_bin, "models", env=env)
@@ -247,6 +248,15 @@ def test_info_and_models_list_directories(pensieve_bin, models, tmp_path):
     line = next(l for l in r.stdout.splitlines() if l.startswith("tiny-llama/"))
     assert line.split()[1:3] == ["llama", "MLX_Q4_G64"] and line.rstrip().endswith("yes")
     assert "not-a-model" not in r.stdout
+    # the columns line up under the header, whatever the lengths of names and labels
+    lines = r.stdout.splitlines()
+    header = next(l for l in lines if l.startswith("FILE"))
+    rows = [l for l in lines if l.startswith("tiny-llama")]
+    assert len(rows) == 2 and any("MLX_Q8_G128" in row for row in rows)
+    for row in rows:
+        quant = row.split()[2]
+        assert row.index(" " + quant + " ") + 1 == header.index("QUANT"), (header, row)
+        assert row.index("yes") == header.index("CHAT"), (header, row)
     # -m by name in the model directory
     r = run(pensieve_bin, "run", "-m", "tiny-llama", "-p", "Hello", "-n", 3, "--temperature", 0,
             env=env)
