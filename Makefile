@@ -193,18 +193,34 @@ check-engine: $(ENGINE_UNITS) $(B)/engine/mode_check
 cuda:
 	@command -v $(NVCC) >/dev/null || { echo "make cuda: $(NVCC) not found; the CUDA backend needs the CUDA toolkit" >&2; exit 1; }
 	@[ -n "$(CUDA_CUSRC)" ] || { echo "make cuda: the CUDA backend (src/compute/cuda/*.cu) has not landed yet" >&2; exit 1; }
-	@$(MAKE) --no-print-directory $(B)/cuda/pensieve
+	@$(MAKE) --no-print-directory $(B)/cuda/pensieve $(B)/cuda/cuda_check $(B)/cuda/cuda_dequant_check $(B)/cuda/cuda_emu_check
 
 $(B)/cuda/pensieve: $(CUDA_OBJ)
-	$(NVCC) -arch=$(CUDA_ARCH) -o $@ $^ $(LIBS) -lcublas
+	$(NVCC) -arch=$(CUDA_ARCH) -o $@ $^ $(LIBS) -ldl
+
+# the library objects of the CUDA build (no CLI), for the check tools
+CUDA_LIB_OBJ := $(filter-out $(B)/cuda/cli/%,$(CUDA_OBJ))
+
+# the CUDA dequantization as host code against the CPU's (runs without a GPU)
+$(B)/cuda/cuda_dequant_check: tests/tools/cuda_dequant_check.cu $(wildcard src/compute/cuda/*.cuh) $(CUDA_LIB_OBJ)
+	$(NVCC) -O2 -arch=$(CUDA_ARCH) -std=c++17 -Iinclude -Isrc -o $@ $< $(CUDA_LIB_OBJ) $(LIBS) -ldl
+
+# the kernels on CPU threads (a .cpp: nvcc hands it to the host compiler with CUDA's headers)
+$(B)/cuda/cuda_emu_check: tests/tools/cuda_emu_check.cpp $(wildcard src/compute/cuda/*.cuh) $(CUDA_LIB_OBJ)
+	$(NVCC) -O1 -std=c++20 -Xcompiler -pthread -Iinclude -Isrc -o $@ $< $(CUDA_LIB_OBJ) $(LIBS) -ldl
+
+# the GPU check (tests/tools/cuda_check.c)
+$(B)/cuda/cuda_check: tests/tools/cuda_check.c $(CUDA_LIB_OBJ)
+	$(CC) $(CFLAGS_COMMON) $(OPT) -c $< -o $(B)/cuda/cuda_check.o
+	$(NVCC) -arch=$(CUDA_ARCH) -o $@ $(B)/cuda/cuda_check.o $(CUDA_LIB_OBJ) $(LIBS) -ldl
 
 $(B)/cuda/%.o: src/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) $(OPT) -MMD -MP $(call simd_flags,$@) -c $< -o $@
 
-$(B)/cuda/%.cu.o: src/%.cu
+$(B)/cuda/%.cu.o: src/%.cu $(wildcard src/compute/cuda/*.cuh) src/compute/backend.h src/compute/quant.h src/compute/compute.h include/pensieve.h
 	@mkdir -p $(dir $@)
-	$(NVCC) -O3 -arch=$(CUDA_ARCH) -Iinclude -Isrc -c $< -o $@
+	$(NVCC) -O3 -arch=$(CUDA_ARCH) -std=c++17 -Xcompiler -fvisibility=hidden -Iinclude -Isrc -c $< -o $@
 
 clean:
 	rm -rf $(B)
@@ -212,4 +228,4 @@ clean:
 # The web chat page is assembled into web.o (.incbin), which -MMD does not see.
 $(B)/obj/server/web.o $(B)/asan/server/web.o $(B)/cuda/server/web.o: src/server/web_page.html
 
--include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_OBJ:.o=.d) $(wildcard $(B)/fuzz/obj/*/*.d $(B)/fuzz/obj/*/*/*.d)
+-include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_OBJ:.o=.d) $(patsubst %.o,%.d,$(filter-out %.cu.o,$(CUDA_OBJ))) $(wildcard $(B)/fuzz/obj/*/*.d $(B)/fuzz/obj/*/*/*.d)

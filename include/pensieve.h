@@ -295,6 +295,10 @@ struct pv_sampler; /* opaque */
 /* Element type of the KV cache. */
 enum pv_kv_type { PV_KV_F16 = 0, PV_KV_F32 = 1 };
 
+/* Where a context runs the model: AUTO is the GPU when this build has the CUDA backend
+ * and a GPU with a driver is present, else the CPU. */
+enum pv_device { PV_DEVICE_AUTO = 0, PV_DEVICE_CPU = 1, PV_DEVICE_CUDA = 2 };
+
 struct pv_context_params {
     uint32_t n_ctx;           /* positions in the KV cache; 0 = min(4096, training context) */
     uint32_t n_batch;         /* most tokens per forward step of a prompt; 0 = 512 */
@@ -303,6 +307,7 @@ struct pv_context_params {
     uint32_t n_seq_max;       /* sequences the context holds at once; 0 = 1 */
     uint32_t kv_size;         /* positions in the KV pool, shared by all sequences; 0 = n_ctx */
     uint32_t kv_block;        /* positions per KV block, a power of two; 0 = 32 */
+    enum pv_device device;    /* default PV_DEVICE_AUTO */
 };
 
 /* Defaults: n_ctx 0 (model-dependent), n_batch 512, n_threads 0 (all cores), F16 KV,
@@ -363,6 +368,16 @@ PV_API uint32_t pv_context_n_ctx(const struct pv_context *ctx);
 PV_API uint32_t pv_context_n_vocab(const struct pv_context *ctx);
 /* Worker threads the context computes on. */
 PV_API int pv_context_n_threads(const struct pv_context *ctx);
+/* The device a context runs on: "cpu", or "cuda" with the GPU's name ("cuda: NVIDIA H100
+ * 80GB HBM3"). Static or owned by the context. */
+PV_API const char *pv_context_device(const struct pv_context *ctx);
+/*
+ * Parse "cpu", "cuda" or "auto" into *out; false for anything else. PV_DEVICE_CUDA in a
+ * build without the CUDA backend parses, and pv_context_new then fails saying so.
+ */
+PV_API bool pv_device_parse(const char *s, enum pv_device *out);
+/* Whether this build has the CUDA backend and sees a GPU with a working driver. */
+PV_API bool pv_cuda_available(void);
 /*
  * True when `token` ends generation: pv_token_is_eog of the model's vocabulary (eos,
  * eot, eom and the end-of-turn markers), or the metadata's eos/eot/eom ids without one.
@@ -451,6 +466,7 @@ struct pv_sched_params {
     uint32_t kv_size;      /* positions in the shared KV pool; 0 = n_ctx */
     uint32_t step_tokens;  /* tokens per step, decode and prompt chunks together; 0 = 256 */
     int n_threads;         /* 0 = the machine's cores */
+    enum pv_device device; /* default PV_DEVICE_AUTO */
 };
 PV_API struct pv_sched_params pv_sched_default_params(void);
 

@@ -2,8 +2,10 @@
  * cmd_bench.c - `pensieve bench`: prefill and decode speed of the CPU engine.
  *
  * Loads the model once, then R times: clears the context, evaluates a P-token prompt in
- * batches (prefill), and decodes N tokens one at a time, greedy through the sampler (decode). Prints one line
- * of JSON with the medians and every repetition's numbers, so bench/compare.py can put
+ * batches (prefill), and decodes N tokens one at a time, greedy through the sampler (decode).
+ * With --parallel S the prompt is forked into S sequences that decode together, one
+ * token each per step (the aggregate rate). --device picks the CPU or the GPU.
+ * Prints one line of JSON with the medians and every repetition's numbers, so bench/compare.py can put
  * them next to llama.cpp's on the same file, prompt tokens and threads.
  */
 #include <errno.h>
@@ -21,7 +23,11 @@ static struct cli_opt bench_opts[] = {
     {"repetitions", 'r', CLI_INT, NULL, "R", "runs; medians are reported", "3", 1, 1000},
     {"prompt-ids", 0, CLI_STRING, NULL, "IDS", "prompt token ids (else BOS and ids from a fixed sequence)", NULL},
     {"threads", 't', CLI_INT, "PENSIEVE_THREADS", "N", "worker threads; 0 = all cores", "0", 0, 1024},
+    {"device", 0, CLI_STRING, "PENSIEVE_DEVICE", "DEV",
+     "cpu, cuda or auto (the GPU when this build has CUDA and one is present)", "auto"},
     {"batch-size", 'b', CLI_INT, NULL, "N", "prompt tokens per forward step", "512", 1, 1 << 16},
+    {"parallel", 0, CLI_INT, NULL, "S", "decode S sequences at once (forks of the prompt); "
+     "decode tok/s is then their sum", "1", 1, 1024},
     {0},
 };
 
@@ -88,7 +94,9 @@ static int bench_main(int argc, char **argv)
     int32_t *prompt;
     size_t n_prompt;
     long n_gen, reps;
-    double load_ms, *prefill, *decode, *ttft;
+    int n_par;
+    struct pv_batch batch;
+    double load_ms, context_ms, *prefill, *decode, *ttft;
     uint64_t t0;
     struct rusage ru;
 
@@ -140,11 +148,22 @@ static int bench_main(int argc, char **argv)
             prompt[0] = pv_vocab_bos(vocab);
     }
 
+    n_par = (int)cli_get(bench_opts, "parallel")->i;
     cp.n_ctx = (uint32_t)(n_prompt + (size_t)n_gen + 1);
     cp.n_threads = (int)cli_get(bench_opts, "threads")->i;
     cp.n_batch = (uint32_t)cli_get(bench_opts, "batch-size")->i;
+    if (cp.n_batch < (uint32_t)n_par)
+        cp.n_batch = (uint32_t)n_par;
+    cp.n_seq_max = (uint32_t)n_par;
+    /* the prompt's blocks are shared by the forks: each adds its decoded tokens */
+    cp.kv_size = (uint32_t)(n_prompt + (size_t)n_par * ((size_t)n_gen + 64) + 64);
+    if (!pv_device_parse(cli_get(bench_opts, "device")->str, &cp.device))
+        cli_die("bench", 2, "--device: expected cpu, cuda or auto, got '%s'",
+                cli_get(bench_opts, "device")->str);
+    t0 = clock_now_ns();
     if (pv_context_new(model, &cp, &ctx, &err) != PV_OK)
         cli_die("bench", 1, "%s", err.msg);
+    context_ms = (double)(clock_now_ns() - t0) / 1e6; /* on a GPU: the weights' upload */
     sp.temperature = 0.0f;
     if (pv_sampler_new(&sp, pv_context_n_vocab(ctx), &greedy, &err) != PV_OK)
         cli_die("bench", 1, "%s", err.msg);
@@ -152,33 +171,56 @@ static int bench_main(int argc, char **argv)
     prefill = xcalloc((size_t)reps, sizeof(double));
     decode = xcalloc((size_t)reps, sizeof(double));
     ttft = xcalloc((size_t)reps, sizeof(double));
+    if (pv_batch_init(&batch, (size_t)n_par, &err) != PV_OK)
+        cli_die("bench", 1, "%s", err.msg);
     for (long r = 0; r < reps; r++) {
         uint64_t t_start, t_prefill, t_end;
         int32_t tok;
-        pv_context_truncate(ctx, 0, NULL);
+        for (int s = 0; s < n_par; s++)
+            pv_context_seq_drop(ctx, s);
         t_start = clock_now_ns();
         if (pv_context_eval(ctx, prompt, n_prompt, false, &err) != PV_OK)
             cli_die("bench", 1, "%s", err.msg);
         tok = pv_sampler_sample(greedy, pv_context_logits(ctx, -1));
         t_prefill = clock_now_ns();
-        for (long i = 0; i < n_gen; i++) {
-            if (pv_context_eval(ctx, &tok, 1, false, &err) != PV_OK)
-                cli_die("bench", 1, "%s", err.msg);
-            tok = pv_sampler_sample(greedy, pv_context_logits(ctx, -1));
+        if (n_par == 1) {
+            for (long i = 0; i < n_gen; i++) {
+                if (pv_context_eval(ctx, &tok, 1, false, &err) != PV_OK)
+                    cli_die("bench", 1, "%s", err.msg);
+                tok = pv_sampler_sample(greedy, pv_context_logits(ctx, -1));
+            }
+        } else {
+            for (int s = 1; s < n_par; s++)
+                if (pv_context_seq_fork(ctx, 0, s, &err) != PV_OK)
+                    cli_die("bench", 1, "%s", err.msg);
+            t_prefill = clock_now_ns();
+            for (long i = 0; i < n_gen; i++) {
+                pv_batch_clear(&batch);
+                for (int s = 0; s < n_par; s++)
+                    pv_batch_add(&batch, tok, (int32_t)(n_prompt + (size_t)i), s, true);
+                if (pv_context_decode(ctx, &batch, &err) != PV_OK)
+                    cli_die("bench", 1, "%s", err.msg);
+                tok = pv_sampler_sample(greedy, pv_context_logits(ctx, 0));
+            }
         }
         t_end = clock_now_ns();
         ttft[r] = (double)(t_prefill - t_start) / 1e6;
         prefill[r] = (double)n_prompt / ((double)(t_prefill - t_start) / 1e9);
-        decode[r] = n_gen ? (double)n_gen / ((double)(t_end - t_prefill) / 1e9) : 0.0;
+        decode[r] = n_gen ? (double)n_gen * n_par / ((double)(t_end - t_prefill) / 1e9) : 0.0;
     }
+    pv_batch_release(&batch);
     getrusage(RUSAGE_SELF, &ru);
 
     printf("{\"engine\": \"pensieve\", \"model\": ");
     print_json_str(pv_model_name(model));
+    printf(", \"device\": ");
+    print_json_str(pv_context_device(ctx));
+    printf(", \"parallel\": %d", n_par);
     printf(", \"threads\": %d, \"prompt_tokens\": %zu, "
-           "\"gen_tokens\": %ld, \"repetitions\": %ld, \"load_ms\": %.1f, \"prefill_tok_s\": %.2f, "
+           "\"gen_tokens\": %ld, \"repetitions\": %ld, \"load_ms\": %.1f, \"context_ms\": %.1f, "
+           "\"prefill_tok_s\": %.2f, "
            "\"decode_tok_s\": %.2f, \"ttft_ms\": %.1f, \"peak_rss_mib\": %.1f",
-           pv_context_n_threads(ctx), n_prompt, n_gen, reps, load_ms,
+           pv_context_n_threads(ctx), n_prompt, n_gen, reps, load_ms, context_ms,
            median(prefill, (int)reps), median(decode, (int)reps), median(ttft, (int)reps),
            (double)ru.ru_maxrss / 1024.0);
     print_list("prefill_tok_s_all", prefill, (int)reps);

@@ -30,6 +30,8 @@ static struct cli_opt run_opts[] = {
     {"seed", 's', CLI_INT, NULL, "N", "random seed; -1 picks one", "-1", -1, INT64_MAX},
     {"ctx-size", 'c', CLI_INT, NULL, "N", "context size in tokens; 0 = min(4096, training)", "0", 0, 1 << 24},
     {"threads", 't', CLI_INT, "PENSIEVE_THREADS", "N", "worker threads; 0 = all cores", "0", 0, 1024},
+    {"device", 0, CLI_STRING, "PENSIEVE_DEVICE", "DEV",
+     "cpu, cuda or auto (the GPU when this build has CUDA and one is present)", "auto"},
     {"batch-size", 'b', CLI_INT, NULL, "N", "prompt tokens per forward step", "512", 1, 1 << 16},
     {"kv-f32", 0, CLI_FLAG, NULL, NULL, "keep the KV cache in f32 instead of f16", NULL},
     {"ignore-eos", 0, CLI_FLAG, NULL, NULL, "do not stop at end-of-generation tokens", NULL},
@@ -131,6 +133,9 @@ static int run_main(int argc, char **argv)
     cp.n_threads = (int)cli_get(run_opts, "threads")->i;
     cp.n_batch = (uint32_t)cli_get(run_opts, "batch-size")->i;
     cp.kv_type = cli_get(run_opts, "kv-f32")->i ? PV_KV_F32 : PV_KV_F16;
+    if (!pv_device_parse(cli_get(run_opts, "device")->str, &cp.device))
+        cli_die("run", 2, "--device: expected cpu, cuda or auto, got '%s'",
+                cli_get(run_opts, "device")->str);
 
     t_start = clock_now_ns();
     if (pv_model_load(path, NULL, &model, &err) != PV_OK)
@@ -223,10 +228,10 @@ static int run_main(int argc, char **argv)
 
     fprintf(stderr,
             "prompt %zu tokens, prefill %.1f tok/s, generated %ld tokens, decode %.1f tok/s, "
-            "time to first token %.0f ms, load %.0f ms, %d threads, kernels %s\n",
+            "time to first token %.0f ms, load %.0f ms, %d threads, kernels %s, device %s\n",
             n_prompt, n_prompt / (prefill_ms / 1e3), n_gen,
             n_gen > 1 ? (n_gen - 1) / (decode_ms / 1e3) : 0.0, ttft_ms, load_ms,
-            pv_context_n_threads(ctx), pv_cpu_kernels());
+            pv_context_n_threads(ctx), pv_cpu_kernels(), pv_context_device(ctx));
 
     pv_detok_free(detok);
     pv_sampler_free(smp);

@@ -37,6 +37,8 @@ static struct cli_opt serve_opts[] = {
      1 << 24},
     {"threads", 't', CLI_INT, "PENSIEVE_THREADS", "N", "compute threads; 0 = all cores", "0",
      0, 1024},
+    {"device", 0, CLI_STRING, "PENSIEVE_DEVICE", "DEV",
+     "cpu, cuda or auto (the GPU when this build has CUDA and one is present)", "auto"},
     {"alias", 'a', CLI_STRING, "PENSIEVE_ALIAS", "NAMES",
      "model names to answer to (repeatable, or a comma list); when given, other names get 404 "
      "(without it any model name is served by the loaded model)", NULL},
@@ -177,6 +179,9 @@ static int serve_main(int argc, char **argv)
     p.n_parallel = (int)cli_get(serve_opts, "parallel")->i;
     p.kv_size = (long)cli_get(serve_opts, "kv-size")->i;
     p.n_threads = (int)cli_get(serve_opts, "threads")->i;
+    if (!pv_device_parse(cli_get(serve_opts, "device")->str, &p.device))
+        cli_die("serve", 2, "--device: expected cpu, cuda or auto, got '%s'",
+                cli_get(serve_opts, "device")->str);
     p.max_body_bytes = (size_t)cli_get(serve_opts, "max-body-bytes")->i;
     p.max_header_bytes = (size_t)cli_get(serve_opts, "max-header-bytes")->i;
     p.queue_len = (int)cli_get(serve_opts, "queue")->i;

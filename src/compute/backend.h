@@ -6,7 +6,10 @@
  * op runs. The CPU backend (compute/cpu/backend_cpu.c) implements the table with the
  * kernels of compute/cpu/, its attention over block tables and one worker pool. A
  * device backend owns its buffers (alloc / free / upload) and runs the same calls on
- * them. All float buffers are f32 rows; shapes in elements.
+ * them. All float buffers are f32 rows; shapes in elements. The CUDA backend
+ * (compute/cuda/) keeps the weights, the KV cache and every buffer in device memory;
+ * the host arrays of a step (tokens, positions, cells, block tables) reach it once per
+ * step through step_begin, and logits come back to host memory by step_end.
  */
 #ifndef PV_COMPUTE_BACKEND_H
 #define PV_COMPUTE_BACKEND_H
@@ -42,6 +45,16 @@ struct compute_attn {
     float scale;                     /* multiplies q.k */
 };
 
+/* The host arrays of one forward step (borrowed for the step): every op of the step that
+ * takes one of these pointers gets this very pointer. */
+struct compute_step {
+    int n;                           /* tokens */
+    const int32_t *token, *pos;      /* [n] */
+    const uint32_t *cell;            /* [n] */
+    const uint32_t *const *blocks;   /* [n] block table of each token's sequence */
+    uint32_t block_shift;
+};
+
 struct compute_backend;
 
 struct compute_ops {
@@ -72,12 +85,24 @@ struct compute_ops {
     void *(*alloc)(struct compute_backend *be, size_t bytes);
     void (*free)(struct compute_backend *be, void *p);
     void (*upload)(struct compute_backend *be, void *dst, const void *src, size_t bytes);
+    /* x[t][i] += b[i] over n rows (stride apart) of width dim */
+    void (*add_bias)(struct compute_backend *be, float *x, size_t stride, const float *b, int n,
+                     int dim);
+    /* bytes of the backend's buffer src into host memory dst (after the work before) */
+    void (*download)(struct compute_backend *be, void *dst, const void *src, size_t bytes);
+    /* bytes from src to dst, both the backend's buffers */
+    void (*copy)(struct compute_backend *be, void *dst, const void *src, size_t bytes);
+    /* optional (NULL on the CPU): a step starts; a step ends, its outputs in host memory:
+       false after a device failure, with the reason in be->error */
+    void (*step_begin)(struct compute_backend *be, const struct compute_step *s);
+    bool (*step_end)(struct compute_backend *be);
 };
 
 struct compute_backend {
-    const char *name;               /* "cpu" */
+    const char *name;               /* "cpu", "cuda: <GPU name>" */
     const struct compute_ops *ops;
     int n_threads;
+    char error[256];                /* why the last step failed (device backends) */
 };
 
 /*
@@ -90,5 +115,27 @@ struct compute_backend *compute_cpu_new(int n_threads, uint32_t n_ctx, int hd_k,
 void compute_cpu_free(struct compute_backend *be);
 /* Bytes compute_cpu_new allocates for its scratch. */
 size_t compute_cpu_scratch_bytes(int n_threads, uint32_t n_ctx, int hd_k, int hd_v);
+
+/*
+ * The CUDA backend (compute/cuda/; compute/backend_nocuda.c in a CPU-only build, where
+ * compute_cuda_present is false and compute_cuda_new fails saying so).
+ */
+struct compute_cuda_params {
+    const void *weights;         /* host range holding every weight tensor (the mmap) */
+    size_t weights_bytes;
+    size_t other_bytes;          /* KV cache + scratch the caller will alloc: fit check */
+    uint32_t n_ctx;              /* most positions of one sequence */
+    uint32_t n_batch;            /* most tokens of one step */
+    size_t max_k;                /* widest matmul input (elements) */
+    int hd_k, hd_v;              /* head sizes (at most 256) */
+    int n_head, n_head_kv;       /* query heads, KV heads */
+};
+/* A GPU with a working driver is present (and this build has the backend). */
+bool compute_cuda_present(void);
+/* Uploads the weights once; NULL with err set when there is no GPU or driver, or when the
+ * weights and other_bytes do not fit in the GPU's free memory (both sizes said). */
+struct pv_err;
+struct compute_backend *compute_cuda_new(const struct compute_cuda_params *p, struct pv_err *err);
+void compute_cuda_free(struct compute_backend *be);
 
 #endif /* PV_COMPUTE_BACKEND_H */

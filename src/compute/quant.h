@@ -12,7 +12,7 @@
 
 #include <stdint.h>
 
-#ifdef __CUDACC__
+#if defined(__CUDACC__) || defined(__cplusplus)
 #define PV_QUANT_ASSERT(cond, msg) static_assert(cond, msg)
 #else
 #define PV_QUANT_ASSERT(cond, msg) _Static_assert(cond, msg)

@@ -4,7 +4,8 @@
  *
  * A context owns everything its sequences need beside the model's mapped weights: the
  * block KV cache (kv.h), per-step activation buffers, the logits of the last decode and
- * the compute backend (with its worker pool). Its memory is computed up front and
+ * the compute backend (with its worker pool; on a GPU, the weights' device copy). The
+ * KV cache and the activation buffers live in the backend's memory. Its memory is computed up front and
  * checked against what the machine has available, so a context that cannot fit fails
  * with a clear error rather than dying later. A batch is checked whole, then fed to
  * engine_forward in steps of n_batch tokens, each ordered as engine_ubatch says.
@@ -32,8 +33,34 @@ struct pv_context_params pv_context_default_params(void)
         .n_seq_max = 1,
         .kv_size = 0,
         .kv_block = 0,
+        .device = PV_DEVICE_AUTO,
     };
     return p;
+}
+
+bool pv_device_parse(const char *s, enum pv_device *out)
+{
+    if (!s)
+        return false;
+    if (!strcmp(s, "auto"))
+        *out = PV_DEVICE_AUTO;
+    else if (!strcmp(s, "cpu"))
+        *out = PV_DEVICE_CPU;
+    else if (!strcmp(s, "cuda"))
+        *out = PV_DEVICE_CUDA;
+    else
+        return false;
+    return true;
+}
+
+bool pv_cuda_available(void)
+{
+    return compute_cuda_present();
+}
+
+const char *pv_context_device(const struct pv_context *ctx)
+{
+    return ctx->be->name;
 }
 
 /* Per-token scratch widths (floats) of the activation buffers. */
@@ -225,6 +252,79 @@ const char *pv_cpu_kernels_available(void)
     return cpu_modes_available();
 }
 
+/* n floats of scratch in the backend's memory */
+static float *scratch_alloc(struct pv_context *ctx, size_t n)
+{
+    return ctx->be->ops->alloc(ctx->be, n * sizeof(float));
+}
+
+static void scratch_free(struct pv_context *ctx, float *p)
+{
+    if (p)
+        ctx->be->ops->free(ctx->be, p);
+}
+
+/* Whether the CUDA backend can run m: a GGUF file whose every matrix type has a CUDA
+ * kernel (MLX directories and their affine types run on the CPU). */
+static bool cuda_runs(const struct pv_model *m, char *why, size_t cap)
+{
+    if (m->mlx) {
+        snprintf(why, cap, "the CUDA backend runs GGUF files; MLX directories run on the CPU "
+                           "(--device cpu)");
+        return false;
+    }
+    for (int64_t i = 0; i < gguf_n_tensors(m->gguf); i++) {
+        const struct pv_tensor *t = gguf_tensor(m->gguf, i);
+        switch (t->type) {
+        case PV_TYPE_F32: case PV_TYPE_F16: case PV_TYPE_BF16: case PV_TYPE_Q4_0:
+        case PV_TYPE_Q4_1: case PV_TYPE_Q5_0: case PV_TYPE_Q5_1: case PV_TYPE_Q8_0:
+        case PV_TYPE_Q2_K: case PV_TYPE_Q3_K: case PV_TYPE_Q4_K: case PV_TYPE_Q5_K:
+        case PV_TYPE_Q6_K:
+            break;
+        default:
+            snprintf(why, cap, "tensor '%s' has type %s, which the CUDA backend has no kernel "
+                               "for (--device cpu runs it)", t->name,
+                     pv_type_get(t->type) ? pv_type_get(t->type)->name : "?");
+            return false;
+        }
+        if (t->n_dims >= 2 && t->ne[0] % 32 != 0) {
+            snprintf(why, cap, "tensor '%s' has rows of %lld elements; the CUDA kernels need a "
+                               "multiple of 32 (--device cpu runs it)", t->name,
+                     (long long)t->ne[0]);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The CUDA backend with the model's weights: the tensors' bytes are one range of the
+ * mapping, uploaded whole; other_bytes (KV cache and scratch) must fit beside them. */
+static struct compute_backend *new_cuda_backend(const struct pv_model *m,
+                                                const struct pv_context_params *p,
+                                                const struct scratch_plan *s, uint64_t other_bytes,
+                                                struct pv_err *err)
+{
+    const uint8_t *lo = NULL, *hi = NULL;
+    size_t max_k = 0;
+    for (int64_t i = 0; i < gguf_n_tensors(m->gguf); i++) {
+        const struct pv_tensor *t = gguf_tensor(m->gguf, i);
+        const uint8_t *d = t->data;
+        if (!lo || d < lo)
+            lo = d;
+        if (!hi || d + t->n_bytes > hi)
+            hi = d + t->n_bytes;
+        max_k = PV_MAX(max_k, (size_t)t->ne[0]);
+    }
+    const struct compute_cuda_params cp = {
+        .weights = lo, .weights_bytes = lo ? (size_t)(hi - lo) : 0,
+        .other_bytes = (size_t)other_bytes, .n_ctx = p->n_ctx, .n_batch = p->n_batch,
+        .max_k = PV_MAX(max_k, PV_MAX(s->ff, s->att)),
+        .hd_k = (int)m->hp.head_dim_k, .hd_v = (int)m->hp.head_dim_v,
+        .n_head = (int)m->hp.n_head, .n_head_kv = (int)m->hp.n_head_kv,
+    };
+    return compute_cuda_new(&cp, err);
+}
+
 enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_params *params,
                               struct pv_context **out, struct pv_err *err)
 {
@@ -234,6 +334,7 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
     struct pv_context *ctx = NULL;
     uint64_t avail;
     enum pv_status st;
+    enum pv_device device;
     size_t b;
 
     *out = NULL;
@@ -251,8 +352,21 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
     if (st != PV_OK)
         return st;
 
-    /* the mapped weights are file-backed: only KV and scratch must fit in MemAvailable */
-    if (mem_available_bytes(&avail) && est.total_bytes > avail + est.weights_bytes) {
+    device = p.device;
+    if (device != PV_DEVICE_CPU && compute_cuda_present()) {
+        char why[256];
+        if (!cuda_runs(model, why, sizeof why)) {
+            if (device == PV_DEVICE_CUDA)
+                return pv_err_set(err, PV_ERR_UNSUPPORTED, "%s", why);
+            device = PV_DEVICE_CPU; /* auto: the CPU runs what the GPU cannot */
+        }
+    }
+    if (device == PV_DEVICE_AUTO)
+        device = compute_cuda_present() ? PV_DEVICE_CUDA : PV_DEVICE_CPU;
+    /* the mapped weights are file-backed: only KV and scratch must fit in MemAvailable
+       (on the GPU, compute_cuda_new checks its own memory) */
+    if (device == PV_DEVICE_CPU && mem_available_bytes(&avail) &&
+        est.total_bytes > avail + est.weights_bytes) {
         char need[32], have[32], w[32], kv[32], c[32];
         format_bytes(est.total_bytes, need, sizeof(need));
         format_bytes(avail + est.weights_bytes, have, sizeof(have));
@@ -286,9 +400,24 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
     plan_scratch(model, &s);
     b = p.n_batch;
     ctx->n_seq = p.n_seq_max;
-    if (kv_init(&ctx->kv, model->hp.n_layer, ctx->kv_dim_k * ctx->kv_elt_bytes,
-                ctx->kv_dim_v * ctx->kv_elt_bytes, pool_blocks(&p), p.kv_block, p.n_seq_max,
-                p.n_ctx, err) != PV_OK) {
+    if (device == PV_DEVICE_CUDA)
+        ctx->be = new_cuda_backend(model, &p, &s, est.kv_bytes + est.compute_bytes, err);
+    else if (!(ctx->be = compute_cpu_new(p.n_threads, p.n_ctx, (int)model->hp.head_dim_k,
+                                         (int)model->hp.head_dim_v, p.kv_type == PV_KV_F16)))
+        pv_err_set(err, PV_ERR_NOMEM, "cannot allocate the compute scratch");
+    if (!ctx->be) {
+        pv_context_free(ctx);
+        return err && err->status ? err->status : PV_ERR_NOMEM;
+    }
+    ctx->cuda = device == PV_DEVICE_CUDA;
+    if (ctx->cuda && ctx->dump_dir) {
+        log_warn("PENSIEVE_DUMP_DIR is ignored on the GPU");
+        free(ctx->dump_dir);
+        ctx->dump_dir = NULL;
+    }
+    if (kv_init_on(&ctx->kv, ctx->cuda ? ctx->be : NULL, model->hp.n_layer,
+                   ctx->kv_dim_k * ctx->kv_elt_bytes, ctx->kv_dim_v * ctx->kv_elt_bytes,
+                   pool_blocks(&p), p.kv_block, p.n_seq_max, p.n_ctx, err) != PV_OK) {
         pv_context_free(ctx);
         return PV_ERR_NOMEM;
     }
@@ -298,18 +427,16 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
     ctx->ub_out = try_calloc(b, sizeof(int32_t));
     ctx->seq_n = try_calloc(p.n_seq_max, sizeof(uint32_t));
     ctx->seq_n_out = try_calloc(p.n_seq_max, sizeof(uint32_t));
-    ctx->x = try_malloc(b * s.x * sizeof(float));
-    ctx->xb = try_malloc(b * s.x * sizeof(float));
-    ctx->proj = try_malloc(b * s.x * sizeof(float));
-    ctx->q = try_malloc(b * s.q * sizeof(float));
-    ctx->k = try_malloc(b * s.k * sizeof(float));
-    ctx->v = try_malloc(b * s.v * sizeof(float));
-    ctx->att = try_malloc(b * s.att * sizeof(float));
-    ctx->ffn_gate = try_malloc(b * s.ff * sizeof(float));
-    ctx->ffn_up = try_malloc(b * s.ff * sizeof(float));
-    ctx->fused = s.fused ? try_malloc(b * s.fused * sizeof(float)) : NULL;
-    ctx->be = compute_cpu_new(p.n_threads, p.n_ctx, (int)model->hp.head_dim_k,
-                              (int)model->hp.head_dim_v, p.kv_type == PV_KV_F16);
+    ctx->x = scratch_alloc(ctx, b * s.x);
+    ctx->xb = scratch_alloc(ctx, b * s.x);
+    ctx->proj = scratch_alloc(ctx, b * s.x);
+    ctx->q = scratch_alloc(ctx, b * s.q);
+    ctx->k = scratch_alloc(ctx, b * s.k);
+    ctx->v = scratch_alloc(ctx, b * s.v);
+    ctx->att = scratch_alloc(ctx, b * s.att);
+    ctx->ffn_gate = scratch_alloc(ctx, b * s.ff);
+    ctx->ffn_up = scratch_alloc(ctx, b * s.ff);
+    ctx->fused = s.fused ? scratch_alloc(ctx, b * s.fused) : NULL;
     ctx->ub_cell = try_calloc(b, sizeof(uint32_t));
     ctx->ub_blocks = try_calloc(b, sizeof(*ctx->ub_blocks));
     ctx->logits = try_malloc((size_t)ctx->n_vocab * sizeof(float));
@@ -317,12 +444,12 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
     if (!ctx->ub_token || !ctx->ub_pos || !ctx->ub_seq || !ctx->ub_out || !ctx->seq_n ||
         !ctx->seq_n_out || !ctx->x || !ctx->xb || !ctx->proj || !ctx->q ||
         !ctx->k || !ctx->v || !ctx->att || !ctx->ffn_gate || !ctx->ffn_up ||
-        (s.fused && !ctx->fused) || !ctx->be || !ctx->ub_cell || !ctx->ub_blocks || !ctx->logits) {
+        (s.fused && !ctx->fused) || !ctx->ub_cell || !ctx->ub_blocks || !ctx->logits) {
         char need[32];
         format_bytes(est.kv_bytes + est.compute_bytes, need, sizeof(need));
         pv_context_free(ctx);
-        return pv_err_set(err, PV_ERR_NOMEM, "cannot allocate %s for a %u-token context", need,
-                          p.n_ctx);
+        return pv_err_set(err, PV_ERR_NOMEM, "cannot allocate %s for a %u-token context%s", need,
+                          p.n_ctx, device == PV_DEVICE_CUDA ? " in GPU memory" : "");
     }
     find_eog(ctx);
     *out = ctx;
@@ -333,10 +460,25 @@ void pv_context_free(struct pv_context *ctx)
 {
     if (!ctx)
         return;
-    compute_cpu_free(ctx->be);
     free(ctx->ub_cell);
     free(ctx->ub_blocks);
     kv_release(&ctx->kv);
+    if (ctx->be) {
+        scratch_free(ctx, ctx->x);
+        scratch_free(ctx, ctx->xb);
+        scratch_free(ctx, ctx->proj);
+        scratch_free(ctx, ctx->q);
+        scratch_free(ctx, ctx->k);
+        scratch_free(ctx, ctx->v);
+        scratch_free(ctx, ctx->att);
+        scratch_free(ctx, ctx->ffn_gate);
+        scratch_free(ctx, ctx->ffn_up);
+        scratch_free(ctx, ctx->fused);
+        if (ctx->cuda)
+            compute_cuda_free(ctx->be);
+        else
+            compute_cpu_free(ctx->be);
+    }
     free(ctx->ub_token);
     free(ctx->ub_pos);
     free(ctx->ub_seq);
@@ -344,16 +486,6 @@ void pv_context_free(struct pv_context *ctx)
     free(ctx->seq_n);
     free(ctx->seq_n_out);
     free(ctx->logit_row);
-    free(ctx->x);
-    free(ctx->xb);
-    free(ctx->proj);
-    free(ctx->q);
-    free(ctx->k);
-    free(ctx->v);
-    free(ctx->att);
-    free(ctx->ffn_gate);
-    free(ctx->ffn_up);
-    free(ctx->fused);
     free(ctx->logits);
     free(ctx->dump_dir);
     free(ctx);
@@ -422,9 +554,9 @@ static enum pv_status batch_check(struct pv_context *ctx, const struct pv_batch 
 }
 
 /* Tokens [i0, i1) of b as one step, ordered for engine_forward; its rows of logits
- * start at row. Returns the rows it took. */
+ * start at row. Returns the rows it took; false in *ok when the device failed. */
 static size_t run_step(struct pv_context *ctx, const struct pv_batch *b, int32_t i0, int32_t i1,
-                       size_t row)
+                       size_t row, bool *ok)
 {
     struct engine_ubatch ub = {.token = ctx->ub_token, .pos = ctx->ub_pos, .seq = ctx->ub_seq,
                                .cell = ctx->ub_cell, .blocks = ctx->ub_blocks,
@@ -471,7 +603,7 @@ static size_t run_step(struct pv_context *ctx, const struct pv_batch *b, int32_t
             ub.n_out_one = ub.n_out;
     }
     ub.out = ctx->logits + row * ctx->n_vocab;
-    engine_forward(ctx, &ub);
+    *ok = engine_forward(ctx, &ub);
     return (size_t)ub.n_out;
 }
 
@@ -493,7 +625,12 @@ enum pv_status pv_context_decode(struct pv_context *ctx, const struct pv_batch *
         ctx->logit_row[i] = -1;
     for (int32_t i0 = 0; i0 < batch->n_tokens; i0 += (int32_t)ctx->n_batch) {
         int32_t i1 = (int32_t)PV_MIN((int64_t)i0 + ctx->n_batch, (int64_t)batch->n_tokens);
-        row += run_step(ctx, batch, i0, i1, row);
+        bool ok;
+        row += run_step(ctx, batch, i0, i1, row, &ok);
+        if (!ok) {
+            ctx->n_logit_rows = 0;
+            return pv_err_set(err, PV_ERR_DEVICE, "%s", ctx->be->error);
+        }
     }
     for (int32_t i = 0; i < batch->n_tokens; i++)
         if (ctx->logit_row[i] >= 0)

@@ -41,6 +41,7 @@ struct engine_ubatch {
 struct pv_context {
     struct pv_model *model;      /* borrowed; outlives the context */
     struct compute_backend *be;  /* owned: the ops the recipe runs on, its worker pool */
+    bool cuda;                   /* be is the CUDA backend (else the CPU's) */
     int n_threads;
     uint32_t n_ctx;              /* positions one sequence may hold */
     uint32_t n_batch;            /* most tokens per forward step */
@@ -90,9 +91,10 @@ struct pv_context {
 /*
  * Run one step through the model: each token's K/V is written into its sequence's cell
  * for its position (the cells exist: kv_seq_append was called), and the logits rows
- * ub->out_idx name go to ub->out.
+ * ub->out_idx name go to ub->out. false when the device failed (the reason in
+ * ctx->be->error); the logits are not valid then.
  */
-void engine_forward(struct pv_context *ctx, const struct engine_ubatch *ub);
+bool engine_forward(struct pv_context *ctx, const struct engine_ubatch *ub);
 
 /* The seed a sampler draws with (the random one when PV_SEED_RANDOM was asked). */
 uint64_t sampler_seed(const struct pv_sampler *s);

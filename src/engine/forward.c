@@ -8,7 +8,8 @@
  * GELU-tanh or SiLU gated FFN, fused gate-up (phi3). A step holds tokens of one or more
  * sequences, each at its own position: every matmul sees all of them at once, and
  * attention reads each token's sequence through its block table. Nothing is allocated
- * here.
+ * here; every buffer is the backend's (device memory on a GPU), so the recipe touches
+ * data only through the ops.
  *
  * With a dump directory (PENSIEVE_DUMP_DIR) each step appends its intermediate tensors
  * under the names llama.cpp's graph gives them, for tests/tools/compare_tensors.py.
@@ -57,16 +58,7 @@ static void rmsnorm_heads(struct compute_backend *be, float *x, size_t stride,
     be->ops->rmsnorm(be, x, f32(w), x, n, n_heads, stride, (size_t)head_dim, head_dim, eps);
 }
 
-/* x[t][i] += b[i] over n rows (stride apart) of width dim */
-static void add_bias(float *x, size_t stride, const struct pv_tensor *b, int n, int dim)
-{
-    const float *bf = f32(b);
-    for (int t = 0; t < n; t++)
-        for (int i = 0; i < dim; i++)
-            x[(size_t)t * stride + i] += bf[i];
-}
-
-void engine_forward(struct pv_context *ctx, const struct engine_ubatch *ub)
+bool engine_forward(struct pv_context *ctx, const struct engine_ubatch *ub)
 {
     const int n = ub->n, n_one = ub->n_one;
     const int32_t *tokens = ub->token;
@@ -82,6 +74,13 @@ void engine_forward(struct pv_context *ctx, const struct engine_ubatch *ub)
     const struct compute_ops *op = be->ops;
     const struct kv_cache *kv = &ctx->kv;
     const bool f16 = ctx->kv_type == PV_KV_F16;
+
+    if (op->step_begin) {
+        const struct compute_step st = {.n = n, .token = tokens, .pos = ub->pos,
+                                        .cell = ub->cell, .blocks = ub->blocks,
+                                        .block_shift = kv->block_shift};
+        op->step_begin(be, &st);
+    }
 
     /* 1. token embeddings: x[t] = token_embd[tok] * embd_scale */
     op->get_rows(be, m->tok_embd, tokens, n, hp->embd_scale, ctx->x);
@@ -114,9 +113,9 @@ void engine_forward(struct pv_context *ctx, const struct engine_ubatch *ub)
         dump(ctx, "Kcur", (int)il, k, k_stride, n, (int)ctx->kv_dim_k);
         dump(ctx, "Vcur", (int)il, v, v_stride, n, (int)ctx->kv_dim_v);
         if (L->bq) {
-            add_bias(q, q_stride, L->bq, n, q_dim);
-            add_bias(k, k_stride, L->bk, n, (int)ctx->kv_dim_k);
-            add_bias(v, v_stride, L->bv, n, (int)ctx->kv_dim_v);
+            op->add_bias(be, q, q_stride, f32(L->bq), n, q_dim);
+            op->add_bias(be, k, k_stride, f32(L->bk), n, (int)ctx->kv_dim_k);
+            op->add_bias(be, v, v_stride, f32(L->bv), n, (int)ctx->kv_dim_v);
         }
 
         /* 4. per-head QK-norm, then RoPE at each token's position */
@@ -171,7 +170,7 @@ void engine_forward(struct pv_context *ctx, const struct engine_ubatch *ub)
             for (int t = 0; t < n; t++) {
                 float *gate = ctx->fused + (size_t)t * 2 * n_ff;
                 op->glu(be, gate, gate + n_ff, (size_t)n_ff, hp->ffn_gelu);
-                memcpy(ctx->ffn_gate + (size_t)t * n_ff, gate, (size_t)n_ff * sizeof(float));
+                op->copy(be, ctx->ffn_gate + (size_t)t * n_ff, gate, (size_t)n_ff * sizeof(float));
             }
         } else {
             op->matmul(be, L->ffn_gate, ctx->xb, ctx->ffn_gate, n, n_one);
@@ -196,4 +195,5 @@ void engine_forward(struct pv_context *ctx, const struct engine_ubatch *ub)
                          ctx->xb + (size_t)r * n_embd, 1, n_embd, eps);
         op->matmul(be, m->output, ctx->xb, ub->out, ub->n_out, ub->n_out_one);
     }
+    return op->step_end ? op->step_end(be) : true;
 }

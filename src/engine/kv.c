@@ -17,11 +17,36 @@ enum pv_status kv_init(struct kv_cache *kv, uint32_t n_layer, size_t row_k_bytes
                        size_t row_v_bytes, uint32_t n_blocks, uint32_t block_size,
                        uint32_t n_seq, uint32_t max_pos, struct pv_err *err)
 {
+    return kv_init_on(kv, NULL, n_layer, row_k_bytes, row_v_bytes, n_blocks, block_size, n_seq,
+                      max_pos, err);
+}
+
+/* K / V storage: host memory, or the backend's */
+static void *store_alloc(struct kv_cache *kv, size_t bytes)
+{
+    bytes = PV_MAX(bytes, (size_t)1);
+    return kv->be ? kv->be->ops->alloc(kv->be, bytes) : try_malloc(bytes);
+}
+
+static void store_free(struct kv_cache *kv, void *p)
+{
+    if (kv->be && p)
+        kv->be->ops->free(kv->be, p);
+    else if (!kv->be)
+        free(p);
+}
+
+enum pv_status kv_init_on(struct kv_cache *kv, struct compute_backend *be, uint32_t n_layer,
+                          size_t row_k_bytes, size_t row_v_bytes, uint32_t n_blocks,
+                          uint32_t block_size, uint32_t n_seq, uint32_t max_pos,
+                          struct pv_err *err)
+{
     size_t cells, k_bytes, v_bytes;
     uint32_t per_seq;
 
     PV_ASSERT(block_size > 0 && (block_size & (block_size - 1)) == 0 && n_seq > 0);
     memset(kv, 0, sizeof(*kv));
+    kv->be = be;
     kv->block_size = block_size;
     while ((1u << kv->block_shift) < block_size)
         kv->block_shift++;
@@ -40,8 +65,8 @@ enum pv_status kv_init(struct kv_cache *kv, uint32_t n_layer, size_t row_k_bytes
         pv_mul_overflow(cells, row_k_bytes, &k_bytes) ||
         pv_mul_overflow(cells, row_v_bytes, &v_bytes) || kv->table_cap < 2 * (uint64_t)n_blocks)
         return pv_err_set(err, PV_ERR_INVALID, "kv cache of %u blocks overflows", n_blocks);
-    kv->k = try_malloc(PV_MAX(k_bytes, (size_t)1));
-    kv->v = try_malloc(PV_MAX(v_bytes, (size_t)1));
+    kv->k = store_alloc(kv, k_bytes);
+    kv->v = store_alloc(kv, v_bytes);
     kv->refs = try_calloc(PV_MAX(n_blocks, 1u), sizeof(uint32_t));
     kv->free_next = try_calloc(PV_MAX(n_blocks, 1u), sizeof(uint32_t));
     kv->free_prev = try_calloc(PV_MAX(n_blocks, 1u), sizeof(uint32_t));
@@ -82,8 +107,8 @@ void kv_release(struct kv_cache *kv)
         for (uint32_t s = 0; s < kv->n_seq; s++)
             free(kv->seqs[s].blocks);
     free(kv->seqs);
-    free(kv->k);
-    free(kv->v);
+    store_free(kv, kv->k);
+    store_free(kv, kv->v);
     free(kv->refs);
     free(kv->free_next);
     free(kv->free_prev);
@@ -306,10 +331,17 @@ uint64_t kv_batch_blocks_needed(const struct kv_cache *kv, const uint32_t *n)
 static void block_copy(struct kv_cache *kv, uint32_t dst, uint32_t src, uint32_t n_rows)
 {
     for (uint32_t il = 0; il < kv->n_layer; il++) {
-        memcpy(kv_k_row(kv, il, dst << kv->block_shift), kv_k_row(kv, il, src << kv->block_shift),
-               n_rows * kv->row_k_bytes);
-        memcpy(kv_v_row(kv, il, dst << kv->block_shift), kv_v_row(kv, il, src << kv->block_shift),
-               n_rows * kv->row_v_bytes);
+        char *kd = kv_k_row(kv, il, dst << kv->block_shift);
+        char *vd = kv_v_row(kv, il, dst << kv->block_shift);
+        const char *ks = kv_k_row(kv, il, src << kv->block_shift);
+        const char *vs = kv_v_row(kv, il, src << kv->block_shift);
+        if (kv->be) {
+            kv->be->ops->copy(kv->be, kd, ks, n_rows * kv->row_k_bytes);
+            kv->be->ops->copy(kv->be, vd, vs, n_rows * kv->row_v_bytes);
+        } else {
+            memcpy(kd, ks, n_rows * kv->row_k_bytes);
+            memcpy(vd, vs, n_rows * kv->row_v_bytes);
+        }
     }
     memcpy(kv->tokens + ((size_t)dst << kv->block_shift), block_tokens(kv, src),
            n_rows * sizeof(int32_t));

@@ -35,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "compute/backend.h"
 #include "pensieve.h"
 
 /* The parent hash of a sequence's first block. */
@@ -57,7 +58,9 @@ struct kv_cache {
     uint32_t n_layer;
     uint32_t max_pos;             /* positions one sequence may hold */
     size_t row_k_bytes, row_v_bytes; /* one position of one layer */
-    char *k, *v;                  /* [n_layer][n_blocks][block_size][row], owned */
+    char *k, *v;                  /* [n_layer][n_blocks][block_size][row], owned; in be's
+                                     memory when be is set (never read here then) */
+    struct compute_backend *be;   /* borrowed, or NULL: k and v are host memory */
     uint32_t *refs;               /* [n_blocks] tables referencing each block */
     /* free blocks: a list through free_next / free_prev (KV_NO_BLOCK ends it), unpublished
        blocks at the head, published (cached) ones appended at the tail as they free */
@@ -81,6 +84,12 @@ struct kv_cache {
 enum pv_status kv_init(struct kv_cache *kv, uint32_t n_layer, size_t row_k_bytes,
                        size_t row_v_bytes, uint32_t n_blocks, uint32_t block_size,
                        uint32_t n_seq, uint32_t max_pos, struct pv_err *err);
+/* kv_init with K and V in the memory of backend be (alloc / free / copy through it);
+ * be must outlive the cache. */
+enum pv_status kv_init_on(struct kv_cache *kv, struct compute_backend *be, uint32_t n_layer,
+                          size_t row_k_bytes, size_t row_v_bytes, uint32_t n_blocks,
+                          uint32_t block_size, uint32_t n_seq, uint32_t max_pos,
+                          struct pv_err *err);
 void kv_release(struct kv_cache *kv);
 
 enum { KV_BLOCK_HASHED = 1, KV_BLOCK_LISTED = 2 };

@@ -62,7 +62,7 @@ struct pv_sched {
 struct pv_sched_params pv_sched_default_params(void)
 {
     struct pv_sched_params p = {.n_running = 1, .n_ctx = 0, .kv_size = 0, .step_tokens = 0,
-                                .n_threads = 0};
+                                .n_threads = 0, .device = PV_DEVICE_AUTO};
     return p;
 }
 
@@ -98,6 +98,7 @@ enum pv_status pv_sched_new(struct pv_model *model, const struct pv_sched_params
     s->n_seq = 2 * params->n_running;
     cp.n_ctx = params->n_ctx;
     cp.n_threads = params->n_threads;
+    cp.device = params->device;
     cp.n_seq_max = s->n_seq;
     cp.kv_size = params->kv_size;
     cp.n_batch = s->step_tokens;

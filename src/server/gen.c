@@ -555,6 +555,7 @@ enum pv_status gen_engine_new(struct http_server *srv, struct http_engine **out,
     sp.n_ctx = n_ctx;
     sp.kv_size = pool_positions(srv, e->model, n_ctx);
     sp.n_threads = srv->p.n_threads;
+    sp.device = srv->p.device;
     st = pv_sched_new(e->model, &sp, &e->sched, err);
     if (st != PV_OK)
         goto fail;
@@ -569,10 +570,11 @@ enum pv_status gen_engine_new(struct http_server *srv, struct http_engine **out,
     }
     e->thread_started = true;
     log_info("model %s (%s) loaded in %.0f ms: %d request(s) at once of up to %u tokens, kv "
-             "cache of %llu positions, %d threads",
+             "cache of %llu positions, %d threads, device %s",
              pv_model_name(e->model), pv_model_arch(e->model),
              (double)(clock_now_ns() - t0) / 1e6, e->n_slots, n_ctx,
-             (unsigned long long)e->kv_capacity, pv_context_n_threads(pv_sched_context(e->sched)));
+             (unsigned long long)e->kv_capacity, pv_context_n_threads(pv_sched_context(e->sched)),
+             pv_context_device(pv_sched_context(e->sched)));
     *out = e;
     return PV_OK;
 

@@ -919,6 +919,7 @@ void server_default_params(struct server_params *p)
     p->n_parallel = 1;
     p->kv_size = 0;
     p->n_threads = 0;
+    p->device = PV_DEVICE_AUTO;
     p->max_body_bytes = 32u << 20;
     p->max_header_bytes = 32u << 10;
     p->queue_len = 16;

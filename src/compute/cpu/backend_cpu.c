@@ -133,6 +133,24 @@ static void upload(struct compute_backend *be, void *dst, const void *src, size_
     memcpy(dst, src, bytes);
 }
 
+static void add_bias(struct compute_backend *be, float *x, size_t stride, const float *b, int n,
+                     int dim)
+{
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < dim; i++)
+            x[(size_t)t * stride + i] += b[i];
+}
+
+static void download(struct compute_backend *be, void *dst, const void *src, size_t bytes)
+{
+    memcpy(dst, src, bytes);
+}
+
+static void copy(struct compute_backend *be, void *dst, const void *src, size_t bytes)
+{
+    memcpy(dst, src, bytes);
+}
+
 static const struct compute_ops cpu_ops = {
     .get_rows = get_rows,
     .matmul = matmul,
@@ -145,6 +163,9 @@ static const struct compute_ops cpu_ops = {
     .alloc = alloc,
     .free = release,
     .upload = upload,
+    .add_bias = add_bias,
+    .download = download,
+    .copy = copy,
 };
 
 size_t compute_cpu_scratch_bytes(int n_threads, uint32_t n_ctx, int hd_k, int hd_v)
