@@ -89,37 +89,56 @@ static int models_main(int argc, char **argv)
                dir);
     else
         printf("installed in %s\n", dir);
-    if (n)
-        printf("%-44s %-8s %-8s %10s  %s\n", "FILE", "ARCH", "QUANT", "SIZE", "CHAT");
+    /* probe every entry first: the columns are as wide as their longest value (MLX
+       quantization labels such as MLX_Q4_G128 are longer than GGUF's) */
+    struct row {
+        struct pv_model_summary sum;
+        char size[32];
+        char why[sizeof(((struct pv_err *)0)->msg)]; /* empty when the probe succeeded */
+    } *rows = n ? xcalloc(n, sizeof(*rows)) : NULL;
+    int w_name = 44, w_arch = 8, w_quant = 8;
     for (size_t i = 0; i < n; i++) {
         struct stat st;
-        struct pv_model_summary sum;
+        struct row *r = &rows[i];
         struct pv_err err = {0};
-        char size[32] = "?";
+        snprintf(r->size, sizeof(r->size), "?");
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
         size_t plen0 = strlen(path);
         if (path[plen0 - 1] == '/') /* an MLX directory */
             path[plen0 - 1] = '\0';
         else if (stat(path, &st) == 0)
-            format_bytes((uint64_t)st.st_size, size, sizeof(size));
-        const char *shown = names[i];
-        if (pv_model_probe(path, &sum, &err) == PV_OK) {
-            if (strcmp(size, "?") == 0)
-                format_bytes(sum.file_bytes, size, sizeof(size));
-            printf("%-44s %-8s %-8s %10s  %s%s%s\n", shown, sum.architecture, sum.quant, size,
-                   sum.has_chat_template ? "yes" : "no (base model)",
-                   strcmp(names[i], PV_DEFAULT_MODEL_FILE) == 0 ? "  [default]" : "",
-                   sum.supported ? "" : "  (architecture not supported)");
+            format_bytes((uint64_t)st.st_size, r->size, sizeof(r->size));
+        if (pv_model_probe(path, &r->sum, &err) == PV_OK) {
+            if (strcmp(r->size, "?") == 0)
+                format_bytes(r->sum.file_bytes, r->size, sizeof(r->size));
+            w_arch = PV_MAX(w_arch, (int)strlen(r->sum.architecture));
+            w_quant = PV_MAX(w_quant, (int)strlen(r->sum.quant));
         } else {
-            /* The reason without the path prefix the reader puts first. */
+            /* the reason without the path prefix the reader puts first */
             const char *why = err.msg;
             size_t plen = strlen(path);
             if (strncmp(why, path, plen) == 0 && why[plen] == ':')
                 why += plen + 1 + (why[plen + 1] == ' ');
-            printf("%-44s invalid: %s\n", shown, why);
+            snprintf(r->why, sizeof(r->why), "%s", *why ? why : "unreadable");
         }
+        w_name = PV_MAX(w_name, (int)strlen(names[i]));
+    }
+    if (n)
+        printf("%-*s %-*s %-*s %10s  %s\n", w_name, "FILE", w_arch, "ARCH", w_quant, "QUANT",
+               "SIZE", "CHAT");
+    for (size_t i = 0; i < n; i++) {
+        const struct row *r = &rows[i];
+        if (r->why[0])
+            printf("%-*s invalid: %s\n", w_name, names[i], r->why);
+        else
+            printf("%-*s %-*s %-*s %10s  %s%s%s\n", w_name, names[i], w_arch,
+                   r->sum.architecture, w_quant, r->sum.quant, r->size,
+                   r->sum.has_chat_template ? "yes" : "no (base model)",
+                   strcmp(names[i], PV_DEFAULT_MODEL_FILE) == 0 ? "  [default]" : "",
+                   r->sum.supported ? "" : "  (architecture not supported)");
         free(names[i]);
     }
+    free(rows);
     if (n == 0 && stat(dir, &dst) == 0)
         printf("(none: `pensieve pull` installs the default model)\n");
     free(names);

@@ -526,6 +526,81 @@ static const char *pre_name(const struct json *pt)
     return NULL;
 }
 
+/* How a SentencePiece-derived tokenizer.json (BPE with byte_fallback, "▁" for spaces)
+   turns text into "▁" form; tok/'s SPM path with merges by rank reproduces it. */
+struct spm_form {
+    bool prefix;            /* a "▁" in front of the text */
+    bool first_only;        /* ... of the text at offset 0 only (Metaspace "first") */
+    bool unless_space;      /* ... unless it starts with a space (Metaspace) */
+};
+
+#define SPACE_MARK "\xE2\x96\x81" /* U+2581 */
+
+/* Replace " " -> "▁", or Prepend "▁" (*prepend) ; false for any other normalizer. */
+static bool spm_norm_step(const struct json *v, bool *replace, bool *prepend)
+{
+    const char *from, *to;
+    if (is_type(v, "Replace") && json_get_str(json_get(v, "pattern"), "String", &from) &&
+        json_get_str(v, "content", &to) && strcmp(from, " ") == 0 && strcmp(to, SPACE_MARK) == 0)
+        return *replace = true;
+    if (is_type(v, "Prepend") && json_get_str(v, "prepend", &to) && strcmp(to, SPACE_MARK) == 0)
+        return *prepend = true;
+    return false;
+}
+
+/* The forms Gemma and Llama-2 files use: normalizer Replace (Gemma) or Sequence [Prepend,
+   Replace] (Llama 2 legacy) with no pre-tokenizer (or a split at " ", which finds none
+   once spaces are replaced); or no normalizer and a Metaspace pre-tokenizer that does not
+   split. False for anything else. */
+static bool spm_form_of(const struct json *norm, const struct json *pt, struct spm_form *f)
+{
+    bool replace = false, prepend = false;
+    *f = (struct spm_form){false, false, false};
+    if (norm && norm->type != JSON_NULL) {
+        const struct json *seq = is_type(norm, "Sequence") ? json_get(norm, "normalizers") : NULL;
+        if (seq && seq->type == JSON_ARRAY && seq->n >= 1 && seq->n <= 2) {
+            for (size_t i = 0; i < seq->n; i++)
+                if (!spm_norm_step(&seq->items[i], &replace, &prepend))
+                    return false;
+        } else if (!spm_norm_step(norm, &replace, &prepend)) {
+            return false;
+        }
+        if (!replace)
+            return false;
+        f->prefix = prepend;
+        const char *pat, *behavior;
+        if (!pt || pt->type == JSON_NULL)
+            return true;
+        return is_type(pt, "Split") && json_get_str(json_get(pt, "pattern"), "String", &pat) &&
+               strcmp(pat, " ") == 0 && json_get_str(pt, "behavior", &behavior);
+    }
+    const char *rep, *scheme = NULL;
+    bool split = true, aps = false;
+    if (!is_type(pt, "Metaspace") || !json_get_str(pt, "replacement", &rep) ||
+        strcmp(rep, SPACE_MARK) != 0 || !json_get_bool(pt, "split", &split) || split)
+        return false;
+    if (!json_get_str(pt, "prepend_scheme", &scheme) && json_get_bool(pt, "add_prefix_space", &aps))
+        scheme = aps ? "always" : "never";
+    if (!scheme)
+        return false;
+    f->unless_space = true;
+    if (strcmp(scheme, "always") == 0)
+        f->prefix = true;
+    else if (strcmp(scheme, "first") == 0)
+        f->prefix = f->first_only = true;
+    else if (strcmp(scheme, "never") != 0)
+        return false;
+    return true;
+}
+
+/* Whether the post-processor puts a special token first (TemplateProcessing's BOS). */
+static bool post_adds_bos(const struct json *pp)
+{
+    const struct json *single = is_type(pp, "TemplateProcessing") ? json_get(pp, "single") : NULL;
+    return single && single->type == JSON_ARRAY && single->n > 0 &&
+           json_get(&single->items[0], "SpecialToken");
+}
+
 /* Text of a special token entry of tokenizer_config.json: a string or {"content": ...}. */
 static const char *special_text(const struct json *tc, const char *key)
 {
@@ -558,20 +633,34 @@ static enum pv_status write_tokenizer(struct mlx_ctx *c, struct gw *w)
     model = json_get(tj, "model");
     if (!is_type(model, "BPE"))
         return pv_err_set(c->err, PV_ERR_UNSUPPORTED,
-                          "%s/tokenizer.json: the model is not BPE (only byte-level BPE is supported)",
-                          c->dir);
-    const char *pre = pre_name(json_get(tj, "pre_tokenizer"));
-    if (!pre)
-        return pv_err_set(c->err, PV_ERR_UNSUPPORTED,
-                          "%s/tokenizer.json: pre_tokenizer is not one pensieve implements (byte-level "
-                          "with the GPT-2, Llama 3 or Qwen2 split, or SmolLM's digits)",
-                          c->dir);
-    /* NFC changes no text that is already composed; llama.cpp skips it as well */
-    const struct json *norm = json_get(tj, "normalizer");
-    if (norm && norm->type != JSON_NULL && !is_type(norm, "NFC"))
-        return pv_err_set(c->err, PV_ERR_UNSUPPORTED,
-                          "%s/tokenizer.json: normalizer is not supported (only none or NFC)",
-                          c->dir);
+                          "%s/tokenizer.json: the model is not BPE (only BPE is supported)", c->dir);
+    const struct json *norm = json_get(tj, "normalizer"), *pt = json_get(tj, "pre_tokenizer");
+    bool byte_fallback = false, ignore_merges = false;
+    json_get_bool(model, "byte_fallback", &byte_fallback);
+    json_get_bool(model, "ignore_merges", &ignore_merges);
+    struct spm_form spm = {false, false, false};
+    const char *pre = NULL;
+    if (byte_fallback) {
+        if (ignore_merges || !spm_form_of(norm, pt, &spm))
+            return pv_err_set(c->err, PV_ERR_UNSUPPORTED,
+                              "%s/tokenizer.json: a byte_fallback BPE needs the SentencePiece "
+                              "forms: normalizer Replace \" \" -> \"\u2581\" (after a Prepend "
+                              "\"\u2581\" or not), or a Metaspace pre-tokenizer without split",
+                              c->dir);
+    } else {
+        pre = pre_name(pt);
+        if (!pre)
+            return pv_err_set(c->err, PV_ERR_UNSUPPORTED,
+                              "%s/tokenizer.json: pre_tokenizer is not one pensieve implements "
+                              "(byte-level with the GPT-2, Llama 3 or Qwen2 split, SmolLM's "
+                              "digits, or SentencePiece's with byte_fallback)",
+                              c->dir);
+        /* NFC changes no text that is already composed; llama.cpp skips it as well */
+        if (norm && norm->type != JSON_NULL && !is_type(norm, "NFC"))
+            return pv_err_set(c->err, PV_ERR_UNSUPPORTED,
+                              "%s/tokenizer.json: normalizer is not supported (only none or NFC)",
+                              c->dir);
+    }
     vocab = json_get(model, "vocab");
     merges = json_get(model, "merges");
     added = json_get(tj, "added_tokens");
@@ -598,6 +687,10 @@ static enum pv_status write_tokenizer(struct mlx_ctx *c, struct gw *w)
         }
         texts[id] = vocab->keys[i];
         types[id] = 1; /* normal */
+        unsigned byte;
+        char tail;
+        if (!pre && sscanf(texts[id], "<0x%2X>%c", &byte, &tail) == 1 && strlen(texts[id]) == 6)
+            types[id] = 6; /* byte_fallback's <0xXX> */
     }
     for (size_t i = 0; added && i < added->n; i++) {
         const struct json *t = &added->items[i];
@@ -615,8 +708,19 @@ static enum pv_status write_tokenizer(struct mlx_ctx *c, struct gw *w)
         types[id] = special ? 3 : 4; /* control : user-defined */
     }
 
-    gw_str(w, "tokenizer.ggml.model", "gpt2");
-    gw_str(w, "tokenizer.ggml.pre", pre);
+    /* which added tokens are special is the file's word (llama.cpp's by-name rules
+       are for GGUF files converted without it) */
+    gw_bool(w, "tokenizer.pensieve.keep_types", true);
+    if (pre) {
+        gw_str(w, "tokenizer.ggml.model", "gpt2");
+        gw_str(w, "tokenizer.ggml.pre", pre);
+    } else {
+        gw_str(w, "tokenizer.ggml.model", "llama");
+        gw_bool(w, "tokenizer.pensieve.merge_by_rank", true);
+        gw_bool(w, "tokenizer.ggml.add_space_prefix", spm.prefix);
+        gw_bool(w, "tokenizer.pensieve.space_prefix_first_only", spm.first_only);
+        gw_bool(w, "tokenizer.pensieve.space_prefix_unless_space", spm.unless_space);
+    }
     gw_arr(w, "tokenizer.ggml.tokens", GGUF_STRING, n);
     for (uint32_t i = 0; i < n; i++) {
         char pad[32];
@@ -676,6 +780,8 @@ static enum pv_status write_tokenizer(struct mlx_ctx *c, struct gw *w)
     bool add_bos;
     if (json_get_bool(tc, "add_bos_token", &add_bos))
         gw_bool(w, "tokenizer.ggml.add_bos_token", add_bos);
+    else if (!pre)
+        gw_bool(w, "tokenizer.ggml.add_bos_token", post_adds_bos(json_get(tj, "post_processor")));
     else if (strcmp(pre, "llama-bpe") != 0)
         gw_bool(w, "tokenizer.ggml.add_bos_token", false);
     bool add_eos;

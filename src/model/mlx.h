@@ -4,7 +4,9 @@
  * A directory holds config.json (architecture and hyper-parameters, Hugging Face names;
  * "quantization": {"group_size", "bits"} with optional per-module entries),
  * model.safetensors or shards listed by model.safetensors.index.json, tokenizer.json
- * (Hugging Face byte-level BPE) and tokenizer_config.json (special tokens, chat
+ * (Hugging Face byte-level BPE, or the SentencePiece-derived BPE with byte_fallback of
+ * Gemma and Llama 2, which becomes tokenizer.ggml.model "llama" plus the
+ * tokenizer.pensieve.* flags tok/ reads) and tokenizer_config.json (special tokens, chat
  * template; chat_template.jinja wins where present).
  *
  * mlx_open reads them into what the GGUF path already consumes: an in-memory GGUF of

@@ -3,8 +3,10 @@
  *
  * One raw fragment at a time: optional space prefix, every ' ' becomes U+2581 "▁",
  * the text is split into UTF-8 characters, and adjacent symbols are merged while their
- * concatenation is a token, highest score first (ties: leftmost). A final symbol that
- * is not a token falls back to byte tokens <0xXX>. A heap keeps it O(n log n).
+ * concatenation is a token, highest score first (ties: leftmost); vocabularies from a
+ * Hugging Face tokenizer.json (spm_ranked) merge only the pairs its merges list, lowest
+ * rank first, as its BPE model does. A final symbol that is not a token falls back to
+ * byte tokens <0xXX>. A heap keeps it O(n log n).
  */
 #include "tok/tok_impl.h"
 
@@ -21,6 +23,12 @@ static bool try_pair(const struct pv_vocab *v, const char *e, struct tok_scratch
     if (l < 0 || r < 0)
         return true;
     const struct tok_sym *a = &s->syms[l], *b = &s->syms[r];
+    if (v->spm_ranked) { /* only listed merges, lowest rank first */
+        const struct tok_merge *mg = a->id >= 0 && b->id >= 0 ? tok_merge_find(v, a->id, b->id)
+                                                              : NULL;
+        return !mg || tok_heap_push(s, (struct tok_pair){-(float)mg->rank, (uint32_t)l,
+                                                         (uint32_t)r, a->n + b->n, mg->result});
+    }
     uint32_t size = a->n + b->n;
     int32_t id = tok_lookup(v, e + a->start, size);
     if (id < 0)
@@ -63,7 +71,8 @@ enum pv_status tok_spm_encode(const struct pv_vocab *v, const char *text, size_t
     for (size_t off = 0; off < m; count++) {
         uint32_t len = PV_MIN(lead_len((unsigned char)e[off]), (uint32_t)(m - off));
         s->syms[count] = (struct tok_sym){(uint32_t)off, len, (int32_t)count - 1,
-                                          (int32_t)count + 1, -1};
+                                          (int32_t)count + 1,
+                                          v->spm_ranked ? tok_lookup(v, e + off, len) : -1};
         off += len;
     }
     s->syms[count - 1].next = -1;

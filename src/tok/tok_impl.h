@@ -89,6 +89,13 @@ struct pv_vocab {
     void *re[4];                /* pcre2_code_8 *: pre-tokenizer regexes, applied in turn */
     int n_re;
     bool ignore_merges;         /* llama3: a whole pre-token that is a token is emitted */
+    bool spm_ranked;            /* SPM text, merges by rank of tokenizer.ggml.merges (Hugging
+                                   Face BPE with byte_fallback), not by score */
+    bool prefix_first_only;     /* the space prefix only for text at offset 0 */
+    bool prefix_unless_space;   /* no space prefix on text that starts with a space
+                                   or U+2581 (Metaspace) */
+    bool keep_types;            /* token types as the file says (tokenizer.json): none is
+                                   made a control token by its name */
 
     int32_t bos, eos, eot, eom, unk, pad; /* -1 when absent */
     bool add_bos, add_eos, add_space_prefix;

@@ -414,8 +414,13 @@ static enum pv_status tokenize_joined(const struct pv_vocab *v, const char *text
             continue;
         }
         if (v->kind == TOK_KIND_SPM) {
-            st = tok_spm_encode(v, text + f->start, f->len, v->add_space_prefix && prev_special,
-                                out, &s, err);
+            const char *t0 = text + f->start;
+            bool starts_space = (f->len >= 1 && t0[0] == ' ') ||
+                                (f->len >= 3 && memcmp(t0, "\xE2\x96\x81", 3) == 0);
+            bool prefix = v->add_space_prefix && prev_special &&
+                          !(v->prefix_first_only && f->start != 0) &&
+                          !(v->prefix_unless_space && starts_space);
+            st = tok_spm_encode(v, text + f->start, f->len, prefix, out, &s, err);
         } else {
             const char *t;
             size_t tn;

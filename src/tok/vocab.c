@@ -2,7 +2,7 @@
  * vocab.c - loading a vocabulary from GGUF metadata, and its lookup tables.
  *
  * Reads tokenizer.ggml.{model,pre,tokens,scores,token_type,merges}, the special token
- * ids and add_* flags with llama.cpp's defaults (reference/engine.md 1.3, 3.4, 4.4),
+ * ids and add_* flags (and the tokenizer.pensieve.* flags of a tokenizer.json) with llama.cpp's defaults (reference/engine.md 1.3, 3.4, 4.4),
  * derives the end-of-generation set, and builds what tokenizing needs: a hash map text
  * -> id, the BPE merge table, byte tokens, a trie of special-token texts, and the
  * decoded piece of every token. Everything is copied: the GGUF file may close after.
@@ -384,7 +384,7 @@ static int32_t find_first(const struct pv_vocab *v, const char *const *names)
 /* Make id a control token (found by its text, so the file may not say so). */
 static void force_control(struct pv_vocab *v, int32_t id)
 {
-    if (id >= 0 && !(v->tokens[id].attr & TOK_ATTR_CONTROL))
+    if (id >= 0 && !v->keep_types && !(v->tokens[id].attr & TOK_ATTR_CONTROL))
         v->tokens[id].attr = TOK_ATTR_CONTROL | (v->tokens[id].attr & TOK_ATTR_EOG);
 }
 
@@ -434,6 +434,15 @@ static enum pv_status read_special_ids(struct pv_vocab *v, const struct gguf_fil
         v->add_eos = b;
     if (gguf_get_bool(f, "tokenizer.ggml.add_space_prefix", &b))
         v->add_space_prefix = b;
+    /* written by model/mlx.c for a tokenizer.json (no GGUF file carries them) */
+    if (v->kind == TOK_KIND_SPM && gguf_get_bool(f, "tokenizer.pensieve.merge_by_rank", &b))
+        v->spm_ranked = b;
+    if (gguf_get_bool(f, "tokenizer.pensieve.space_prefix_first_only", &b))
+        v->prefix_first_only = b;
+    if (gguf_get_bool(f, "tokenizer.pensieve.space_prefix_unless_space", &b))
+        v->prefix_unless_space = b;
+    if (gguf_get_bool(f, "tokenizer.pensieve.keep_types", &b))
+        v->keep_types = b;
     if (v->add_bos && v->bos < 0)
         v->add_bos = false;
     if (v->add_eos && v->eos < 0)
@@ -585,6 +594,8 @@ enum pv_status tok_vocab_load(const struct gguf_file *f, struct pv_vocab **out,
     if ((st = build_pieces(v, err)) != PV_OK)
         goto fail_vocab;
     build_byte_tokens(v);
+    if (v->spm_ranked && (st = build_merges(v, f, err)) != PV_OK)
+        goto fail_vocab;
     if (v->kind == TOK_KIND_BPE) {
         if ((st = build_merges(v, f, err)) != PV_OK ||
             (st = tok_bpe_init_regex(v, err)) != PV_OK)

@@ -4,15 +4,22 @@ as a Mac user would have it from mlx-community.
 The GGUF's tensors are dequantized into a Hugging Face checkpoint (bf16 safetensors,
 config.json, tokenizer.json built from its vocabulary, its chat template), which
 `mlx_lm convert -q` (4 bits, groups of 64) turns into an MLX directory, as mlx-lm converts
-any Hugging Face model; nothing is downloaded. Pensieve serves that directory.
+any Hugging Face model; nothing is downloaded. Pensieve serves that directory. The
+conversion (2.5 minutes) is kept in tests/.cache/mlx, keyed by the GGUF's sha256, the
+versions of mlx and mlx-lm and the converter's source, so it runs once per machine.
 
 Logits are compared with mlx-lm running the same directory with its parameters cast to
 f32 (mlx-lm otherwise computes in bf16): within 3e-3 of the logit range (24 layers of f32
 arithmetic over an f16 KV cache; measured 1.1e-3) with the same top-1 at every position.
 """
+import hashlib
+import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -25,16 +32,57 @@ import mlx_gen  # noqa: E402
 TOL = 3e-3
 
 
+CACHE = HERE.parent / ".cache" / "mlx"
+NAME = "qwen2.5-coder-0.5b-mlx-4bit"
+
+
+def cache_key(gguf):
+    """What the converted directory depends on: the GGUF's bytes, mlx and mlx-lm, and the
+    converter (the source of mlx_gen's gguf_to_hf and what it uses)."""
+    import inspect
+    from importlib.metadata import version
+    h = hashlib.sha256()
+    with open(gguf, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    k = hashlib.sha256()
+    converter = [inspect.getsource(mlx_gen.gguf_to_hf), inspect.getsource(mlx_gen.gguf_tokenizer),
+                 repr(mlx_gen.GGUF_TO_HF), mlx_gen.QWEN2_SPLIT, mlx_gen.LLAMA3_SPLIT]
+    for part in (h.hexdigest(), version("mlx"), version("mlx-lm"), *converter):
+        k.update(part.encode() + b"\0")
+    return k.hexdigest()[:16]
+
+
 @pytest.fixture(scope="module")
 def mlx_dir(tmp_path_factory, default_chat_model):
-    root = tmp_path_factory.mktemp("mlx-real")
-    mlx_gen.gguf_to_hf(default_chat_model, root / "hf")
-    out = root / "qwen2.5-coder-0.5b-mlx-4bit"
-    r = subprocess.run([sys.executable, "-m", "mlx_lm", "convert", "--hf-path", str(root / "hf"),
-                        "--mlx-path", str(out), "-q", "--q-bits", "4", "--q-group-size", "64"],
-                       capture_output=True, text=True, timeout=1200)
-    assert r.returncode == 0, r.stderr
-    assert (out / "chat_template.jinja").exists()  # as mlx-lm writes it now
+    """The converted directory, made once per machine: tests/.cache/mlx/NAME-KEY, written
+    under a temporary name and renamed into place, so a run that stops halfway or a
+    concurrent one never leaves a partial directory under the final name."""
+    out = CACHE / f"{NAME}-{cache_key(default_chat_model)}"
+    if out.is_dir():
+        print(f"\nconverted directory from the cache: {out}")
+        os.utime(out)  # in use
+        return out
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{NAME}-", dir=CACHE))
+    try:
+        mlx_gen.gguf_to_hf(default_chat_model, tmp / "hf")
+        r = subprocess.run([sys.executable, "-m", "mlx_lm", "convert", "--hf-path",
+                            str(tmp / "hf"), "--mlx-path", str(tmp / "mlx"), "-q", "--q-bits",
+                            "4", "--q-group-size", "64"],
+                           capture_output=True, text=True, timeout=1200)
+        assert r.returncode == 0, r.stderr
+        assert (tmp / "mlx" / "chat_template.jinja").exists()  # as mlx-lm writes it now
+        try:
+            os.rename(tmp / "mlx", out)
+        except OSError:  # another run put it there first: use that one
+            assert out.is_dir()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    # conversions by other converters unused for a week (other branches may use the others)
+    for old in CACHE.glob(f"{NAME}-*"):
+        if old != out and time.time() - old.stat().st_mtime > 7 * 86400:
+            shutil.rmtree(old, ignore_errors=True)
     return out
 
 

@@ -86,7 +86,7 @@ def make_model(out_dir, arch, tokenizer_dir, bits=None, group_size=64, dtype="bf
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(Path(tokenizer_dir) / f, out_dir / f)
     vocab = json.loads((out_dir / "tokenizer.json").read_text())
-    n_vocab = len(vocab["model"]["vocab"]) + len(vocab["added_tokens"])
+    n_vocab = 1 + max([*vocab["model"]["vocab"].values(), *(a["id"] for a in vocab["added_tokens"])])
     config = base_config(arch, n_vocab)
     config.update(config_extra or {})
     model_class, args_class = _get_classes(config)
@@ -146,6 +146,73 @@ def gguf_tokenizer(gguf_path, out, pre):
     for a in spec["added_tokens"]:  # the ids of the GGUF (added tokens follow the vocab)
         assert tokens[a["id"]] == a["content"]
     (out / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": False}))
+    (out / "config.json").write_text(json.dumps({"model_type": "qwen2", "hidden_size": 64,
+        "num_hidden_layers": 1, "intermediate_size": 64, "num_attention_heads": 4,
+        "vocab_size": len(tokens)}))
+    return tok
+
+
+# Gemma's turn format (the 270M GGUF is a base model and carries no template): a system
+# message opens the first user turn, "assistant" is "model".
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% set first = namespace(prefix='') %}"
+    "{% for m in messages %}{% if m['role'] == 'system' %}"
+    "{% set first.prefix = m['content'] + '\\n\\n' %}{% else %}"
+    "<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{% if m['role'] == 'user' %}{{ first.prefix }}{% set first.prefix = '' %}{% endif %}"
+    "{{ m['content'] | trim }}<end_of_turn>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+
+
+def spm_merges(tokens, scores):
+    """The merges Hugging Face's converter derives from a SentencePiece BPE vocabulary: every
+    split of a piece into two pieces, highest-scoring piece first (then by the ids of the
+    two sides), as its SentencePieceExtractor orders them."""
+    ids = {t: i for i, t in enumerate(tokens)}
+    merges = []
+    for i, t in enumerate(tokens):
+        local = [(t[:k], t[k:]) for k in range(1, len(t)) if t[:k] in ids and t[k:] in ids]
+        local.sort(key=lambda m: (ids[m[0]], ids[m[1]]))
+        merges += [(scores[i], m) for m in local]
+    merges.sort(key=lambda m: -m[0])  # stable: ties keep vocabulary order
+    return [m for _, m in merges]
+
+
+def spm_tokenizer(gguf_path, out, style):
+    """tokenizer.json (+ tokenizer_config.json, config.json) of a SentencePiece GGUF
+    vocabulary (Gemma 3's), in the forms Hugging Face's converters write: "gemma3"
+    (normalizer Replace " " -> "▁", no pre-tokenizer), "llama2-legacy" (normalizer
+    Prepend "▁" then Replace) or "llama2-metaspace" (Metaspace, prepend_scheme "first",
+    no split). BPE with byte_fallback; control tokens are special added tokens, the
+    user-defined ones (newline and space runs) plain added tokens."""
+    from gguf import GGUFReader
+    from tokenizers import AddedToken, Tokenizer, decoders, models as tm, normalizers
+    from tokenizers import pre_tokenizers as pt
+    r = GGUFReader(str(gguf_path))
+    tokens = r.fields["tokenizer.ggml.tokens"].contents()
+    scores = r.fields["tokenizer.ggml.scores"].contents()
+    types = r.fields["tokenizer.ggml.token_type"].contents()
+    vocab = {t: i for i, t in enumerate(tokens)}
+    merges = spm_merges([t if ty in (1, 6) else "" for t, ty in zip(tokens, types)], scores)
+    tok = Tokenizer(tm.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True,
+                           byte_fallback=True))
+    sp = "\u2581"
+    if style == "gemma3":
+        tok.normalizer = normalizers.Replace(" ", sp)
+    elif style == "llama2-legacy":
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend(sp), normalizers.Replace(" ", sp)])
+    else:
+        tok.pre_tokenizer = pt.Metaspace(replacement=sp, prepend_scheme="first", split=False)
+    tok.decoder = decoders.Sequence([decoders.Replace(sp, " "), decoders.ByteFallback(),
+                                     decoders.Fuse()])
+    tok.add_tokens([AddedToken(t, special=ty in (2, 3), normalized=False)
+                    for t, ty in zip(tokens, types) if ty in (2, 3, 4)])
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "add_bos_token": True, "add_eos_token": False, "bos_token": "<bos>",
+        "eos_token": "<eos>", "unk_token": "<unk>", "pad_token": "<pad>",
+        "chat_template": GEMMA_TEMPLATE}))
     (out / "config.json").write_text(json.dumps({"model_type": "qwen2", "hidden_size": 64,
         "num_hidden_layers": 1, "intermediate_size": 64, "num_attention_heads": 4,
         "vocab_size": len(tokens)}))

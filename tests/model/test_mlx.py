@@ -240,6 +240,7 @@ def test_info_and_models_list_directories(pensieve_bin, models, tmp_path):
     mdir = tmp_path / "models"
     mdir.mkdir()
     os.symlink(path, mdir / "tiny-llama")
+    os.symlink(models("llama", 8, 128), mdir / "tiny-llama-8bit-groups-of-128-a-long-name")
     (mdir / "not-a-model").mkdir()
     env = {"PENSIEVE_MODELS": str(mdir)}
     r = run(pensieve_bin, "models", env=env)
@@ -247,6 +248,15 @@ def test_info_and_models_list_directories(pensieve_bin, models, tmp_path):
     line = next(l for l in r.stdout.splitlines() if l.startswith("tiny-llama/"))
     assert line.split()[1:3] == ["llama", "MLX_Q4_G64"] and line.rstrip().endswith("yes")
     assert "not-a-model" not in r.stdout
+    # the columns line up under the header, whatever the lengths of names and labels
+    lines = r.stdout.splitlines()
+    header = next(l for l in lines if l.startswith("FILE"))
+    rows = [l for l in lines if l.startswith("tiny-llama")]
+    assert len(rows) == 2 and any("MLX_Q8_G128" in row for row in rows)
+    for row in rows:
+        quant = row.split()[2]
+        assert row.index(" " + quant + " ") + 1 == header.index("QUANT"), (header, row)
+        assert row.index("yes") == header.index("CHAT"), (header, row)
     # -m by name in the model directory
     r = run(pensieve_bin, "run", "-m", "tiny-llama", "-p", "Hello", "-n", 3, "--temperature", 0,
             env=env)
@@ -277,6 +287,62 @@ def test_server_answers_messages(pensieve_bin, models, tok_dir, start_server):
     assert text == tok.decode(ref), (text, tok.decode(ref))
     r = requests.get(f"{srv.url}/v1/models", timeout=30)
     assert r.status_code == 200 and path.name in r.text
+
+
+def test_gemma3_tokenizer_directory_end_to_end(pensieve_bin, root, tmp_path, start_server):
+    """A Gemma 3 directory as mlx-community has them (random weights, 4-bit, Gemma 3's
+    262144-token SentencePiece-derived tokenizer.json): `pensieve run -p` continues mlx-lm's
+    greedy ids and prints the text the tokenizers library decodes them to, and /v1/messages
+    answers with mlx-lm's greedy continuation of the chat template's prompt."""
+    import jinja2
+    from tokenizers import Tokenizer
+    from conftest import models_dir
+    gguf = models_dir() / "gemma-3-270m-q4_k_m.gguf"
+    assert gguf.exists(), f"{gguf} is missing: scripts/setup installs it"
+    tok = mlx_gen.spm_tokenizer(gguf, root / "gemma3-tok", "gemma3")
+    path = mlx_gen.make_model(root / "gemma3-spm-q4g64", "gemma3", root / "gemma3-tok", bits=4,
+                              group_size=64, dtype="float32", seed=5)
+    model = mlx_gen.load(path)
+    n = 10
+
+    def check_greedy(ours, ids, ref):
+        if ours != ref:  # only where mlx-lm's choice and ours are within the tolerance
+            i = next(k for k in range(len(ref)) if ours[k] != ref[k])
+            logits = mlx_gen.mlx_logits(path, ids + ref[:i], model=model)[-1]
+            rng = float(logits.max() - logits.min())
+            assert logits[ref[i]] - logits[ours[i]] < 2 * TOL_F32 * rng, (i, ours, ref)
+        return ours == ref
+
+    text = "The quick brown fox jumps over the lazy dog.  Numbers like 12345\n\nand café"
+    ids = [tok.token_to_id("<bos>")] + tok.encode(text).ids  # add_bos_token: true
+    r = run(pensieve_bin, "run", "-m", path, "-p", text, "-n", n, "--temperature", 0,
+            "--ignore-eos", "--print-ids")
+    assert r.returncode == 0, r.stderr
+    ours = [int(t) for t in r.stdout.split()]
+    ref = mlx_gen.mlx_greedy(path, ids, n, model=model)
+    if check_greedy(ours, ids, ref):
+        r = run(pensieve_bin, "run", "-m", path, "-p", text, "-n", n, "--temperature", 0,
+                "--ignore-eos")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == tok.decode(ref)
+
+    srv = start_server(["-m", str(path)])
+    msgs = [{"role": "user", "content": "Name three colours."}]
+    r = requests.post(f"{srv.url}/v1/messages", timeout=120, json={
+        "model": "pensieve", "max_tokens": n, "temperature": 0, "messages": msgs})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    prompt = jinja2.Template(mlx_gen.GEMMA_TEMPLATE).render(
+        messages=msgs, add_generation_prompt=True, bos_token="<bos>")
+    ids = tok.encode(prompt).ids
+    assert ids[0] == tok.token_to_id("<bos>") and ids.count(ids[0]) == 1
+    assert body["usage"]["input_tokens"] == len(ids)
+    ref = mlx_gen.mlx_greedy(path, ids, n, model=model)
+    for stop in ("<end_of_turn>", "<eos>"):
+        if tok.token_to_id(stop) in ref:
+            ref = ref[:ref.index(tok.token_to_id(stop))]
+    text = "".join(b["text"] for b in body["content"] if b["type"] == "text")
+    assert text == tok.decode(ref), (text, tok.decode(ref))
 
 
 # ---- bad files --------------------------------------------------------------------------
@@ -394,6 +460,17 @@ def mutate_tokenizer(d):
     p.write_text(p.read_text()[:1000])
 
 
+def mutate_metaspace_split(d):
+    """A SentencePiece-derived tokenizer whose Metaspace splits words (not supported)."""
+    p = d / "tokenizer.json"
+    spec = json.loads(p.read_text())
+    spec["model"]["byte_fallback"] = True
+    spec["normalizer"] = None
+    spec["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581",
+                             "prepend_scheme": "always", "split": True}
+    p.write_text(json.dumps(spec))
+
+
 BAD = {
     "truncated": (mutate_truncate, "past the end of the file"),
     "header length": (mutate_header_len, "header length"),
@@ -410,6 +487,7 @@ BAD = {
                          "quantization needs"),
     "no tokenizer": (mutate_remove("tokenizer.json"), "tokenizer.json: cannot open"),
     "bad tokenizer": (mutate_tokenizer, "tokenizer.json: not valid JSON"),
+    "metaspace split": (mutate_metaspace_split, "a byte_fallback BPE needs the SentencePiece forms"),
     "missing shard": (mutate_index_shard, "model-00002-of-00002.safetensors: cannot open"),
 }
 
@@ -440,7 +518,8 @@ def tok_batch(path, texts, special):
     return [[int(x) for x in lines[2 * i].split()] for i in range(len(texts))]
 
 
-@pytest.mark.parametrize("vocab", ["trained", "qwen2.5", "qwen2.5-llama3-split", "smollm2"])
+@pytest.mark.parametrize("vocab", ["trained", "qwen2.5", "qwen2.5-llama3-split", "smollm2",
+                                   "gemma3", "llama2-legacy", "llama2-metaspace"])
 def test_tokenizer_json_matches_tokenizers(tmp_path, tok_dir, vocab):
     import unicodedata
     from tokenizers import Tokenizer
@@ -448,6 +527,12 @@ def test_tokenizer_json_matches_tokenizers(tmp_path, tok_dir, vocab):
     if vocab == "trained":
         path, tok = tok_dir, Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
         (tok_dir / "config.json").write_text(json.dumps(mlx_gen.base_config("qwen2", 400)))
+    elif vocab in ("gemma3", "llama2-legacy", "llama2-metaspace"):
+        # SentencePiece-derived forms over Gemma 3's vocabulary (262144 tokens)
+        gguf = models_dir() / "gemma-3-270m-q4_k_m.gguf"
+        assert gguf.exists(), f"{gguf} is missing: scripts/setup installs it"
+        path = tmp_path / vocab
+        tok = mlx_gen.spm_tokenizer(gguf, path, vocab)
     else:
         gguf = models_dir() / ("smollm2-135m-instruct-q4_1.gguf" if vocab == "smollm2"
                                else "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
@@ -456,16 +541,17 @@ def test_tokenizer_json_matches_tokenizers(tmp_path, tok_dir, vocab):
         path = tmp_path / vocab
         tok = mlx_gen.gguf_tokenizer(gguf, path, pre)
     # plain text (as message content reaches the tokenizer): the corpus without the texts
-    # of added tokens, which the tokenizers library always splits out
-    added = [a["content"] for a in json.loads((path / "tokenizer.json").read_text())["added_tokens"]]
+    # of special added tokens, which the tokenizers library always splits out (both split
+    # out the others, such as Gemma's newline runs)
+    added = [a["content"] for a in json.loads((path / "tokenizer.json").read_text())["added_tokens"]
+             if a["special"]]
     texts = sorted({unicodedata.normalize("NFC", t) for t in corpus_mod.corpus()})
     texts = [t for t in texts if not any(a in t for a in added)]
     assert len(texts) >= 300
     # text with special tokens (as chat templates render them), parsed as such
     special = [f"{a}user\nhi there{b}\n{a}assistant\n" for a, b in
-               [("<|im_start|>", "<|im_end|>")]] + [f"x{a} y" for a in added[:20]]
-    special = [t for t in special if all(s in added for s in ("<|im_start|>", "<|im_end|>"))
-               or "<|im_start|>" not in t]
+               [("<|im_start|>", "<|im_end|>"), ("<start_of_turn>", "<end_of_turn>")]
+               if a in added and b in added] + [f"x{a} y" for a in added[:20]]
     bad = []
     for batch, flag in ((texts, False), (special, True)):
         ours = tok_batch(path, batch, flag)
