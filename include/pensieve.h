@@ -296,6 +296,9 @@ struct pv_context_params {
     uint32_t n_seq_max;       /* sequences the context holds at once; 0 = 1 */
     uint32_t kv_size;         /* positions in the KV pool, shared by all sequences; 0 = n_ctx */
     uint32_t kv_block;        /* positions per KV block, a power of two; 0 = 32 */
+    bool swa_full;            /* sliding-window layers keep every position (default true);
+                                 false: their rows out of every window are given back, and a
+                                 sequence can be truncated only where its window is whole */
 };
 
 /* Defaults: n_ctx 0 (model-dependent), n_batch 512, n_threads 0 (all cores), F16 KV,
@@ -444,6 +447,10 @@ struct pv_sched_params {
     uint32_t kv_size;      /* positions in the shared KV pool; 0 = n_ctx */
     uint32_t step_tokens;  /* tokens per step, decode and prompt chunks together; 0 = 256 */
     int n_threads;         /* 0 = the machine's cores */
+    bool swa_full;         /* sliding-window layers keep every position (default false:
+                              rows no window can see are given back; logits are the same
+                              either way, a prefix is then reusable only where its last
+                              window is whole) */
 };
 PV_API struct pv_sched_params pv_sched_default_params(void);
 

@@ -37,6 +37,10 @@ static struct cli_opt serve_opts[] = {
      1 << 24},
     {"threads", 't', CLI_INT, "PENSIEVE_THREADS", "N", "compute threads; 0 = all cores", "0",
      0, 1024},
+    {"swa-full", 0, CLI_FLAG, "PENSIEVE_SWA_FULL", NULL,
+     "sliding-window layers (Gemma 3) keep every position, so any cached prefix stays "
+     "reusable; by default they give back what no window sees (same output, less memory)",
+     NULL},
     {"alias", 'a', CLI_STRING, "PENSIEVE_ALIAS", "NAMES",
      "model names to answer to (repeatable, or a comma list); when given, other names get 404 "
      "(without it any model name is served by the loaded model)", NULL},
@@ -177,6 +181,7 @@ static int serve_main(int argc, char **argv)
     p.n_parallel = (int)cli_get(serve_opts, "parallel")->i;
     p.kv_size = (long)cli_get(serve_opts, "kv-size")->i;
     p.n_threads = (int)cli_get(serve_opts, "threads")->i;
+    p.swa_full = cli_get(serve_opts, "swa-full")->i != 0;
     p.max_body_bytes = (size_t)cli_get(serve_opts, "max-body-bytes")->i;
     p.max_header_bytes = (size_t)cli_get(serve_opts, "max-header-bytes")->i;
     p.queue_len = (int)cli_get(serve_opts, "queue")->i;

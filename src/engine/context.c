@@ -32,6 +32,7 @@ struct pv_context_params pv_context_default_params(void)
         .n_seq_max = 1,
         .kv_size = 0,
         .kv_block = 0,
+        .swa_full = true,
     };
     return p;
 }
@@ -292,6 +293,13 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
         pv_context_free(ctx);
         return PV_ERR_NOMEM;
     }
+    if (!p.swa_full && model->hp.n_swa > 0) {
+        bool *swa = xcalloc(model->hp.n_layer, sizeof(bool));
+        for (uint32_t il = 0; il < model->hp.n_layer; il++)
+            swa[il] = model->layers[il].is_swa;
+        kv_set_window(&ctx->kv, model->hp.n_swa, swa);
+        free(swa);
+    }
     ctx->ub_token = try_calloc(b, sizeof(int32_t));
     ctx->ub_pos = try_calloc(b, sizeof(int32_t));
     ctx->ub_seq = try_calloc(b, sizeof(int32_t));
@@ -503,8 +511,10 @@ enum pv_status pv_context_decode(struct pv_context *ctx, const struct pv_batch *
     for (int32_t i = 0; i < batch->n_tokens; i++)
         kv_seq_set_token(&ctx->kv, (uint32_t)batch->seq_id[i], (uint32_t)batch->pos[i],
                          batch->token[i]);
-    for (int32_t i = 0; i < batch->n_tokens; i++)
+    for (int32_t i = 0; i < batch->n_tokens; i++) {
         kv_seq_publish(&ctx->kv, (uint32_t)batch->seq_id[i]);
+        kv_seq_release_window(&ctx->kv, (uint32_t)batch->seq_id[i]);
+    }
     return PV_OK;
 }
 
@@ -589,6 +599,10 @@ enum pv_status pv_context_seq_truncate(struct pv_context *ctx, int32_t seq, uint
     if (n_keep > ctx->kv.seqs[seq].n_pos)
         return pv_err_set(err, PV_ERR_INVALID, "cannot keep %u positions: only %u are filled",
                           n_keep, ctx->kv.seqs[seq].n_pos);
+    if (kv_seq_reusable(&ctx->kv, (uint32_t)seq, n_keep) != n_keep)
+        return pv_err_set(err, PV_ERR_INVALID, "cannot keep %u positions: the sliding-window "
+                          "layers gave back the positions before them (swa_full keeps them)",
+                          n_keep);
     kv_seq_truncate(&ctx->kv, (uint32_t)seq, n_keep);
     ctx->n_logit_rows = 0;
     return PV_OK;

@@ -555,6 +555,7 @@ enum pv_status gen_engine_new(struct http_server *srv, struct http_engine **out,
     sp.n_ctx = n_ctx;
     sp.kv_size = pool_positions(srv, e->model, n_ctx);
     sp.n_threads = srv->p.n_threads;
+    sp.swa_full = srv->p.swa_full;
     st = pv_sched_new(e->model, &sp, &e->sched, err);
     if (st != PV_OK)
         goto fail;

@@ -28,6 +28,7 @@ struct server_params {
     long kv_size;               /* KV cache positions shared by all; 0 = n_ctx per request
                                    where memory allows */
     int n_threads;              /* compute threads; 0 = all cores */
+    bool swa_full;              /* sliding-window layers keep every position */
     const char *aliases[SERVER_MAX_ALIASES]; /* extra model names; with any set, only these
                                                 and the model's own name are answered */
     int n_aliases;
