@@ -156,7 +156,7 @@ models-large: setup
 # mode the CPU runs against the scalar reference) on each CHECK_MODELS/*.gguf.
 # (model/pull.c, the downloader, needs libcurl and zlib: not part of it)
 ENGINE_SRC   := $(filter-out src/model/pull.c,$(filter src/util/% src/compute/% src/model/% src/tok/% src/engine/%,$(CPU_SRC)))
-ENGINE_UNITS := $(addprefix $(B)/engine/unit/,test_util test_compute test_engine test_gguf test_model)
+ENGINE_UNITS := $(addprefix $(B)/engine/unit/,test_util test_compute test_engine test_gguf test_model test_mlx)
 PCRE2_CFLAGS ?= $(shell pkg-config --cflags libpcre2-8 2>/dev/null)
 PCRE2_LIBS   ?= -lpcre2-8
 CHECK_MODELS ?=

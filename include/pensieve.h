@@ -207,7 +207,10 @@ struct pv_model_params {
 PV_API struct pv_model_params pv_model_default_params(void);
 
 /*
- * Map, validate and bind the model at `path` (`params` may be NULL for the defaults).
+ * Map, validate and bind the model at `path` (`params` may be NULL for the defaults):
+ * a GGUF file, or an MLX model directory (config.json, model.safetensors or shards with
+ * model.safetensors.index.json, tokenizer.json, tokenizer_config.json) as mlx-lm writes
+ * it, F16/BF16/F32 or MLX affine-quantized (bits 2-8, groups of 32/64/128).
  * On success *out is owned by the caller (pv_model_free); on failure it is NULL and err
  * says what is wrong: PV_ERR_NOT_FOUND / PV_ERR_IO for the file, PV_ERR_FORMAT for a
  * malformed file (with the byte offset or the tensor/key at fault), PV_ERR_UNSUPPORTED
@@ -262,11 +265,15 @@ struct pv_model_summary {
 };
 
 /*
- * Open and validate the GGUF file at `path` (no tensor binding) and fill *out. Errors as
- * pv_model_load's gguf part; an unsupported architecture is not an error here.
+ * Open and validate the GGUF file (or MLX directory: its JSON files and safetensors
+ * headers) at `path`, no tensor binding, and fill *out. Errors as pv_model_load's file
+ * part; an unsupported architecture is not an error here.
  */
 PV_API enum pv_status pv_model_probe(const char *path, struct pv_model_summary *out,
                                      struct pv_err *err);
+/* Whether `path` is a directory that pv_model_load reads as an MLX model (it holds
+ * config.json). */
+PV_API bool pv_model_is_dir(const char *path);
 
 /* ---------------------------------------------------------------------------------------
  * Contexts and sampling
@@ -577,7 +584,8 @@ PV_API void pv_sampler_reset(struct pv_sampler *s);
 struct pv_vocab; /* opaque */
 
 /*
- * Load only the vocabulary of the GGUF file at `path` (fast: no weights are read).
+ * Load only the vocabulary of the GGUF file or MLX directory at `path` (fast: no
+ * weights are read).
  * On success *out is owned by the caller (pv_vocab_free); on failure *out is NULL and
  * err says why (PV_ERR_IO, PV_ERR_FORMAT, PV_ERR_UNSUPPORTED...). A model loaded with
  * its weights owns its own vocabulary.

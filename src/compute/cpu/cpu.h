@@ -117,6 +117,12 @@ void cpu_avx2_fill(struct cpu_kernels *k, int lanes);
 void cpu_vnni_fill(struct cpu_kernels *k, int lanes); /* cpu_avx2_fill's kernels with AVX-VNNI */
 void cpu_avx2_ops_fill(struct cpu_kernels *k, int lanes);
 
+/* The MLX affine types (mlxq.c, mlxq_avx2.c): their scalar dots entered into a table,
+ * the AVX2 ones overlaid on one, and the scalar row dequantizer of one type. */
+void cpu_mlxq_ref_fill(struct cpu_kernels *k);
+void cpu_mlxq_avx2_fill(struct cpu_kernels *k);
+cpu_dequant_fn cpu_mlxq_dequant_fn(uint32_t type);
+
 /* Scalar activations and softmax (ops.c), the references of the SIMD ones. */
 void cpu_gelu_mul_ref(float *x, const float *g, int n);
 /* gelu_tanh(fp16 h) rounded to fp16, as f32, for every fp16 bit pattern h (ops.c). */
