@@ -183,7 +183,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--binary", default=str(ROOT / "build" / "pensieve"))
     ap.add_argument("--model", default=os.path.expanduser(
-        "~/.cache/pensieve/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"))
+        "~/.cache/pensieve/models/gemma-3-270m-q4_k_m.gguf"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--streams", default="1,2,4,8")
     ap.add_argument("--prompt-tokens", type=int, default=128)

@@ -308,6 +308,9 @@ struct pv_context_params {
     uint32_t kv_size;         /* positions in the KV pool, shared by all sequences; 0 = n_ctx */
     uint32_t kv_block;        /* positions per KV block, a power of two; 0 = 32 */
     enum pv_device device;    /* default PV_DEVICE_AUTO */
+    bool swa_full;            /* sliding-window layers keep every position (default true);
+                                 false: their rows out of every window are given back, and a
+                                 sequence can be truncated only where its window is whole */
 };
 
 /* Defaults: n_ctx 0 (model-dependent), n_batch 512, n_threads 0 (all cores), F16 KV,
@@ -471,6 +474,10 @@ struct pv_sched_params {
                               none. A cache that cannot be opened is logged and skipped. */
     uint64_t cache_bytes;  /* its size limit (least recently used blocks go first) */
     enum pv_device device; /* default PV_DEVICE_AUTO */
+    bool swa_full;         /* sliding-window layers keep every position (default false:
+                              rows no window can see are given back; logits are the same
+                              either way, a prefix is then reusable only where its last
+                              window is whole) */
 };
 PV_API struct pv_sched_params pv_sched_default_params(void);
 

@@ -48,6 +48,10 @@ static struct cli_opt serve_opts[] = {
      0, 1024},
     {"device", 0, CLI_STRING, "PENSIEVE_DEVICE", "DEV",
      "cpu, cuda or auto (the GPU when this build has CUDA and one is present)", "auto"},
+    {"swa-full", 0, CLI_FLAG, "PENSIEVE_SWA_FULL", NULL,
+     "sliding-window layers (Gemma 3) keep every position, so any cached prefix stays "
+     "reusable; by default they give back what no window sees (same output, less memory)",
+     NULL},
     {"alias", 'a', CLI_STRING, "PENSIEVE_ALIAS", "NAMES",
      "model names to answer to (repeatable, or a comma list); when given, other names get 404 "
      "(without it any model name is served by the loaded model)", NULL},
@@ -263,6 +267,7 @@ static int serve_main(int argc, char **argv)
     if (!pv_device_parse(cli_get(serve_opts, "device")->str, &p.device))
         cli_die("serve", 2, "--device: expected cpu, cuda or auto, got '%s'",
                 cli_get(serve_opts, "device")->str);
+    p.swa_full = cli_get(serve_opts, "swa-full")->i != 0;
     p.max_body_bytes = (size_t)cli_get(serve_opts, "max-body-bytes")->i;
     p.max_header_bytes = (size_t)cli_get(serve_opts, "max-header-bytes")->i;
     p.queue_len = (int)cli_get(serve_opts, "queue")->i;

@@ -34,6 +34,7 @@ struct pv_context_params pv_context_default_params(void)
         .kv_size = 0,
         .kv_block = 0,
         .device = PV_DEVICE_AUTO,
+        .swa_full = true,
     };
     return p;
 }
@@ -421,6 +422,13 @@ enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_pa
         pv_context_free(ctx);
         return PV_ERR_NOMEM;
     }
+    if (!p.swa_full && model->hp.n_swa > 0) {
+        bool *swa = xcalloc(model->hp.n_layer, sizeof(bool));
+        for (uint32_t il = 0; il < model->hp.n_layer; il++)
+            swa[il] = model->layers[il].is_swa;
+        kv_set_window(&ctx->kv, model->hp.n_swa, swa);
+        free(swa);
+    }
     ctx->ub_token = try_calloc(b, sizeof(int32_t));
     ctx->ub_pos = try_calloc(b, sizeof(int32_t));
     ctx->ub_seq = try_calloc(b, sizeof(int32_t));
@@ -645,7 +653,8 @@ enum pv_status pv_context_decode(struct pv_context *ctx, const struct pv_batch *
         uint32_t b = sq->n_hashed;
         kv_seq_publish(&ctx->kv, (uint32_t)batch->seq_id[i]);
         for (; ctx->disk && b < sq->n_hashed; b++)
-            dcache_put(ctx->disk, &ctx->kv, sq->blocks[b]);
+            dcache_put(ctx->disk, &ctx->kv, sq->blocks[b]); /* copied now, whole */
+        kv_seq_release_window(&ctx->kv, (uint32_t)batch->seq_id[i]);
     }
     return PV_OK;
 }
@@ -731,6 +740,10 @@ enum pv_status pv_context_seq_truncate(struct pv_context *ctx, int32_t seq, uint
     if (n_keep > ctx->kv.seqs[seq].n_pos)
         return pv_err_set(err, PV_ERR_INVALID, "cannot keep %u positions: only %u are filled",
                           n_keep, ctx->kv.seqs[seq].n_pos);
+    if (kv_seq_reusable(&ctx->kv, (uint32_t)seq, n_keep) != n_keep)
+        return pv_err_set(err, PV_ERR_INVALID, "cannot keep %u positions: the sliding-window "
+                          "layers gave back the positions before them (swa_full keeps them)",
+                          n_keep);
     kv_seq_truncate(&ctx->kv, (uint32_t)seq, n_keep);
     ctx->n_logit_rows = 0;
     return PV_OK;

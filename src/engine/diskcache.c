@@ -570,7 +570,8 @@ static void put_header(const struct dcache *dc, uint8_t *p, uint64_t hash, uint6
 
 void dcache_put(struct dcache *dc, const struct kv_cache *kv, uint32_t block)
 {
-    if (!dc || !atomic_load(&dc->ready) || !(kv->flags[block] & KV_BLOCK_HASHED))
+    if (!dc || !atomic_load(&dc->ready) || !(kv->flags[block] & KV_BLOCK_HASHED) ||
+        (kv->flags[block] & KV_BLOCK_SWA_GONE)) /* its window rows are no longer there */
         return;
     const uint64_t hash = kv->hash[block];
     for (uint32_t i = 0; i < RECENT; i++)

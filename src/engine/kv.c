@@ -9,9 +9,18 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "engine/kv.h"
 #include "util/util.h"
+
+/* Page-aligned, so that the rows of a block can be given back page by page. */
+static void *alloc_pages(size_t bytes, size_t page)
+{
+    void *p = NULL;
+    return posix_memalign(&p, page, PV_MAX(bytes, (size_t)1)) == 0 ? p : NULL;
+}
 
 enum pv_status kv_init(struct kv_cache *kv, uint32_t n_layer, size_t row_k_bytes,
                        size_t row_v_bytes, uint32_t n_blocks, uint32_t block_size,
@@ -25,7 +34,8 @@ enum pv_status kv_init(struct kv_cache *kv, uint32_t n_layer, size_t row_k_bytes
 static void *store_alloc(struct kv_cache *kv, size_t bytes)
 {
     bytes = PV_MAX(bytes, (size_t)1);
-    return kv->be ? kv->be->ops->alloc(kv->be, bytes) : try_malloc(bytes);
+    /* host rows start on a page, so a sliding window's blocks can be given back */
+    return kv->be ? kv->be->ops->alloc(kv->be, bytes) : alloc_pages(bytes, kv->page_bytes);
 }
 
 static void store_free(struct kv_cache *kv, void *p)
@@ -65,6 +75,8 @@ enum pv_status kv_init_on(struct kv_cache *kv, struct compute_backend *be, uint3
         pv_mul_overflow(cells, row_k_bytes, &k_bytes) ||
         pv_mul_overflow(cells, row_v_bytes, &v_bytes) || kv->table_cap < 2 * (uint64_t)n_blocks)
         return pv_err_set(err, PV_ERR_INVALID, "kv cache of %u blocks overflows", n_blocks);
+    long page = sysconf(_SC_PAGESIZE);
+    kv->page_bytes = page > 0 ? (size_t)page : 4096;
     kv->k = store_alloc(kv, k_bytes);
     kv->v = store_alloc(kv, v_bytes);
     kv->refs = try_calloc(PV_MAX(n_blocks, 1u), sizeof(uint32_t));
@@ -117,6 +129,7 @@ void kv_release(struct kv_cache *kv)
     free(kv->parent);
     free(kv->flags);
     free(kv->table);
+    free(kv->layer_swa);
     memset(kv, 0, sizeof(*kv));
 }
 
@@ -377,6 +390,9 @@ void kv_seq_truncate(struct kv_cache *kv, uint32_t seq, uint32_t n_keep)
         block_put(kv, s->blocks[--s->n_blocks]);
     s->n_pos = n_keep;
     s->n_hashed = PV_MIN(s->n_hashed, n_keep >> kv->block_shift);
+    s->n_window_done = PV_MIN(s->n_window_done, n_keep >> kv->block_shift);
+    if (n_keep == 0)
+        s->pin = 0;
 }
 
 void kv_seq_drop(struct kv_cache *kv, uint32_t seq)
@@ -398,6 +414,8 @@ void kv_seq_fork(struct kv_cache *kv, uint32_t src, uint32_t dst)
     d->n_blocks = s->n_blocks;
     d->n_pos = s->n_pos;
     d->n_hashed = s->n_hashed;
+    d->n_window_done = s->n_window_done;
+    d->pin = s->pin;
     d->used = true;
 }
 
@@ -435,6 +453,7 @@ void kv_seq_adopt(struct kv_cache *kv, uint32_t seq, const uint32_t *blocks, uin
     kv_seq_drop(kv, seq);
     memcpy(s->blocks, blocks, n_blocks * sizeof(uint32_t));
     s->n_blocks = s->n_hashed = n_blocks;
+    s->n_window_done = s->pin = 0;
     s->n_pos = n_blocks << kv->block_shift;
     s->used = true;
 }
@@ -466,4 +485,92 @@ uint32_t kv_blocks_cached(const struct kv_cache *kv)
          b = kv->free_prev[b])
         n++;
     return n;
+}
+
+/* ---- sliding-window layers ---- */
+
+void kv_set_window(struct kv_cache *kv, uint32_t n_swa, const bool *layer_swa)
+{
+    bool any = false;
+    for (uint32_t il = 0; il < kv->n_layer; il++)
+        any |= layer_swa[il];
+    if (n_swa == 0 || !any)
+        return;
+    kv->layer_swa = xcalloc(kv->n_layer, 1);
+    for (uint32_t il = 0; il < kv->n_layer; il++)
+        kv->layer_swa[il] = layer_swa[il];
+    kv->n_swa = n_swa;
+}
+
+/* the whole pages of [p, p + n) back to the system: they read as zeros when touched */
+static void give_back(const struct kv_cache *kv, char *p, size_t n)
+{
+    if (kv->be)
+        return; /* device memory: kept */
+    uintptr_t a = ((uintptr_t)p + kv->page_bytes - 1) & ~(uintptr_t)(kv->page_bytes - 1);
+    uintptr_t e = ((uintptr_t)p + n) & ~(uintptr_t)(kv->page_bytes - 1);
+    if (e > a)
+        madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+/* the blocks holding the window seen by position n (positions [n + 1 - n_swa, n)) */
+static void window_blocks(const struct kv_cache *kv, uint32_t n, uint32_t *i0, uint32_t *i1)
+{
+    uint32_t first = n + 1 > kv->n_swa ? n + 1 - kv->n_swa : 0;
+    *i0 = first >> kv->block_shift;
+    *i1 = blocks_for(kv, n);
+}
+
+void kv_seq_release_window(struct kv_cache *kv, uint32_t seq)
+{
+    struct kv_seq *s = &kv->seqs[seq];
+    if (!kv->layer_swa)
+        return;
+    /* the next position, n_pos, sees [n_pos + 1 - n_swa, n_pos] */
+    uint32_t first_seen = s->n_pos + 1 > kv->n_swa ? s->n_pos + 1 - kv->n_swa : 0;
+    uint32_t n_unseen = first_seen >> kv->block_shift, pin0, pin1;
+    window_blocks(kv, s->pin, &pin0, &pin1);
+    for (; s->n_window_done < n_unseen; s->n_window_done++) {
+        uint32_t i = s->n_window_done, b = s->blocks[i];
+        if (kv->refs[b] != 1 || (kv->flags[b] & KV_BLOCK_SWA_GONE) || (i >= pin0 && i < pin1))
+            continue;
+        for (uint32_t il = 0; il < kv->n_layer; il++) {
+            if (!kv->layer_swa[il])
+                continue;
+            give_back(kv, kv_k_row(kv, il, b << kv->block_shift), kv->row_k_bytes << kv->block_shift);
+            give_back(kv, kv_v_row(kv, il, b << kv->block_shift), kv->row_v_bytes << kv->block_shift);
+        }
+        kv->flags[b] |= KV_BLOCK_SWA_GONE;
+        kv->n_swa_released++;
+    }
+}
+
+uint32_t kv_blocks_reusable(const struct kv_cache *kv, const uint32_t *blocks, uint32_t n_blocks)
+{
+    uint32_t i0, i1;
+    if (!kv->layer_swa || n_blocks == 0)
+        return n_blocks;
+    window_blocks(kv, n_blocks << kv->block_shift, &i0, &i1);
+    for (uint32_t i = i0; i < i1; i++)
+        if (kv->flags[blocks[i]] & KV_BLOCK_SWA_GONE)
+            return 0;
+    return n_blocks;
+}
+
+static bool window_whole(const struct kv_cache *kv, const struct kv_seq *s, uint32_t n)
+{
+    uint32_t i0, i1;
+    window_blocks(kv, n, &i0, &i1);
+    for (uint32_t i = i0; i < i1; i++)
+        if (kv->flags[s->blocks[i]] & KV_BLOCK_SWA_GONE)
+            return false;
+    return true;
+}
+
+uint32_t kv_seq_reusable(const struct kv_cache *kv, uint32_t seq, uint32_t n_keep)
+{
+    const struct kv_seq *s = &kv->seqs[seq];
+    if (!kv->layer_swa || n_keep == 0 || window_whole(kv, s, n_keep))
+        return n_keep;
+    return s->pin > 0 && s->pin < n_keep && window_whole(kv, s, s->pin) ? s->pin : 0;
 }

@@ -25,6 +25,15 @@
  * tokens and the block size (kv_hash_chain), so a cache kept outside the pool (on disk)
  * can name its blocks by the same hashes.
  *
+ * Sliding-window layers (kv_set_window): once no later position of a sequence can see a
+ * block (it lies wholly before the window of the sequence's next position), the rows of
+ * those layers in it are given back to the system (the block keeps its id and its other
+ * layers; the pages come back zeroed when the block is reused). A sequence can then be
+ * continued only from a length whose window is whole (kv_seq_reusable,
+ * kv_blocks_reusable): its current length, or the one it pinned (kv_seq::pin, the end of
+ * its prompt: where the next turn of a conversation most likely parts from it). Blocks
+ * shared by several tables are kept whole.
+ *
  * Nothing here knows about models: rows are opaque bytes, so tests/unit/test_engine.c
  * drives it with random operation sequences against a plain reference model.
  */
@@ -47,6 +56,8 @@ struct kv_seq {
     uint32_t n_pos;      /* positions filled */
     uint32_t n_blocks;   /* entries of blocks in use: ceil(n_pos / block_size) */
     uint32_t n_hashed;   /* leading blocks that are full and hashed (kv_seq_publish) */
+    uint32_t n_window_done; /* leading blocks kv_seq_release_window has looked at */
+    uint32_t pin;        /* a length to keep resumable: the window before it stays whole */
     uint32_t cap;        /* entries allocated */
     uint32_t *blocks;    /* [cap] block ids, owned */
 };
@@ -75,6 +86,11 @@ struct kv_cache {
                                      (open addressing, linear probing) */
     uint32_t table_cap;           /* a power of two >= 2 * n_blocks */
     uint32_t n_published;         /* blocks in the table */
+    /* sliding-window layers, 0 / NULL when none or when every row is kept */
+    uint32_t n_swa;               /* the window, positions */
+    uint8_t *layer_swa;           /* [n_layer] 1 for a sliding-window layer, owned */
+    size_t page_bytes;
+    uint64_t n_swa_released;      /* blocks whose window rows were given back, ever */
     struct kv_seq *seqs;          /* [n_seq], owned */
     uint32_t n_seq;
 };
@@ -92,7 +108,7 @@ enum pv_status kv_init_on(struct kv_cache *kv, struct compute_backend *be, uint3
                           struct pv_err *err);
 void kv_release(struct kv_cache *kv);
 
-enum { KV_BLOCK_HASHED = 1, KV_BLOCK_LISTED = 2 };
+enum { KV_BLOCK_HASHED = 1, KV_BLOCK_LISTED = 2, KV_BLOCK_SWA_GONE = 4 };
 
 /* Blocks that appending n positions to seq would take from the free list (a published
  * tail that only seq holds is copied and then freed, still cached: one fewer in the end). */
@@ -133,6 +149,21 @@ static inline void kv_seq_set_token(struct kv_cache *kv, uint32_t seq, uint32_t 
  * are not all recorded. Every hashed block is in the table until it is handed out again,
  * twins (the same prefix filled by two sequences apart) included. */
 void kv_seq_publish(struct kv_cache *kv, uint32_t seq);
+/* ---- sliding-window layers ---- */
+
+/* Layers il with layer_swa[il] see only the last n_swa positions: their rows that no
+ * position can see any more are given back (kv_seq_release_window). Call once, before
+ * any sequence is filled. */
+void kv_set_window(struct kv_cache *kv, uint32_t n_swa, const bool *layer_swa);
+/* Give back the sliding-window rows of the blocks of seq (held by it alone) that lie
+ * wholly before the window of its next position. */
+void kv_seq_release_window(struct kv_cache *kv, uint32_t seq);
+/* The longest length up to n_keep at which seq can go on (the window before it is
+ * whole): n_keep, else its pin when that is shorter and whole, else 0. */
+uint32_t kv_seq_reusable(const struct kv_cache *kv, uint32_t seq, uint32_t n_keep);
+/* n_blocks when a sequence of these full blocks can go on, else 0. */
+uint32_t kv_blocks_reusable(const struct kv_cache *kv, const uint32_t *blocks, uint32_t n_blocks);
+
 /* Free blocks that hold a published (cached) prefix. */
 uint32_t kv_blocks_cached(const struct kv_cache *kv);
 

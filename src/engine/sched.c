@@ -107,6 +107,7 @@ enum pv_status pv_sched_new(struct pv_model *model, const struct pv_sched_params
     cp.n_seq_max = s->n_seq;
     cp.kv_size = params->kv_size;
     cp.n_batch = s->step_tokens;
+    cp.swa_full = params->swa_full;
     st = pv_context_new(model, &cp, &s->ctx, err);
     if (st != PV_OK)
         goto fail;
@@ -233,7 +234,10 @@ enum pv_status pv_sched_submit(struct pv_sched *s, const int32_t *prompt, size_t
     }
     /* the longest run of published blocks, whoever filled them (ended and evicted
        sequences included): taken when it beats the longest sequence's prefix */
+    if (best >= 0)
+        best_n = kv_seq_reusable(kv, (uint32_t)best, (uint32_t)PV_MIN(best_n, n_prompt - 1));
     uint32_t n_hit = kv_match_prefix(kv, prompt, n_prompt - 1, s->hit);
+    n_hit = kv_blocks_reusable(kv, s->hit, n_hit);
     bool adopt = (size_t)n_hit * kv->block_size > best_n;
     if (adopt) {
         best = -1;
@@ -291,6 +295,7 @@ enum pv_status pv_sched_submit(struct pv_sched *s, const int32_t *prompt, size_t
     }
 
     struct sched_seq *q = &s->seqs[slot];
+    kv->seqs[slot].pin = (uint32_t)n_prompt; /* a next turn most likely parts here */
     memcpy(q->tokens, prompt, n_prompt * sizeof(int32_t));
     q->n_prompt = (uint32_t)n_prompt;
     q->state = SEQ_PREFILL;
@@ -380,6 +385,7 @@ static void resume_from_cache(struct pv_sched *s, uint32_t i)
     uint64_t planned = kv_batch_blocks_needed(kv, s->n_add);
     while (n_hit > 0 && planned + n_revive > kv->n_free)
         n_revive -= kv->refs[s->hit[--n_hit]] == 0;
+    n_hit = kv_blocks_reusable(kv, s->hit, n_hit);
     if (n_hit)
         kv_seq_adopt(kv, i, s->hit, n_hit);
 }

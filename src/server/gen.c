@@ -556,6 +556,7 @@ static struct pv_sched_params sched_params(const struct http_server *srv, struct
     sp.cache_dir = srv->p.cache_dir;
     sp.cache_bytes = srv->p.cache_bytes;
     sp.device = srv->p.device;
+    sp.swa_full = srv->p.swa_full;
     return sp;
 }
 

@@ -37,6 +37,7 @@ struct server_params {
                                    where memory allows */
     int n_threads;              /* compute threads; 0 = all cores */
     enum pv_device device;      /* cpu, cuda or auto (the default) */
+    bool swa_full;              /* sliding-window layers keep every position */
     const char *aliases[SERVER_MAX_ALIASES]; /* extra model names; with any set, only these
                                                 and the model's own name are answered */
     int n_aliases;

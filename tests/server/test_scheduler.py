@@ -141,3 +141,21 @@ def test_requests_outgrowing_the_pool_take_turns(start_server, default_model):
     body = r.text
     assert "kv cache is full" in body, body[-400:]
     assert complete(s, max_tokens=4).status_code == 200
+
+
+def test_sliding_window_layers_give_back_what_no_window_sees(start_server, default_model):
+    # Gemma 3: most layers see only the last 512 positions. By default their rows before
+    # that go back to the system; --swa-full keeps them. The output is the same bit for
+    # bit (logprobs equal), the memory is not.
+    body = {"prompt": LONG, "max_tokens": 8, "logprobs": 3}
+    runs = {}
+    for mode, extra in (("release", []), ("full", ["--swa-full"])):
+        s = start_server(["-m", str(default_model), "--ctx-size", "4096"] + extra)
+        r = complete(s, **body).json()
+        assert r["usage"]["prompt_tokens"] > 2000, r["usage"]
+        runs[mode] = (r["choices"][0], requests.get(s.url + "/health", timeout=10).json())
+        s.stop()
+    (rel, h_rel), (full, h_full) = runs["release"], runs["full"]
+    assert rel["text"] == full["text"] and rel["logprobs"] == full["logprobs"]
+    # 15 of 18 layers x ~2000 positions out of the window x 1 KiB: about 30 MB
+    assert h_full["memory_rss_bytes"] - h_rel["memory_rss_bytes"] > 20e6, (h_rel, h_full)

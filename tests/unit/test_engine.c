@@ -712,10 +712,87 @@ static void test_kv_hash_chain_stable(void)
     CHECK(chain[1] == UINT64_C(0x4092789eaf640552));
 }
 
+
+/* Sliding-window layers give back the rows no window sees: layer 1 of 2 has a window of
+ * 8 positions; a block's rows of a layer are one page, so a block given back reads as
+ * zeros there (the pages went back to the system) while layer 0 keeps every row. A
+ * sequence continues only from a length whose window is whole; shared blocks stay. */
+static void test_kv_window_release(void)
+{
+    struct kv_cache kv;
+    struct pv_err err;
+    const uint32_t B = 4, row = 1024; /* B rows of 1 KiB: a page per block and layer */
+    const bool swa[2] = {false, true};
+    CHECK_EQ_INT(kv_init(&kv, 2, row, row, 32, B, 3, 64, &err), PV_OK);
+    kv_set_window(&kv, 8, swa);
+    for (uint32_t p = 0; p < 40; p++) {
+        CHECK(kv_seq_append(&kv, 0, 1));
+        for (uint32_t il = 0; il < 2; il++) {
+            memset(kv_k_row(&kv, il, kv_cell(&kv, 0, p)), (int)(1 + p % 200), row);
+            memset(kv_v_row(&kv, il, kv_cell(&kv, 0, p)), (int)(1 + p % 200), row);
+        }
+        if (p == 20)
+            kv_seq_fork(&kv, 0, 1); /* shares blocks 0..5 */
+        if (p == 21)
+            kv_seq_drop(&kv, 1);    /* ... and lets them go again, already looked at */
+        if (p == 9)
+            kv_seq_fork(&kv, 0, 2); /* blocks 0..1 stay shared to the end (2 is partial:
+                                       copied on write at position 10) */
+        kv_seq_release_window(&kv, 0);
+    }
+    /* the next position, 40, sees [33, 40]: blocks 0..7 (positions 0..31) are unseen;
+       0..1 are shared with sequence 2, so blocks 2..7 went back */
+    uint32_t gone = 0;
+    for (uint32_t i = 0; i < 10; i++) {
+        uint32_t b = kv.seqs[0].blocks[i];
+        bool g = (kv.flags[b] & KV_BLOCK_SWA_GONE) != 0;
+        CHECK_EQ_INT(g, i >= 2 && i <= 7);
+        gone += g;
+        for (uint32_t r = 0; r < B; r++) {
+            uint32_t p = i * B + r;
+            const unsigned char *k0 = (const unsigned char *)kv_k_row(&kv, 0, kv_cell(&kv, 0, p));
+            const unsigned char *k1 = (const unsigned char *)kv_k_row(&kv, 1, kv_cell(&kv, 0, p));
+            const unsigned char *v1 = (const unsigned char *)kv_v_row(&kv, 1, kv_cell(&kv, 0, p));
+            CHECK_EQ_INT(k0[0], 1 + p % 200);             /* the full layer keeps all */
+            CHECK_EQ_INT(k1[row - 1], g ? 0 : 1 + p % 200); /* released pages read zero */
+            CHECK_EQ_INT(v1[0], g ? 0 : 1 + p % 200);
+        }
+    }
+    CHECK_EQ_INT(gone, 6);
+    CHECK_EQ_INT(kv.n_swa_released, 6);
+    /* going on from 40 is fine, from 30 not (its window [23, 30) lies in gone blocks) */
+    CHECK_EQ_INT(kv_seq_reusable(&kv, 0, 40), 40);
+    CHECK_EQ_INT(kv_seq_reusable(&kv, 0, 30), 0);
+    CHECK_EQ_INT(kv_seq_reusable(&kv, 0, 8), 8);  /* window in the shared, kept blocks */
+    CHECK_EQ_INT(kv_blocks_reusable(&kv, kv.seqs[0].blocks, 10), 10);
+    CHECK_EQ_INT(kv_blocks_reusable(&kv, kv.seqs[0].blocks, 7), 0);
+    /* a pinned length stays resumable: sequence 1, pinned at 20, keeps the blocks of the
+       window [13, 20) (3 and 4) while the others before its window go */
+    kv.seqs[1].pin = 20;
+    for (uint32_t p = 0; p < 40; p++) {
+        CHECK(kv_seq_append(&kv, 1, 1));
+        kv_seq_release_window(&kv, 1);
+    }
+    for (uint32_t i = 0; i < 8; i++)
+        CHECK_EQ_INT((kv.flags[kv.seqs[1].blocks[i]] & KV_BLOCK_SWA_GONE) != 0, i != 3 && i != 4);
+    CHECK_EQ_INT(kv_seq_reusable(&kv, 1, 30), 20);
+    CHECK_EQ_INT(kv_seq_reusable(&kv, 1, 19), 19); /* [12, 19): the kept blocks too */
+    CHECK_EQ_INT(kv_seq_reusable(&kv, 1, 10), 0);
+    kv_seq_drop(&kv, 1);
+    CHECK_EQ_INT(kv.seqs[1].pin, 0);
+    /* a block handed out again is whole: its pages come back on use */
+    kv_seq_drop(&kv, 0);
+    kv_seq_drop(&kv, 2);
+    CHECK(kv_seq_append(&kv, 0, 64));
+    for (uint32_t i = 0; i < 16; i++)
+        CHECK(!(kv.flags[kv.seqs[0].blocks[i]] & KV_BLOCK_SWA_GONE));
+    kv_release(&kv);
+}
+
 TESTS(TEST_ENTRY(test_greedy_is_first_argmax), TEST_ENTRY(test_seed_reproducible),
       TEST_ENTRY(test_temperature_distribution), TEST_ENTRY(test_top_k_top_p_min_p),
       TEST_ENTRY(test_large_vocab_truncation), TEST_ENTRY(test_top_k_with_penalties),
       TEST_ENTRY(test_penalties),
       TEST_ENTRY(test_invalid_params), TEST_ENTRY(test_attention_kernels),
       TEST_ENTRY(test_kv_random_operations), TEST_ENTRY(test_kv_prefix_cache),
-      TEST_ENTRY(test_kv_hash_chain_stable))
+      TEST_ENTRY(test_kv_hash_chain_stable), TEST_ENTRY(test_kv_window_release))
