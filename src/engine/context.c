@@ -225,6 +225,11 @@ const char *pv_cpu_kernels_available(void)
     return cpu_modes_available();
 }
 
+const char *pv_cpu_kernels_fast(void)
+{
+    return cpu_fast_tier();
+}
+
 enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_params *params,
                               struct pv_context **out, struct pv_err *err)
 {

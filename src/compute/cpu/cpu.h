@@ -54,6 +54,10 @@ void cpu_q8_0_widen(const void *src, void *dst, int64_t n);
 typedef void (*cpu_quantize_fn)(const float *x, void *y, int64_t n);
 /* Expand n elements of blocks at x into f32. */
 typedef void (*cpu_dequant_fn)(const void *x, float *y, int64_t n);
+/* A whole matmul y[t][r] = W[r] . x[t] by a kernel of its own (the fast mode); false when
+ * it does not take this weight (type or shape), and the generic path runs instead. */
+typedef bool (*cpu_matmul_fn)(struct pv_pool *pool, const struct pv_tensor *W, const float *x,
+                              float *y, int n_tokens);
 
 struct cpu_kernels {
     const char *name;                           /* "scalar", "avx2", "avx2+vnni" */
@@ -75,19 +79,23 @@ struct cpu_kernels {
     void (*silu_mul)(float *x, const float *g, int n);
     void (*softmax)(float *x, int n);
     void (*rope_rotate)(float *x, int n_heads, int head_dim, int half, const float *cs, bool neox);
+    cpu_matmul_fn matmul; /* the fast mode's matmul, tried first; NULL in the exact modes */
 };
 
 /* Largest n_rot / 2 cpu_rope handles (head sizes of 1024). */
 #define CPU_ROPE_MAX_HALF 512
 
 /* The kernel modes: which table, and llama.cpp's lane width its F32/F16 dots, SiLU and
- * attention sum in. Append-only. */
+ * attention sum in. Append-only. CPU_MODE_FAST is not an exact mode: the default exact
+ * table with fast_avx512.c's matmul over it where the CPU has AVX-512 VNNI (any float
+ * order; tested against the exact modes by error bounds, not bits). */
 enum cpu_mode {
     CPU_MODE_SCALAR,
     CPU_MODE_AVX2_8,
     CPU_MODE_AVX2_16,
     CPU_MODE_VNNI_8,
     CPU_MODE_VNNI_16,
+    CPU_MODE_FAST,
     CPU_MODE_COUNT
 };
 
@@ -116,6 +124,13 @@ void cpu_ref_fill(struct cpu_kernels *k);
 void cpu_avx2_fill(struct cpu_kernels *k, int lanes);
 void cpu_vnni_fill(struct cpu_kernels *k, int lanes); /* cpu_avx2_fill's kernels with AVX-VNNI */
 void cpu_avx2_ops_fill(struct cpu_kernels *k, int lanes);
+/* The fast matmul (fast_avx512.c); only on a CPU with AVX-512 F/BW/VL/DQ and VNNI. It
+ * takes batches of CPU_FAST_MIN_TOKENS tokens or more (fewer: the exact kernels, faster
+ * there as interleaving 16 weight rows costs about what a few tokens' dots with them do). */
+#define CPU_FAST_MIN_TOKENS 4
+void cpu_fast_avx512_fill(struct cpu_kernels *k);
+/* The calling thread's matmul scratch, at least n_bytes (matmul.c; reused across calls). */
+void *cpu_matmul_scratch(size_t n_bytes);
 
 /* Scalar activations and softmax (ops.c), the references of the SIMD ones. */
 void cpu_gelu_mul_ref(float *x, const float *g, int n);

@@ -1,0 +1,287 @@
+/*
+ * fast_check.c - the fast kernel mode (PENSIEVE_KERNELS=fast) against exact arithmetic,
+ * per op, on random inputs; driven by tests/engine/test_fast.py.
+ *
+ *   fast_check                 error bounds; exit status 0 when every output is within
+ *   fast_check --bench [SEC [THREADS]]  matmul time per type and batch, exact mode vs
+ *                              fast (THREADS 0, the default: one thread's CPU time)
+ *
+ * The bound of a matmul output y = W[r] . x (W dequantized exactly, x f32), in double:
+ *   |y - exact| <= sum_e |W[r][e]| * amax_B(e) / 254 * (1 + 2^-9)  +  2^-17 * sum_e |W[r][e] x[e]|
+ * the first term the rounding of each activation to int8 on a scale of amax / 127 over its
+ * block of B elements (B = 32 for the AVX-512 tier's batches of CPU_FAST_MIN_TOKENS or
+ * more, else the exact kernels run: B = the dot type's block), the second the float sums.
+ * A NaN or infinity never passes. (The exact kernels' fp16 activation scales flush values
+ * under ~1e-7 to zero: the tiny rows are checked only where the AVX-512 tier runs.)
+ * Activations: normal values, rows with outliers 1000x the rest, all-zero rows, tiny
+ * values; token counts 1..70 (tiles of 4 and their tails); 1 and 3 threads must give the
+ * same bits.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "compute/cpu/cpu.h"
+#include "util/util.h"
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static uint32_t rng_u32(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(rng_state >> 33);
+}
+
+static float rng_f(void) /* [-1, 1) */
+{
+    return (float)rng_u32() / 2147483648.0f - 1.0f;
+}
+
+static uint16_t small_fp16(void)
+{
+    return pv_f32_to_fp16(0.001f + 0.01f * (rng_f() + 1.0f));
+}
+
+static void random_weights(uint32_t type, void *buf, int64_t n)
+{
+    size_t bytes = cpu_row_bytes(type, n);
+    uint8_t *p = buf;
+    for (size_t i = 0; i < bytes; i++)
+        p[i] = (uint8_t)rng_u32();
+    int64_t nb = n / cpu_type_blck(type);
+    for (int64_t b = 0; b < nb; b++) {
+        switch (type) {
+        case PV_TYPE_Q4_0: ((struct pv_block_q4_0 *)buf)[b].d = small_fp16(); break;
+        case PV_TYPE_Q4_1:
+            ((struct pv_block_q4_1 *)buf)[b].d = small_fp16();
+            ((struct pv_block_q4_1 *)buf)[b].m = pv_f32_to_fp16(-0.1f * rng_f());
+            break;
+        case PV_TYPE_Q5_0: ((struct pv_block_q5_0 *)buf)[b].d = small_fp16(); break;
+        case PV_TYPE_Q5_1:
+            ((struct pv_block_q5_1 *)buf)[b].d = small_fp16();
+            ((struct pv_block_q5_1 *)buf)[b].m = pv_f32_to_fp16(-0.1f * rng_f());
+            break;
+        case PV_TYPE_Q8_0: ((struct pv_block_q8_0 *)buf)[b].d = small_fp16(); break;
+        case PV_TYPE_Q4_K:
+            ((struct pv_block_q4_K *)buf)[b].d = small_fp16();
+            ((struct pv_block_q4_K *)buf)[b].dmin = small_fp16();
+            break;
+        case PV_TYPE_Q6_K: ((struct pv_block_q6_K *)buf)[b].d = small_fp16(); break;
+        default: break;
+        }
+    }
+}
+
+static const uint32_t k_types[] = {PV_TYPE_Q4_0, PV_TYPE_Q4_1, PV_TYPE_Q5_0, PV_TYPE_Q5_1,
+                                   PV_TYPE_Q8_0, PV_TYPE_Q4_K, PV_TYPE_Q6_K};
+
+/* activation rows of one kind: 0 normal, 1 outliers, 2 zero, 3 tiny, 4 mixed per row */
+static void fill_x(float *x, int64_t n, int nt, int kind)
+{
+    for (int t = 0; t < nt; t++) {
+        int k = kind == 4 ? t % 4 : kind;
+        float *row = x + (size_t)t * (size_t)n;
+        for (int64_t i = 0; i < n; i++) {
+            float v = rng_f();
+            switch (k) {
+            case 1: v *= (rng_u32() % 97 == 0) ? 1000.0f : 1.0f; break;
+            case 2: v = 0.0f; break;
+            case 3: v *= 1e-20f; break;
+            default: v *= 3.0f; break;
+            }
+            row[i] = v;
+        }
+    }
+}
+
+/* outputs of one weight matrix and batch outside the bound (printed); -1 when thread counts
+ * disagree */
+static int check_one(struct pv_pool *p1, struct pv_pool *p3, uint32_t type, int64_t ne0, int64_t ne1,
+                     int nt, int kind, int blk, double *worst)
+{
+    size_t rb = cpu_row_bytes(type, ne0);
+    uint8_t *w = xmalloc(rb * (size_t)ne1);
+    float *wf = xmalloc(sizeof(float) * (size_t)(ne0 * ne1));
+    float *x = xmalloc(sizeof(float) * (size_t)ne0 * (size_t)nt);
+    float *y1 = xmalloc(sizeof(float) * (size_t)ne1 * (size_t)nt);
+    float *y3 = xmalloc(sizeof(float) * (size_t)ne1 * (size_t)nt);
+    for (int64_t r = 0; r < ne1; r++) {
+        random_weights(type, w + (size_t)r * rb, ne0);
+        cpu_dequantize_row(type, w + (size_t)r * rb, wf + (size_t)(r * ne0), ne0);
+    }
+    fill_x(x, ne0, nt, kind);
+    struct pv_tensor W = {.name = "w", .type = type, .n_dims = 2, .ne = {ne0, ne1, 1, 1},
+                          .row_bytes = rb, .n_bytes = rb * (size_t)ne1, .data = w};
+    cpu_matmul(p1, &W, x, y1, nt);
+    cpu_matmul(p3, &W, x, y3, nt);
+    int bad = memcmp(y1, y3, sizeof(float) * (size_t)ne1 * (size_t)nt) == 0 ? 0 : -1;
+    for (int t = 0; t < nt && bad >= 0; t++) {
+        const float *xt = x + (size_t)t * (size_t)ne0;
+        for (int64_t r = 0; r < ne1; r++) {
+            const float *wr = wf + (size_t)(r * ne0);
+            double exact = 0.0, mag = 0.0, qerr = 0.0;
+            for (int64_t b = 0; b < ne0; b += blk) {
+                double amax = 0.0;
+                for (int64_t i = b; i < b + blk; i++)
+                    amax = fmax(amax, fabs((double)xt[i]));
+                for (int64_t i = b; i < b + blk; i++) {
+                    exact += (double)wr[i] * xt[i];
+                    mag += fabs((double)wr[i] * xt[i]);
+                    qerr += fabs((double)wr[i]) * amax / 254.0;
+                }
+            }
+            double bound = qerr * (1.0 + 1.0 / 512) + mag / 131072.0 + 1e-37;
+            double err = fabs((double)y1[(size_t)t * (size_t)ne1 + (size_t)r] - exact);
+            if (!(err <= bound)) { /* NaN fails */
+                if (bad < 3)
+                    fprintf(stderr, "  type %u ne0 %lld tokens %d kind %d: row %lld token %d: "
+                            "%.9g vs %.9g (bound %.3g)\n", type, (long long)ne0, nt, kind,
+                            (long long)r, t, y1[(size_t)t * (size_t)ne1 + (size_t)r], exact, bound);
+                bad++;
+            } else if (bound > 0.0) {
+                *worst = fmax(*worst, err / bound);
+            }
+        }
+    }
+    free(w);
+    free(wf);
+    free(x);
+    free(y1);
+    free(y3);
+    return bad;
+}
+
+static int run_checks(void)
+{
+    struct pv_pool *p1 = pool_new(1), *p3 = pool_new(3);
+    const int counts[] = {1, 2, 3, 4, 5, 7, 9, 70};
+    bool avx512 = strcmp(cpu_fast_tier(), "fast/avx512-vnni") == 0;
+    int failed = 0;
+    for (size_t ti = 0; ti < PV_ARRAY_LEN(k_types); ti++) {
+        uint32_t type = k_types[ti];
+        bool kq = cpu_type_blck(type) == PV_QK_K;
+        const int64_t ne0s[] = {kq ? 256 : 64, kq ? 768 : 896, kq ? 4864 : 640};
+        double worst = 0.0;
+        int bad = 0, runs = 0;
+        for (size_t s = 0; s < PV_ARRAY_LEN(ne0s); s++)
+            for (size_t c = 0; c < PV_ARRAY_LEN(counts); c++)
+                for (int kind = 0; kind < 5; kind++) {
+                    bool fast = avx512 && counts[c] >= CPU_FAST_MIN_TOKENS;
+                    int blk = fast ? 32 : (int)cpu_type_blck(cpu_dot_type(type));
+                    if (ne0s[s] > 1000 && counts[c] > 9 && kind != 4)
+                        continue; /* the large ones once */
+                    if (!fast && (kind == 3 || kind == 4))
+                        continue;
+                    int64_t ne1 = 1 + (int64_t)(rng_u32() % 40);
+                    int b = check_one(p1, p3, type, ne0s[s], ne1, counts[c], kind, blk, &worst);
+                    runs++;
+                    if (b < 0) {
+                        fprintf(stderr, "  type %u: 1 and 3 threads differ\n", type);
+                        bad++;
+                    } else {
+                        bad += b;
+                    }
+                }
+        printf("  %-5s %s: %d matmuls, worst error %.3f of the bound%s\n",
+               pv_type_get(type)->name, bad ? "FAIL" : "ok  ", runs, worst,
+               bad ? " (outputs out of bound above)" : "");
+        failed |= bad != 0;
+    }
+    pool_free(p1);
+    pool_free(p3);
+    cpu_scratch_release();
+    return failed;
+}
+
+static clockid_t bench_clock = CLOCK_MONOTONIC;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(bench_clock, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* median seconds of one matmul over reps */
+static double time_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x, float *y,
+                          int nt, double budget)
+{
+    double t[64];
+    int n = 0;
+    double start = now_s();
+    while (n < 64 && (n < 3 || now_s() - start < budget)) {
+        double t0 = now_s();
+        cpu_matmul(pool, W, x, y, nt);
+        t[n++] = now_s() - t0;
+    }
+    for (int i = 1; i < n; i++) /* insertion sort */
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double s = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = s;
+        }
+    return t[n / 2];
+}
+
+/* threads 0: the calling thread alone, timed by its CPU clock (a busy machine's other
+ * processes do not count); else a pool of that many, timed by the wall clock */
+static int run_bench(double seconds, int threads)
+{
+    struct pv_pool *pool = threads > 0 ? pool_new(threads) : NULL;
+    if (!pool)
+        bench_clock = CLOCK_THREAD_CPUTIME_ID;
+    const int counts[] = {1, 64, 512};
+    printf("matmul medians, %d threads (0: one, CPU time), 4864 x 896 (and 896 x 4864 for K-quants); exact = %s, fast = %s\n",
+           threads, cpu_features(), cpu_fast_tier());
+    for (size_t ti = 0; ti < PV_ARRAY_LEN(k_types); ti++) {
+        uint32_t type = k_types[ti];
+        bool kq = cpu_type_blck(type) == PV_QK_K;
+        int64_t ne0 = kq ? 4864 : 896, ne1 = kq ? 896 : 4864;
+        size_t rb = cpu_row_bytes(type, ne0);
+        uint8_t *w = xmalloc(rb * (size_t)ne1);
+        for (int64_t r = 0; r < ne1; r++)
+            random_weights(type, w + (size_t)r * rb, ne0);
+        struct pv_tensor W = {.name = "w", .type = type, .n_dims = 2, .ne = {ne0, ne1, 1, 1},
+                              .row_bytes = rb, .n_bytes = rb * (size_t)ne1, .data = w};
+        for (size_t c = 0; c < PV_ARRAY_LEN(counts); c++) {
+            int nt = counts[c];
+            float *x = xmalloc(sizeof(float) * (size_t)ne0 * (size_t)nt);
+            float *y = xmalloc(sizeof(float) * (size_t)ne1 * (size_t)nt);
+            fill_x(x, ne0, nt, 0);
+            double gop = 2.0 * (double)ne0 * (double)ne1 * nt * 1e-9;
+            double te, tf;
+            cpu_kernels_select(false);
+            te = time_matmul(pool, &W, x, y, nt, seconds);
+            cpu_kernels_use(CPU_MODE_FAST);
+            tf = time_matmul(pool, &W, x, y, nt, seconds);
+            printf("  %-5s tokens %3d: exact %8.3f ms (%6.1f GOP/s)  fast %8.3f ms (%6.1f GOP/s)  x%.2f\n",
+                   pv_type_get(type)->name, nt, te * 1e3, gop / te, tf * 1e3, gop / tf, te / tf);
+            fflush(stdout);
+            free(x);
+            free(y);
+        }
+        free(w);
+    }
+    cpu_kernels_select(false);
+    if (pool)
+        pool_free(pool);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "--bench") == 0)
+        return run_bench(argc >= 3 ? atof(argv[2]) : 0.5, argc >= 4 ? atoi(argv[3]) : 0);
+    if (argc != 1) {
+        fprintf(stderr, "usage: fast_check [--bench [SECONDS]]\n");
+        return 2;
+    }
+    if (!cpu_kernels_use(CPU_MODE_FAST))
+        return 2;
+    printf("fast_check: tier %s\n", cpu_fast_tier());
+    int failed = run_checks();
+    printf("%s\n", failed ? "fast_check: FAILED" : "fast_check: all within bounds");
+    return failed;
+}
