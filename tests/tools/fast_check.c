@@ -5,14 +5,20 @@
  *   fast_check                 error bounds; exit status 0 when every output is within
  *   fast_check --bench [SEC [THREADS]]  matmul time per type and batch, exact mode vs
  *                              fast (THREADS 0, the default: one thread's CPU time)
+ *   fast_check --model MODEL IDS_FILE MIN_TOP1 MAX_MEAN_KL [MODE]
+ *                              the logits of every position of the ids (spaces apart) in
+ *                              the process's exact mode and in the fast one: top-1 agreement
+ *                              (share of positions) and mean KL(exact || fast) in nats; exit
+ *                              status 0 when top-1 >= MIN_TOP1 and mean KL <= MAX_MEAN_KL
+ *                              (MODE: another mode than fast against the exact one)
  *
  * The bound of a matmul output y = W[r] . x (W dequantized exactly, x f32), in double:
  *   |y - exact| <= sum_e |W[r][e]| * amax_B(e) / 254 * (1 + 2^-9)  +  2^-17 * sum_e |W[r][e] x[e]|
  * the first term the rounding of each activation to int8 on a scale of amax / 127 over its
- * block of B elements (B = 32 for the AVX-512 tier's batches of CPU_FAST_MIN_TOKENS or
- * more, else the exact kernels run: B = the dot type's block), the second the float sums.
- * A NaN or infinity never passes. (The exact kernels' fp16 activation scales flush values
- * under ~1e-7 to zero: the tiny rows are checked only where the AVX-512 tier runs.)
+ * block of B elements (the fast mode quantizes as the exact kernels do: B = 32 for the
+ * legacy types' Q8_0, 256 for the K-quants' Q8_K), the second the float sums. A NaN or
+ * infinity never passes. (Q8_0's fp16 scales flush activations under ~1e-5 to zero, in
+ * llama.cpp as here: no tiny rows.)
  * Activations: normal values, rows with outliers 1000x the rest, all-zero rows, tiny
  * values; token counts 1..70 (tiles of 4 and their tails); 1 and 3 threads must give the
  * same bits.
@@ -24,6 +30,7 @@
 #include <time.h>
 
 #include "compute/cpu/cpu.h"
+#include "pensieve.h"
 #include "util/util.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -77,7 +84,7 @@ static void random_weights(uint32_t type, void *buf, int64_t n)
 static const uint32_t k_types[] = {PV_TYPE_Q4_0, PV_TYPE_Q4_1, PV_TYPE_Q5_0, PV_TYPE_Q5_1,
                                    PV_TYPE_Q8_0, PV_TYPE_Q4_K, PV_TYPE_Q6_K};
 
-/* activation rows of one kind: 0 normal, 1 outliers, 2 zero, 3 tiny, 4 mixed per row */
+/* activation rows of one kind: 0 normal, 1 outliers, 2 zero, 3 small (1e-3), 4 mixed per row */
 static void fill_x(float *x, int64_t n, int nt, int kind)
 {
     for (int t = 0; t < nt; t++) {
@@ -88,7 +95,7 @@ static void fill_x(float *x, int64_t n, int nt, int kind)
             switch (k) {
             case 1: v *= (rng_u32() % 97 == 0) ? 1000.0f : 1.0f; break;
             case 2: v = 0.0f; break;
-            case 3: v *= 1e-20f; break;
+            case 3: v *= 1e-3f; break;
             default: v *= 3.0f; break;
             }
             row[i] = v;
@@ -157,7 +164,6 @@ static int run_checks(void)
 {
     struct pv_pool *p1 = pool_new(1), *p3 = pool_new(3);
     const int counts[] = {1, 2, 3, 4, 5, 7, 9, 70};
-    bool avx512 = strcmp(cpu_fast_tier(), "fast/avx512-vnni") == 0;
     int failed = 0;
     for (size_t ti = 0; ti < PV_ARRAY_LEN(k_types); ti++) {
         uint32_t type = k_types[ti];
@@ -168,12 +174,9 @@ static int run_checks(void)
         for (size_t s = 0; s < PV_ARRAY_LEN(ne0s); s++)
             for (size_t c = 0; c < PV_ARRAY_LEN(counts); c++)
                 for (int kind = 0; kind < 5; kind++) {
-                    bool fast = avx512 && counts[c] >= CPU_FAST_MIN_TOKENS;
-                    int blk = fast ? 32 : (int)cpu_type_blck(cpu_dot_type(type));
+                    int blk = (int)cpu_type_blck(cpu_dot_type(type));
                     if (ne0s[s] > 1000 && counts[c] > 9 && kind != 4)
                         continue; /* the large ones once */
-                    if (!fast && (kind == 3 || kind == 4))
-                        continue;
                     int64_t ne1 = 1 + (int64_t)(rng_u32() % 40);
                     int b = check_one(p1, p3, type, ne0s[s], ne1, counts[c], kind, blk, &worst);
                     runs++;
@@ -270,8 +273,115 @@ static int run_bench(double seconds, int threads)
     return 0;
 }
 
+/* every position's logits of ids in the kernel mode in use (all cores) */
+static float *eval_all(struct pv_model *model, const int32_t *ids, size_t n)
+{
+    struct pv_err err;
+    struct pv_context *ctx;
+    struct pv_context_params cp = pv_context_default_params();
+    cp.n_ctx = (uint32_t)n + 8;
+    if (pv_context_new(model, &cp, &ctx, &err) != PV_OK) {
+        fprintf(stderr, "fast_check: context: %s\n", err.msg);
+        return NULL;
+    }
+    size_t nv = pv_context_n_vocab(ctx);
+    float *out = malloc(n * nv * sizeof(float));
+    if (!out || pv_context_eval(ctx, ids, n, true, &err) != PV_OK) {
+        fprintf(stderr, "fast_check: eval: %s\n", out ? err.msg : "out of memory");
+        free(out);
+        pv_context_free(ctx);
+        return NULL;
+    }
+    for (size_t r = 0; r < n; r++)
+        memcpy(out + r * nv, pv_context_logits(ctx, (int64_t)r), nv * sizeof(float));
+    pv_context_free(ctx);
+    return out;
+}
+
+/* KL(softmax(p) || softmax(q)) in nats; argmax of each in *ap, *aq */
+static double kl_div(const float *p, const float *q, size_t n, size_t *ap, size_t *aq)
+{
+    size_t bp = 0, bq = 0;
+    for (size_t i = 1; i < n; i++) {
+        bp = p[i] > p[bp] ? i : bp;
+        bq = q[i] > q[bq] ? i : bq;
+    }
+    double sp = 0.0, sq = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        sp += exp((double)p[i] - p[bp]);
+        sq += exp((double)q[i] - q[bq]);
+    }
+    double lp = p[bp] + log(sp), lq = q[bq] + log(sq), kl = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double a = (double)p[i] - lp, b = (double)q[i] - lq;
+        kl += exp(a) * (a - b);
+    }
+    *ap = bp;
+    *aq = bq;
+    return kl;
+}
+
+static int run_model(const char *path, const char *ids_path, double min_top1, double max_kl,
+                     const char *other)
+{
+    int other_mode = CPU_MODE_FAST;
+    while (other && other_mode >= 0 && strcmp(cpu_mode_name((enum cpu_mode)other_mode), other) != 0)
+        other_mode--;
+    if (other_mode < 0)
+        return fprintf(stderr, "fast_check: no mode '%s'\n", other), 2;
+    FILE *f = fopen(ids_path, "r");
+    if (!f)
+        return fprintf(stderr, "fast_check: cannot open '%s'\n", ids_path), 2;
+    size_t n = 0, cap = 1024;
+    int32_t *ids = xmalloc(cap * sizeof(int32_t));
+    long v;
+    while (fscanf(f, "%ld", &v) == 1) {
+        if (n == cap)
+            ids = xrealloc(ids, (cap *= 2) * sizeof(int32_t));
+        ids[n++] = (int32_t)v;
+    }
+    fclose(f);
+    struct pv_err err;
+    struct pv_model *model;
+    if (n < 2 || pv_model_load(path, NULL, &model, &err) != PV_OK)
+        return fprintf(stderr, "fast_check: %s\n", n < 2 ? "fewer than 2 ids" : err.msg), 2;
+    size_t nv = pv_model_n_vocab(model);
+    const char *exact_name = cpu_features();
+    float *ref = eval_all(model, ids, n);
+    if (!cpu_kernels_use((enum cpu_mode)other_mode))
+        return fprintf(stderr, "fast_check: this CPU cannot run '%s'\n", other), 2;
+    const char *other_name = cpu_features();
+    float *fast = eval_all(model, ids, n);
+    cpu_kernels_select(false);
+    if (!ref || !fast)
+        return 2;
+    size_t agree = 0;
+    double kl_sum = 0.0, kl_max = 0.0;
+    bool finite = true;
+    for (size_t r = 0; r < n; r++) {
+        size_t a, b;
+        double kl = kl_div(ref + r * nv, fast + r * nv, nv, &a, &b);
+        finite &= isfinite(kl);
+        agree += a == b;
+        kl_sum += kl;
+        kl_max = kl > kl_max ? kl : kl_max;
+    }
+    double top1 = (double)agree / (double)n, mean = kl_sum / (double)n;
+    bool ok = finite && top1 >= min_top1 && mean <= max_kl;
+    printf("%s: %zu positions, %s vs %s: top-1 agreement %.4f (min %.4f), mean KL %.3g nats "
+           "(max %.3g), largest %.3g: %s\n", path, n, other_name, exact_name, top1, min_top1,
+           mean, max_kl, kl_max, ok ? "ok" : "FAIL");
+    free(ref);
+    free(fast);
+    free(ids);
+    pv_model_free(model);
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
+    if ((argc == 6 || argc == 7) && strcmp(argv[1], "--model") == 0)
+        return run_model(argv[2], argv[3], atof(argv[4]), atof(argv[5]), argc == 7 ? argv[6] : NULL);
     if (argc >= 2 && strcmp(argv[1], "--bench") == 0)
         return run_bench(argc >= 3 ? atof(argv[2]) : 0.5, argc >= 4 ? atoi(argv[3]) : 0);
     if (argc != 1) {

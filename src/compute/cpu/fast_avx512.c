@@ -9,8 +9,9 @@
  *   Q5_0: q = 5 bits, ws = d, mw = 16d       Q5_1: q = 5 bits, ws = d, mw = -m
  *   Q8_0: q = q8 + 128, ws = d, mw = 128d    Q4_K: ws = d sc_j, mw = dmin m_j (32-blocks)
  *   Q6_K: q = 6 bits, ws = d sc_g, mw = 32 d sc_g (16-groups)
- * The activations are quantized per 32 elements to int8 (a = da * qa) with, per lane, da
- * and, per group, ca = da * sum of its qa. Then
+ * The activations are quantized to int8 as the exact kernels quantize them (Q8_0 for the
+ * legacy types, Q8_K for the K-quants), kept as a = da * qa with da per 32 elements and,
+ * per 16-group, ca = da * sum of its qa. Then
  *   y = sum_l ws_l da_l (q . qa)_l - sum_g mw_g ca_g
  * where (q . qa)_l is one vpdpbusd lane (u8 x s8, 4 products). Weight rows are unpacked
  * into that form a chunk at a time (per call, in cache; nothing repacked at load), and a
@@ -208,27 +209,39 @@ static inline struct fast_act act_at(const uint8_t *base, int64_t n)
     return a;
 }
 
-/* x[n] -> one activation row at out, quantized per 32 elements (round to nearest even) */
-static void quantize_row(const float *x, uint8_t *out, int64_t n)
+/* x[n] -> one activation row at out, quantized as the exact kernels quantize it (so the
+ * fast mode differs from them by float order, not by its inputs): Q8_0 (an fp16 scale per
+ * 32) for the legacy types, Q8_K (an f32 scale per 256) for the K-quants; tmp holds one
+ * row of that type */
+static void quantize_row(cpu_quantize_fn quantize, bool k_type, const float *x, uint8_t *out,
+                         int64_t n, void *tmp)
 {
     const int64_t nb = n / 32;
     int8_t *q = (int8_t *)out;
     float *da = (float *)(out + n), *ca16 = da + nb, *ca32 = da + 3 * nb;
-    const __m512 sign = _mm512_set1_ps(-0.0f);
-    for (int64_t b = 0; b < nb; b++) {
-        __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
-        __m512 amax = _mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1));
-        float m = _mm512_reduce_max_ps(amax);
-        float d = m / 127.0f, id = m > 0.0f ? 127.0f / m : 0.0f;
-        __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, _mm512_set1_ps(id)));
-        __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, _mm512_set1_ps(id)));
-        _mm_storeu_si128((__m128i *)(q + 32 * b), _mm512_cvtsepi32_epi8(i0));
-        _mm_storeu_si128((__m128i *)(q + 32 * b + 16), _mm512_cvtsepi32_epi8(i1));
-        da[b] = d;
-        ca16[2 * b] = d * (float)_mm512_reduce_add_epi32(i0);
-        ca16[2 * b + 1] = d * (float)_mm512_reduce_add_epi32(i1);
-        ca32[b] = ca16[2 * b] + ca16[2 * b + 1];
+    quantize(x, tmp, n);
+    if (k_type) {
+        const struct pv_block_q8_K *a = tmp;
+        for (int64_t i = 0; i < n / PV_QK_K; i++) {
+            memcpy(q + PV_QK_K * i, a[i].qs, PV_QK_K);
+            for (int b = 0; b < 8; b++)
+                da[8 * i + b] = a[i].d;
+            for (int g = 0; g < 16; g++)
+                ca16[16 * i + g] = a[i].d * (float)a[i].bsums[g];
+        }
+    } else {
+        const struct pv_block_q8_0 *a = tmp;
+        for (int64_t b = 0; b < nb; b++) {
+            memcpy(q + 32 * b, a[b].qs, 32);
+            da[b] = h2f(a[b].d);
+            __m512i i0 = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)a[b].qs));
+            __m512i i1 = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(a[b].qs + 16)));
+            ca16[2 * b] = da[b] * (float)_mm512_reduce_add_epi32(i0);
+            ca16[2 * b + 1] = da[b] * (float)_mm512_reduce_add_epi32(i1);
+        }
     }
+    for (int64_t b = 0; b < nb; b++)
+        ca32[b] = ca16[2 * b] + ca16[2 * b + 1];
 }
 
 /* ---- 16 interleaved rows -------------------------------------------------------------- */
@@ -345,6 +358,10 @@ static const rows_fn k_rows[FAST_T] = {rows16_1, rows16_2, rows16_3, rows16_4,
 
 struct fast_job {
     fast_unpack_fn unpack;
+    cpu_quantize_fn quantize; /* the exact table's, to Q8_0 or (k_type) Q8_K */
+    bool k_type;
+    uint8_t *qtmp;            /* [nth] rows of qtmp_bytes */
+    size_t qtmp_bytes;
     bool g16;
     const uint8_t *w;
     size_t w_row_bytes;
@@ -366,7 +383,8 @@ static void fast_quantize(void *p, int ith, int nth)
     size_t begin, end;
     pool_split((size_t)job->n_tokens, ith, nth, &begin, &end);
     for (size_t t = begin; t < end; t++)
-        quantize_row(job->x + t * (size_t)job->ne0, job->a + t * job->a_row_bytes, job->ne0);
+        quantize_row(job->quantize, job->k_type, job->x + t * (size_t)job->ne0,
+                     job->a + t * job->a_row_bytes, job->ne0, job->qtmp + (size_t)ith * job->qtmp_bytes);
 }
 
 static void fast_rows(void *p, int ith, int nth)
@@ -400,8 +418,13 @@ static bool fast_matmul(struct pv_pool *pool, const struct pv_tensor *W, const f
     if (W->ne[1] <= 0)
         return true;
     const int64_t n = W->ne[0];
+    const bool k_type = cpu_type_blck(W->type) == PV_QK_K;
+    const uint32_t dot_type = k_type ? PV_TYPE_Q8_K : PV_TYPE_Q8_0;
     struct fast_job job = {
         .unpack = unpack,
+        .quantize = cpu_kernels_get()->quantize[dot_type],
+        .k_type = k_type,
+        .qtmp_bytes = (cpu_row_bytes(dot_type, n) + 63) & ~(size_t)63,
         .g16 = W->type == PV_TYPE_Q6_K,
         .w = W->data,
         .w_row_bytes = cpu_row_bytes(W->type, n),
@@ -419,10 +442,11 @@ static bool fast_matmul(struct pv_pool *pool, const struct pv_tensor *W, const f
     atomic_init(&job.next_chunk, 0);
 
     size_t act = job.a_row_bytes * (size_t)n_tokens;
-    uint8_t *base = cpu_matmul_scratch(act + job.work_bytes * (size_t)nth + 64);
+    uint8_t *base = cpu_matmul_scratch(act + (job.work_bytes + job.qtmp_bytes) * (size_t)nth + 64);
     base = (uint8_t *)(((uintptr_t)base + 63) & ~(uintptr_t)63);
     job.a = base;
     job.work = base + act;
+    job.qtmp = job.work + job.work_bytes * (size_t)nth;
     if (pool && n_tokens >= nth && n_tokens > 1)
         pool_run(pool, fast_quantize, &job);
     else
