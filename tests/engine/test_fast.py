@@ -93,7 +93,7 @@ def other_exact_order(pensieve_bin):
                          timeout=60, env=env()).stdout
     mode = re.search(r"^kernels (\S+) \(this CPU runs: ([^)]*)\)", out, re.M)
     base, runnable = mode.group(1), mode.group(2).split()
-    other = base[:-1] + "8" if base.endswith("/16") else base[:-1] + "16"
+    other = base.rsplit("/", 1)[0] + ("/8" if base.endswith("/16") else "/16")
     return other if base != "scalar" and other in runnable else None
 
 

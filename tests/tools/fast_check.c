@@ -19,6 +19,11 @@
  * legacy types' Q8_0, 256 for the K-quants' Q8_K), the second the float sums. A NaN or
  * infinity never passes. (Q8_0's fp16 scales flush activations under ~1e-5 to zero, in
  * llama.cpp as here: no tiny rows.)
+ * Attention (F16 cache, causal, with and without a sliding window, GQA): against double
+ * arithmetic from the same f16 values, |out - exact| <= 5e-6 * max |v| (f32 sums and a
+ * polynomial exp of relative error ~1e-7), where the fast kernel runs (4 items, tokens x
+ * KV heads, per thread or more; else the exact kernels, which round q and the
+ * probabilities to f16 as llama.cpp does: held to 2e-3).
  * Activations: normal values, rows with outliers 1000x the rest, all-zero rows, tiny
  * values; token counts 1..70 (tiles of 4 and their tails); 1 and 3 threads must give the
  * same bits.
@@ -199,6 +204,110 @@ static int run_checks(void)
 }
 
 static clockid_t bench_clock = CLOCK_MONOTONIC;
+
+/* attention of n tokens at positions 0..n-1 of one sequence, n_head query heads over
+ * n_kv KV heads of hd dims; outputs off the bound (printed) */
+static int check_attention(struct pv_pool *pool, int n, int n_head, int n_kv, int hd, uint32_t n_swa,
+                           float q_scale, double tol, double *worst)
+{
+    const uint32_t shift = 4, n_cells = (uint32_t)((n + 15) & ~15);
+    uint32_t *blocks = xmalloc(sizeof(uint32_t) * (n_cells >> shift));
+    for (uint32_t b = 0; b < (n_cells >> shift); b++) /* blocks in reverse: a real table */
+        blocks[b] = (n_cells >> shift) - 1 - b;
+    const uint32_t **bt = xmalloc(sizeof(*bt) * (size_t)n);
+    int32_t *pos = xmalloc(sizeof(int32_t) * (size_t)n);
+    size_t row = (size_t)n_kv * (size_t)hd;
+    uint16_t *k = xmalloc(sizeof(uint16_t) * row * n_cells), *v = xmalloc(sizeof(uint16_t) * row * n_cells);
+    float *q = xmalloc(sizeof(float) * (size_t)n * (size_t)n_head * (size_t)hd);
+    float *out = xmalloc(sizeof(float) * (size_t)n * (size_t)n_head * (size_t)hd);
+    for (size_t i = 0; i < row * n_cells; i++) {
+        k[i] = pv_f32_to_fp16(rng_f());
+        v[i] = pv_f32_to_fp16(rng_f());
+    }
+    for (size_t i = 0; i < (size_t)n * (size_t)n_head * (size_t)hd; i++)
+        q[i] = 2.0f * rng_f();
+    for (int t = 0; t < n; t++) {
+        bt[t] = blocks;
+        pos[t] = t;
+    }
+    struct compute_attn a = {.q = q, .q_stride = (size_t)n_head * (size_t)hd, .out = out, .n = n,
+                             .n_one = n == 1 ? 1 : 0, .pos = pos, .blocks = bt, .block_shift = shift,
+                             .k = k, .v = v, .k_row_bytes = row * 2, .v_row_bytes = row * 2,
+                             .f16 = true, .n_head = n_head, .n_head_kv = n_kv, .hd_k = hd, .hd_v = hd,
+                             .n_swa = n_swa, .q_scale = q_scale, .scale = 1.0f / sqrtf((float)hd)};
+    int nth = pool ? pool_size(pool) : 1;
+    float *scratch = xmalloc(sizeof(float) * cpu_attn_scratch_floats(n_cells, hd, hd) * (size_t)nth);
+    cpu_attention(pool, cpu_attend_for(true, (uint32_t)hd), scratch, n_cells, &a);
+    int bad = 0;
+    double *s = xmalloc(sizeof(double) * (size_t)n);
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < n_head; h++) {
+            int g = h / (n_head / n_kv);
+            uint32_t j0 = n_swa && (uint32_t)t + 1 > n_swa ? (uint32_t)t + 1 - n_swa : 0;
+            const float *qh = q + (size_t)t * a.q_stride + (size_t)h * (size_t)hd;
+            double mx = -INFINITY, sum = 0.0, vmax = 0.0;
+            for (uint32_t j = j0; j <= (uint32_t)t; j++) {
+                size_t cell = ((size_t)blocks[j >> shift] << shift) | (j & 15);
+                const uint16_t *kj = k + cell * row + (size_t)g * (size_t)hd;
+                double d = 0.0;
+                for (int i = 0; i < hd; i++)
+                    d += (double)(qh[i] * q_scale) * pv_fp16_to_f32(kj[i]);
+                s[j] = d * a.scale;
+                mx = s[j] > mx ? s[j] : mx;
+            }
+            for (uint32_t j = j0; j <= (uint32_t)t; j++)
+                sum += (s[j] = exp(s[j] - mx));
+            for (int i = 0; i < hd; i++) {
+                double o = 0.0;
+                for (uint32_t j = j0; j <= (uint32_t)t; j++) {
+                    size_t cell = ((size_t)blocks[j >> shift] << shift) | (j & 15);
+                    double vv = pv_fp16_to_f32(v[cell * row + (size_t)g * (size_t)hd + (size_t)i]);
+                    o += s[j] / sum * vv;
+                    vmax = fmax(vmax, fabs(vv));
+                }
+                double err = fabs(out[((size_t)t * (size_t)n_head + (size_t)h) * (size_t)hd + (size_t)i] - o);
+                if (!(err <= tol * vmax)) {
+                    if (bad++ < 3)
+                        fprintf(stderr, "  attention n %d heads %d/%d hd %d swa %u: token %d head %d "
+                                "dim %d: err %.3g (bound %.3g)\n", n, n_head, n_kv, hd, n_swa, t, h, i,
+                                err, tol * vmax);
+                } else if (vmax > 0) {
+                    *worst = fmax(*worst, err / (tol * vmax));
+                }
+            }
+        }
+    free(s);
+    free(scratch);
+    free(blocks);
+    free(bt);
+    free(pos);
+    free(k);
+    free(v);
+    free(q);
+    free(out);
+    return bad;
+}
+
+static int run_attention_checks(void)
+{
+    struct pv_pool *pool = pool_new(2);
+    bool fast = strcmp(cpu_fast_tier(), "fast/avx512-vnni") == 0;
+    double worst = 0.0;
+    int bad = 0, runs = 0, n_fast = 0;
+    const struct { int n, heads, kv, hd; uint32_t swa; float qs; } cases[] = {
+        {1, 8, 2, 64, 0, 1.0f}, {9, 8, 2, 64, 0, 1.0f}, {70, 14, 2, 64, 0, 1.0f},
+        {200, 4, 1, 256, 0, 0.0625f}, {150, 4, 1, 256, 40, 0.0625f}, {33, 16, 16, 32, 0, 1.0f}};
+    for (size_t c = 0; c < PV_ARRAY_LEN(cases); c++, runs++) {
+        bool f = fast && cases[c].n * cases[c].kv >= 4 * pool_size(pool);
+        n_fast += f;
+        bad += check_attention(pool, cases[c].n, cases[c].heads, cases[c].kv, cases[c].hd,
+                               cases[c].swa, cases[c].qs, f ? 5e-6 : 2e-3, &worst);
+    }
+    printf("  attention %s: %d shapes (%d by the fast kernel), worst error %.3f of the bound\n",
+           bad ? "FAIL" : "ok  ", runs, n_fast, worst);
+    pool_free(pool);
+    return bad != 0;
+}
 
 static double now_s(void)
 {
@@ -392,6 +501,7 @@ int main(int argc, char **argv)
         return 2;
     printf("fast_check: tier %s\n", cpu_fast_tier());
     int failed = run_checks();
+    failed |= run_attention_checks();
     printf("%s\n", failed ? "fast_check: FAILED" : "fast_check: all within bounds");
     return failed;
 }

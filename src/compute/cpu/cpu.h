@@ -80,6 +80,10 @@ struct cpu_kernels {
     void (*softmax)(float *x, int n);
     void (*rope_rotate)(float *x, int n_heads, int head_dim, int half, const float *cs, bool neox);
     cpu_matmul_fn matmul; /* the fast mode's matmul, tried first; NULL in the exact modes */
+    /* the fast mode's attention (attn_avx512.c), tried first; false: not taken (shape,
+     * cache type, or too few items to share out), the per-head kernel runs; NULL: exact */
+    bool (*attention)(struct pv_pool *pool, float *scratch, size_t scratch_floats,
+                      const struct compute_attn *a);
 };
 
 /* Largest n_rot / 2 cpu_rope handles (head sizes of 1024). */
@@ -206,6 +210,14 @@ cpu_attend_fn cpu_attend_for(bool f16, uint32_t head_dim_v);
 void cpu_attend_f16_avx2(const struct cpu_attn_item *it);
 /* the same in the order of llama.cpp's AVX-512 build (16 lanes), still with AVX2 code */
 void cpu_attend_f16_avx512_order(const struct cpu_attn_item *it);
+/* Scratch floats of the fast attention per thread (attn_avx512.c's layout: tiles of 64
+ * K and V rows, scores and 16 heads' q, output, maximum and sum, 16 for alignment). */
+static inline size_t cpu_attn_fast_scratch_floats(int hd_k, int hd_v)
+{
+    return 64 * (size_t)(hd_k + hd_v) + 16 * 64 + 16 * (size_t)(hd_k + hd_v) + 2 * 16 + 16;
+}
+/* The fast attention's entry (attn_avx512.c); only on a CPU with AVX-512 F. */
+void cpu_fast_attn_avx512_fill(struct cpu_kernels *k);
 /* Floats of attention scratch one thread needs for sequences of n_ctx positions. */
 size_t cpu_attn_scratch_floats(uint32_t n_ctx, int hd_k, int hd_v);
 /* a->n tokens x n_head heads spread over the pool, each through attend; scratch holds

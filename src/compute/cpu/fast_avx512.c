@@ -462,4 +462,5 @@ void cpu_fast_avx512_fill(struct cpu_kernels *k)
 {
     k->name = "fast/avx512-vnni";
     k->matmul = fast_matmul;
+    cpu_fast_attn_avx512_fill(k);
 }
