@@ -376,6 +376,61 @@ static int run_bench(double seconds, int threads)
         }
         free(w);
     }
+    /* attention: a causal prefill of n tokens, the default chat model's heads */
+    const int an[] = {512, 2048};
+    for (size_t c = 0; c < PV_ARRAY_LEN(an); c++) {
+        int n = an[c], n_head = 14, n_kv = 2, hd = 64;
+        uint32_t n_cells = (uint32_t)n;
+        uint32_t *blocks = xmalloc(sizeof(uint32_t) * (n_cells >> 4));
+        for (uint32_t b = 0; b < (n_cells >> 4); b++)
+            blocks[b] = b;
+        const uint32_t **bt = xmalloc(sizeof(*bt) * (size_t)n);
+        int32_t *pos = xmalloc(sizeof(int32_t) * (size_t)n);
+        size_t row = (size_t)n_kv * (size_t)hd;
+        uint16_t *kv = xmalloc(sizeof(uint16_t) * row * n_cells);
+        float *q = xmalloc(sizeof(float) * (size_t)n * (size_t)n_head * (size_t)hd);
+        float *out = xmalloc(sizeof(float) * (size_t)n * (size_t)n_head * (size_t)hd);
+        for (size_t i = 0; i < row * n_cells; i++)
+            kv[i] = pv_f32_to_fp16(rng_f());
+        for (size_t i = 0; i < (size_t)n * (size_t)n_head * (size_t)hd; i++)
+            q[i] = rng_f();
+        for (int t = 0; t < n; t++) {
+            bt[t] = blocks;
+            pos[t] = t;
+        }
+        struct compute_attn at = {.q = q, .q_stride = (size_t)n_head * (size_t)hd, .out = out, .n = n,
+                                  .pos = pos, .blocks = bt, .block_shift = 4, .k = kv, .v = kv,
+                                  .k_row_bytes = row * 2, .v_row_bytes = row * 2, .f16 = true,
+                                  .n_head = n_head, .n_head_kv = n_kv, .hd_k = hd, .hd_v = hd,
+                                  .q_scale = 1.0f, .scale = 0.125f};
+        int nth = pool ? pool_size(pool) : 1;
+        float *scratch = xmalloc(sizeof(float) * cpu_attn_scratch_floats(n_cells, hd, hd) * (size_t)nth);
+        double t_mode[2];
+        for (int m = 0; m < 2; m++) {
+            if (m == 0)
+                cpu_kernels_select(false);
+            else
+                cpu_kernels_use(CPU_MODE_FAST);
+            double best = 1e9;
+            for (int r = 0; r < 3; r++) {
+                double t0 = now_s();
+                cpu_attention(pool, cpu_attend_for(true, (uint32_t)hd), scratch, n_cells, &at);
+                best = fmin(best, now_s() - t0);
+            }
+            t_mode[m] = best;
+        }
+        double gfl = 4.0 * hd * n_head * ((double)n * (n + 1) / 2) * 1e-9;
+        printf("  attention %d tokens (14/2 heads, 64 dims): exact %8.2f ms (%5.1f GFLOP/s)  fast %8.2f ms "
+               "(%5.1f GFLOP/s)  x%.2f\n", n, t_mode[0] * 1e3, gfl / t_mode[0], t_mode[1] * 1e3,
+               gfl / t_mode[1], t_mode[0] / t_mode[1]);
+        free(scratch);
+        free(blocks);
+        free(bt);
+        free(pos);
+        free(kv);
+        free(q);
+        free(out);
+    }
     cpu_kernels_select(false);
     if (pool)
         pool_free(pool);

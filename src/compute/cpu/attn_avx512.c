@@ -42,6 +42,39 @@ static inline __m512 exp16(__m512 x)
     return _mm512_scalef_ps(p, n);
 }
 
+/* in place: r[c] becomes column c of the 16 x 16 matrix whose rows were r[0..15] */
+static inline __attribute__((always_inline)) void transpose16(__m512 r[16])
+{
+    __m512 t[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* r[4i + k], 128-bit lane L: column 4L + k of rows 4i .. 4i + 3 */
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        t[k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);
+        t[4 + k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
+        t[8 + k] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88);
+        t[12 + k] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        r[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
+        r[8 + k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xDD);
+        r[4 + k] = _mm512_shuffle_f32x4(t[4 + k], t[12 + k], 0x88);
+        r[12 + k] = _mm512_shuffle_f32x4(t[4 + k], t[12 + k], 0xDD);
+    }
+}
+
 /* n f16 values (n a multiple of 16) -> f32 */
 static inline void widen(const uint16_t *h, float *f, int n)
 {
@@ -82,29 +115,43 @@ static void attend_heads(const struct compute_attn *a, float *sc, int t, int g, 
     }
     for (uint32_t jt = j0; jt <= pos; jt += ATT_TILE) {
         const int nj = (int)PV_MIN((uint32_t)ATT_TILE, pos + 1 - jt);
+        const uint16_t *krow[ATT_TILE];
         for (int j = 0; j < nj; j++) {
             uint32_t p = jt + (uint32_t)j;
             size_t cell = ((size_t)blocks[p >> a->block_shift] << a->block_shift) | (p & mask);
-            widen((const uint16_t *)(k0 + cell * a->k_row_bytes), kt + j * hd_k, hd_k);
+            krow[j] = (const uint16_t *)(k0 + cell * a->k_row_bytes);
             widen((const uint16_t *)(v0 + cell * a->v_row_bytes), vt + j * hd_v, hd_v);
         }
+        /* K transposed, kt[d][j] (64 columns, zero past nj): the scores of 16 positions
+           are then one FMA per dimension, no horizontal sums */
+        for (int jb = 0; jb < ATT_TILE; jb += 16)
+            for (int db = 0; db < hd_k; db += 16) {
+                __m512 r[16];
+#pragma GCC unroll 16
+                for (int i = 0; i < 16; i++)
+                    r[i] = jb + i < nj ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(krow[jb + i] + db)))
+                                       : _mm512_setzero_ps();
+                transpose16(r);
+#pragma GCC unroll 16
+                for (int c = 0; c < 16; c++)
+                    _mm512_store_ps(kt + (size_t)(db + c) * ATT_TILE + jb, r[c]);
+            }
         for (int h = 0; h < nh; h++) {
             float *sh = s + h * ATT_TILE;
             const float *qh = q + h * hd_k;
-            /* scores */
-            for (int j = 0; j < nj; j++) {
-                const float *kj = kt + j * hd_k;
-                __m512 acc0 = _mm512_mul_ps(_mm512_loadu_ps(qh), _mm512_loadu_ps(kj));
-                __m512 acc1 = _mm512_setzero_ps();
-                int i = 16;
-                for (; i + 16 < hd_k; i += 32) {
-                    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(qh + i), _mm512_loadu_ps(kj + i), acc1);
-                    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(qh + i + 16), _mm512_loadu_ps(kj + i + 16), acc0);
-                }
-                if (i < hd_k)
-                    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(qh + i), _mm512_loadu_ps(kj + i), acc1);
-                sh[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+            /* scores of the 64 positions (zero rows past nj: never read below) */
+            __m512 sa[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                            _mm512_setzero_ps()};
+            for (int d = 0; d < hd_k; d++) {
+                __m512 qd = _mm512_set1_ps(qh[d]);
+                const float *kd = kt + (size_t)d * ATT_TILE;
+                sa[0] = _mm512_fmadd_ps(qd, _mm512_load_ps(kd), sa[0]);
+                sa[1] = _mm512_fmadd_ps(qd, _mm512_load_ps(kd + 16), sa[1]);
+                sa[2] = _mm512_fmadd_ps(qd, _mm512_load_ps(kd + 32), sa[2]);
+                sa[3] = _mm512_fmadd_ps(qd, _mm512_load_ps(kd + 48), sa[3]);
             }
+            for (int b = 0; b < 4; b++)
+                _mm512_storeu_ps(sh + 16 * b, sa[b]);
             /* online softmax: new maximum, rescale, probabilities of the tile */
             float m = mx[h];
             for (int j = 0; j < nj; j++)
@@ -123,7 +170,26 @@ static void attend_heads(const struct compute_attn *a, float *sc, int t, int g, 
             /* values: o = o f + sum_j p_j v_j, 64 dims at a time in registers */
             float *oh = o + h * hd_v;
             __m512 vf = _mm512_set1_ps(f);
-            for (int d = 0; d < hd_v; d += 64) {
+            int d = 0;
+            for (; d + 64 <= hd_v; d += 64) { /* 64 dims in 4 registers */
+                __m512 acc0 = _mm512_mul_ps(_mm512_loadu_ps(oh + d), vf);
+                __m512 acc1 = _mm512_mul_ps(_mm512_loadu_ps(oh + d + 16), vf);
+                __m512 acc2 = _mm512_mul_ps(_mm512_loadu_ps(oh + d + 32), vf);
+                __m512 acc3 = _mm512_mul_ps(_mm512_loadu_ps(oh + d + 48), vf);
+                for (int j = 0; j < nj; j++) {
+                    __m512 pj = _mm512_set1_ps(sh[j]);
+                    const float *vj = vt + j * hd_v + d;
+                    acc0 = _mm512_fmadd_ps(pj, _mm512_load_ps(vj), acc0);
+                    acc1 = _mm512_fmadd_ps(pj, _mm512_load_ps(vj + 16), acc1);
+                    acc2 = _mm512_fmadd_ps(pj, _mm512_load_ps(vj + 32), acc2);
+                    acc3 = _mm512_fmadd_ps(pj, _mm512_load_ps(vj + 48), acc3);
+                }
+                _mm512_storeu_ps(oh + d, acc0);
+                _mm512_storeu_ps(oh + d + 16, acc1);
+                _mm512_storeu_ps(oh + d + 32, acc2);
+                _mm512_storeu_ps(oh + d + 48, acc3);
+            }
+            for (; d < hd_v; d += 64) { /* the rest, under 64 dims */
                 int nd = PV_MIN(64, hd_v - d) / 16;
                 __m512 acc[4];
                 for (int c = 0; c < 4; c++)
