@@ -104,9 +104,10 @@ def timed(cmd, env=None):
 
 
 def llama_bench(args, n_prompt):
-    """one llama-bench run (2 repetitions): prefill of n_prompt tokens, then decode of
+    """one llama-bench run (--inner-reps repetitions): prefill of n_prompt tokens, then decode of
     --gen-tokens after it (-pg), as pensieve's bench reports them"""
-    cmd = [args.llama_bench, "-m", args.model, "-t", str(args.threads), "-r", "2", "-o", "json",
+    cmd = [args.llama_bench, "-m", args.model, "-t", str(args.threads), "-r", str(args.inner_reps),
+           "-o", "json",
            "-p", str(n_prompt), "-n", "0"]
     if args.gen_tokens:
         cmd += ["-pg", f"{n_prompt},{args.gen_tokens}"]
@@ -139,6 +140,7 @@ def main():
     ap.add_argument("--kernels", default="exact",
                     help="comma-separated PENSIEVE_KERNELS modes ('exact': the default one)")
     ap.add_argument("--llama-bench", default=None, help="a native build's llama-bench binary")
+    ap.add_argument("--inner-reps", type=int, default=2, help="repetitions within each run")
     args = ap.parse_args()
     modes = [m.strip() for m in args.kernels.split(",") if m.strip()]
     version = subprocess.run([args.binary, "--version"], capture_output=True, text=True).stdout
@@ -162,11 +164,12 @@ def main():
                 if m != "exact":
                     env["PENSIEVE_KERNELS"] = m
                 out, rss = timed([args.binary, "bench", "-m", args.model, "--prompt-ids", ids_text,
-                                  "-n", str(args.gen_tokens), "-r", "2", "-t", str(args.threads)],
+                                  "-n", str(args.gen_tokens), "-r", str(args.inner_reps),
+                                  "-t", str(args.threads)],
                                  env)
                 runs[name].append((json.loads(out.strip().splitlines()[-1]), rss))
             out, rss = timed([sys.executable, f.name, args.model, str(args.threads),
-                              str(args.gen_tokens), "2", ids_text])
+                              str(args.gen_tokens), str(args.inner_reps), ids_text])
             runs["llama.cpp"].append((json.loads(out.strip().splitlines()[-1]), rss))
             if args.llama_bench:
                 runs["llama-bench"].append((llama_bench(args, len(ids)), float("nan")))
@@ -185,7 +188,7 @@ def main():
 
     print(f"model {args.model}, {args.threads} threads, prompt {len(ids)} tokens, "
           f"decode {args.gen_tokens} tokens; medians over {args.reps} alternating runs of each "
-          f"engine, 2 repetitions per run; ratios against llama.cpp (llama-cpp-python)")
+          f"engine, {args.inner_reps} repetitions per run; ratios against llama.cpp (llama-cpp-python)")
     cols = list(sums)
     print(f"{'':22}" + "".join(f"{c:>20}" for c in cols) + "".join(f"{'ratio ' + n[9:-1]:>14}" for n in names))
     for key, label in [("prefill_tok_s", "prefill tok/s"), ("decode_tok_s", "decode tok/s"),
