@@ -238,8 +238,8 @@ static void att_worker(void *arg, int ith, int nth)
     }
 }
 
-static bool fast_attention(struct pv_pool *pool, float *scratch, size_t scratch_floats,
-                           const struct compute_attn *a)
+bool cpu_fast_attention_avx512(struct pv_pool *pool, float *scratch, size_t scratch_floats,
+                               const struct compute_attn *a)
 {
     int nth = pool ? pool_size(pool) : 1;
     if (!a->f16 || a->hd_k % 16 != 0 || a->hd_v % 16 != 0 || a->n_head % a->n_head_kv != 0 ||
@@ -253,9 +253,4 @@ static bool fast_attention(struct pv_pool *pool, float *scratch, size_t scratch_
     else
         att_worker(&job, 0, 1);
     return true;
-}
-
-void cpu_fast_attn_avx512_fill(struct cpu_kernels *k)
-{
-    k->attention = fast_attention;
 }

@@ -128,11 +128,13 @@ void cpu_ref_fill(struct cpu_kernels *k);
 void cpu_avx2_fill(struct cpu_kernels *k, int lanes);
 void cpu_vnni_fill(struct cpu_kernels *k, int lanes); /* cpu_avx2_fill's kernels with AVX-VNNI */
 void cpu_avx2_ops_fill(struct cpu_kernels *k, int lanes);
-/* The fast matmul (fast_avx512.c); only on a CPU with AVX-512 F/BW/VL/DQ and VNNI. It
+/* The fast matmul (fast_avx512.c, a cpu_matmul_fn); call only on a CPU with AVX-512 F, BW,
+ * VL, DQ and VNNI (dispatch.c installs it; the fill code stays out of the AVX-512 files). It
  * takes batches of CPU_FAST_MIN_TOKENS tokens or more (fewer: the exact kernels, faster
  * there as interleaving 16 weight rows costs about what a few tokens' dots with them do). */
 #define CPU_FAST_MIN_TOKENS 4
-void cpu_fast_avx512_fill(struct cpu_kernels *k);
+bool cpu_fast_matmul_avx512(struct pv_pool *pool, const struct pv_tensor *W, const float *x,
+                            float *y, int n_tokens);
 /* The calling thread's matmul scratch, at least n_bytes (matmul.c; reused across calls). */
 void *cpu_matmul_scratch(size_t n_bytes);
 
@@ -216,8 +218,9 @@ static inline size_t cpu_attn_fast_scratch_floats(int hd_k, int hd_v)
 {
     return 64 * (size_t)(hd_k + hd_v) + 16 * 64 + 16 * (size_t)(hd_k + hd_v) + 2 * 16 + 16;
 }
-/* The fast attention's entry (attn_avx512.c); only on a CPU with AVX-512 F. */
-void cpu_fast_attn_avx512_fill(struct cpu_kernels *k);
+/* The fast attention (attn_avx512.c, the table's attention); same CPU condition. */
+bool cpu_fast_attention_avx512(struct pv_pool *pool, float *scratch, size_t scratch_floats,
+                               const struct compute_attn *a);
 /* Floats of attention scratch one thread needs for sequences of n_ctx positions. */
 size_t cpu_attn_scratch_floats(uint32_t n_ctx, int hd_k, int hd_v);
 /* a->n tokens x n_head heads spread over the pool, each through attend; scratch holds

@@ -102,9 +102,12 @@ static void kernels_init(void)
     /* fast: the default exact table, with the fast matmul where the CPU runs it */
     k_fast_base = default_mode();
     k_modes[CPU_MODE_FAST] = k_modes[k_fast_base];
-    if (cpu_has("avx512vnni"))
-        cpu_fast_avx512_fill(&k_modes[CPU_MODE_FAST]);
-    else
+    if (cpu_has("avx512vnni") && !env_flag("PENSIEVE_NO_AVX512")) {
+        /* set here, not in the AVX-512 files: no AVX-512 code runs on a CPU without it */
+        k_modes[CPU_MODE_FAST].name = "fast/avx512-vnni";
+        k_modes[CPU_MODE_FAST].matmul = cpu_fast_matmul_avx512;
+        k_modes[CPU_MODE_FAST].attention = cpu_fast_attention_avx512;
+    } else
         k_modes[CPU_MODE_FAST].name = k_fast_base == CPU_MODE_SCALAR ? "fast/scalar" : "fast/avx2";
     k_can[CPU_MODE_FAST] = true;
     for (int m = 0; m < CPU_MODE_COUNT; m++) {

@@ -409,8 +409,8 @@ static void fast_rows(void *p, int ith, int nth)
     }
 }
 
-static bool fast_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x, float *y,
-                        int n_tokens)
+bool cpu_fast_matmul_avx512(struct pv_pool *pool, const struct pv_tensor *W, const float *x, float *y,
+                            int n_tokens)
 {
     fast_unpack_fn unpack = unpack_for(W->type);
     if (!unpack || W->ne[0] % 64 != 0 || W->ne[0] > INT32_MAX || n_tokens < CPU_FAST_MIN_TOKENS)
@@ -456,11 +456,4 @@ static bool fast_matmul(struct pv_pool *pool, const struct pv_tensor *W, const f
     else
         fast_rows(&job, 0, 1);
     return true;
-}
-
-void cpu_fast_avx512_fill(struct cpu_kernels *k)
-{
-    k->name = "fast/avx512-vnni";
-    k->matmul = fast_matmul;
-    cpu_fast_attn_avx512_fill(k);
 }
