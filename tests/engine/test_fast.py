@@ -6,8 +6,9 @@ mode the process picks. llama.cpp's own fast path agrees with its reference kern
 97.8% of the default chat model's test prompt (issue 18): the fast mode must do as well
 there. Gemma 3 270M is far more sensitive to rounding: llama.cpp's AVX2 and AVX-512
 builds (the avx2/8 and avx2/16 modes, both exact) agree on about 95% of its positions
-only; there the fast mode must be as close to the exact mode as that other exact order is
-(within 1.5 points of top-1 and 1.25x the mean KL, the sampling noise of 700 positions).
+only; there the fast mode must be as close to the exact mode as that other exact order is,
+within the sampling noise of 700 positions: 2.5 points of top-1 (two standard deviations
+of the difference of two agreement rates near 95%) and 1.35x the mean KL.
 Each test says which tier ran (`fast/avx512-vnni`, or `fast/avx2` / `fast/scalar` where
 the CPU lacks AVX-512 VNNI and the fast mode is the exact kernels)."""
 import os
@@ -104,7 +105,7 @@ def test_default_model_agrees(pensieve_bin, default_model, tmp_path):
         compare(default_model, ids, 1.0, 0.0)
         return
     top1, kl = compare(default_model, ids, 0.0, 1.0, other)
-    compare(default_model, ids, top1 - 0.015, 1.25 * kl)
+    compare(default_model, ids, top1 - 0.025, 1.35 * kl)
 
 
 def test_default_chat_model_agrees(pensieve_bin, tmp_path):
