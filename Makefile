@@ -4,6 +4,8 @@
 #   make run        install what serving needs, build, serve the default chat model
 #   make test       set up, build, run every test (C unit tests under ASan/UBSan + pytest)
 #   make bench      speed against llama.cpp on the same machine (ratios, medians)
+#   make bench-serve    serving with 1/2/4/8 concurrent streams beside llama.cpp's own
+#                   server (built once into build/llama.cpp from the pinned sdist)
 #   make cuda       build build/cuda/pensieve with the CUDA backend (needs nvcc)
 #   make check-engine   engine-only build (no server/chat/CLI libraries) + its unit tests
 #                   under ASan/UBSan + mode_check on CHECK_MODELS (a folder of .gguf files)
@@ -65,7 +67,7 @@ FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-
 CUDA_OBJ   := $(patsubst src/%.c,$(B)/cuda/%.o,$(CUDA_CSRC) $(CLI_SRC)) \
               $(patsubst src/%.cu,$(B)/cuda/%.cu.o,$(CUDA_CUSRC))
 
-.PHONY: all run test unit e2e bench cuda models-large setup clean check-engine fuzz fuzz-build soak
+.PHONY: all run test unit e2e bench bench-serve cuda models-large setup clean check-engine fuzz fuzz-build soak
 
 all: $(B)/pensieve $(TOOL_BIN)
 
@@ -142,6 +144,10 @@ test: setup
 bench: setup all
 	@.venv/bin/python bench/compare.py --binary $(B)/pensieve $(ARGS)
 
+bench-serve: all
+	@.venv/bin/python bench/serve_bench.py --binary $(B)/pensieve \
+		--llama-server "$$(bench/llama_server.sh | tail -n 1)" $(ARGS)
+
 models-large: setup
 	@scripts/setup --large-model
 
@@ -152,7 +158,7 @@ models-large: setup
 # mode the CPU runs against the scalar reference) on each CHECK_MODELS/*.gguf.
 # (model/pull.c, the downloader, needs libcurl and zlib: not part of it)
 ENGINE_SRC   := $(filter-out src/model/pull.c,$(filter src/util/% src/compute/% src/model/% src/tok/% src/engine/%,$(CPU_SRC)))
-ENGINE_UNITS := $(addprefix $(B)/engine/unit/,test_util test_compute test_engine test_gguf test_model)
+ENGINE_UNITS := $(addprefix $(B)/engine/unit/,test_util test_compute test_engine test_gguf test_model test_mlx)
 PCRE2_CFLAGS ?= $(shell pkg-config --cflags libpcre2-8 2>/dev/null)
 PCRE2_LIBS   ?= -lpcre2-8
 CHECK_MODELS ?=

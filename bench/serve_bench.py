@@ -8,12 +8,15 @@ aggregate generated tokens/s (all tokens over the wall time of the round), per-s
 tokens/s (a stream's tokens after its first, over the time after its first), TTFT p50
 and p95, and the server's peak RSS (VmHWM). Then the TTFT of a short request sent while
 a --long-tokens prompt is being prefilled. llama.cpp's server (built from the
-llama-cpp-python sdist's vendor/llama.cpp, CPU only) runs the same when --llama-server
-points at its binary; without it only pensieve's columns are printed.
+llama-cpp-python sdist's vendor/llama.cpp, CPU only, by bench/llama_server.sh; `make
+bench-serve` does both) runs the same when --llama-server points at its binary; without
+it only pensieve's columns are printed. Both servers run the same model file, threads
+and --parallel N; llama.cpp's --ctx-size is N times pensieve's (it divides it among its
+slots). Each round runs --repeat times and the medians are printed.
 
     .venv/bin/python bench/serve_bench.py --binary build/pensieve [--model PATH]
         [--threads 2] [--streams 1,2,4,8] [--prompt-tokens 128] [--gen-tokens 128]
-        [--long-tokens 16384] [--llama-server PATH]
+        [--long-tokens 16384] [--llama-server PATH] [--repeat 3]
 
 A benchmark, not a test: it prints numbers and ratios and asserts nothing.
 """
@@ -149,7 +152,9 @@ def measure(a, make_cmd, prompts, long_prompt, short_prompt):
         s = Server(make_cmd(a, port, n, a.prompt_tokens + a.gen_tokens + 64), port)
         try:
             round_of(s.url, [short_prompt], 4)  # warm up
-            r = round_of(s.url, prompts[:n], a.gen_tokens)
+            # each round its own prompts: no round reads another's from a cache
+            runs = [round_of(s.url, prompts[k][:n], a.gen_tokens) for k in range(a.repeat)]
+            r = {k: statistics.median(x[k] for x in runs) for k in runs[0]}
             r["rss"] = s.peak_rss_mb()
             rows[n] = r
             print(f"  N={n}: {json.dumps(r)}", file=sys.stderr)
@@ -178,17 +183,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--binary", default=str(ROOT / "build" / "pensieve"))
     ap.add_argument("--model", default=os.path.expanduser(
-        "~/.cache/pensieve/models/gemma-3-270m-q4_k_m.gguf"))
+        "~/.cache/pensieve/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--streams", default="1,2,4,8")
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--long-tokens", type=int, default=16384)
     ap.add_argument("--llama-server", default=None)
+    ap.add_argument("--repeat", type=int, default=3, help="rounds per N (medians printed)")
     a = ap.parse_args()
     a.streams = [int(x) for x in a.streams.split(",")]
 
-    prompts = [prompt_of(a.binary, a.model, a.prompt_tokens, i) for i in range(max(a.streams))]
+    prompts = [[prompt_of(a.binary, a.model, a.prompt_tokens, k * 100 + i)
+                for i in range(max(a.streams))] for k in range(a.repeat)]
     long_prompt = prompt_of(a.binary, a.model, a.long_tokens, 999) if a.long_tokens else ""
     short_prompt = "The capital of France is"
 

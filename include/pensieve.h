@@ -212,7 +212,10 @@ struct pv_model_params {
 PV_API struct pv_model_params pv_model_default_params(void);
 
 /*
- * Map, validate and bind the model at `path` (`params` may be NULL for the defaults).
+ * Map, validate and bind the model at `path` (`params` may be NULL for the defaults):
+ * a GGUF file, or an MLX model directory (config.json, model.safetensors or shards with
+ * model.safetensors.index.json, tokenizer.json, tokenizer_config.json) as mlx-lm writes
+ * it, F16/BF16/F32 or MLX affine-quantized (bits 2-8, groups of 32/64/128).
  * On success *out is owned by the caller (pv_model_free); on failure it is NULL and err
  * says what is wrong: PV_ERR_NOT_FOUND / PV_ERR_IO for the file, PV_ERR_FORMAT for a
  * malformed file (with the byte offset or the tensor/key at fault), PV_ERR_UNSUPPORTED
@@ -267,11 +270,15 @@ struct pv_model_summary {
 };
 
 /*
- * Open and validate the GGUF file at `path` (no tensor binding) and fill *out. Errors as
- * pv_model_load's gguf part; an unsupported architecture is not an error here.
+ * Open and validate the GGUF file (or MLX directory: its JSON files and safetensors
+ * headers) at `path`, no tensor binding, and fill *out. Errors as pv_model_load's file
+ * part; an unsupported architecture is not an error here.
  */
 PV_API enum pv_status pv_model_probe(const char *path, struct pv_model_summary *out,
                                      struct pv_err *err);
+/* Whether `path` is a directory that pv_model_load reads as an MLX model (it holds
+ * config.json). */
+PV_API bool pv_model_is_dir(const char *path);
 
 /* ---------------------------------------------------------------------------------------
  * Contexts and sampling
@@ -486,7 +493,11 @@ PV_API void pv_sched_cancel(struct pv_sched *s, int32_t seq, const void *user);
 /* True while the request of client user runs in sequence seq. */
 PV_API bool pv_sched_is_running(const struct pv_sched *s, int32_t seq, const void *user);
 /* Run one step; returns the tokens evaluated (0: nothing to do), -1 when evaluation
- * failed (the requests of the step were ended with the error). */
+ * failed (the requests of the step were ended with the error). When the pool has no block
+ * for a running request's next position, the request admitted last gives its blocks back
+ * and waits, to be fed again (its tokens so far as a prompt, from the prefix cache as far
+ * as it still holds them) once blocks free up: its client only sees a later next(). A
+ * request that does not fit the pool even alone ends with PV_ERR_OVERLOADED. */
 PV_API int pv_sched_step(struct pv_sched *s, struct pv_err *err);
 /* Requests running now. */
 PV_API uint32_t pv_sched_n_running(const struct pv_sched *s);
@@ -495,6 +506,7 @@ struct pv_sched_usage {
     uint64_t kv_positions;      /* the pool */
     uint64_t kv_positions_used; /* in blocks held by some sequence */
     uint32_t n_running;
+    uint64_t n_preempted;       /* running sequences that gave their blocks back so far */
 };
 PV_API void pv_sched_usage(const struct pv_sched *s, struct pv_sched_usage *out);
 
@@ -570,7 +582,8 @@ PV_API void pv_sampler_reset(struct pv_sampler *s);
 struct pv_vocab; /* opaque */
 
 /*
- * Load only the vocabulary of the GGUF file at `path` (fast: no weights are read).
+ * Load only the vocabulary of the GGUF file or MLX directory at `path` (fast: no
+ * weights are read).
  * On success *out is owned by the caller (pv_vocab_free); on failure *out is NULL and
  * err says why (PV_ERR_IO, PV_ERR_FORMAT, PV_ERR_UNSUPPORTED...). A model loaded with
  * its weights owns its own vocabulary.

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "model/mlx.h"
 #include "model/model.h"
 
 static struct cli_opt info_opts[] = {
@@ -40,13 +41,14 @@ static void print_gguf_str(const struct gguf_file *f, const char *key, const cha
         printf("%s", none);
 }
 
-static void print_type_mix(const struct gguf_file *f)
+static void print_type_mix(const struct pv_model *m)
 {
     int64_t counts[PV_TYPE_COUNT] = {0};
     bool first = true;
-    for (int64_t i = 0; i < gguf_n_tensors(f); i++)
-        counts[gguf_tensor(f, i)->type]++;
-    printf("%-16s %lld (", "tensors:", (long long)gguf_n_tensors(f));
+    int64_t n = m->mlx ? mlx_n_tensors(m->mlx) : gguf_n_tensors(m->gguf);
+    for (int64_t i = 0; i < n; i++)
+        counts[(m->mlx ? mlx_tensor(m->mlx, i) : gguf_tensor(m->gguf, i))->type]++;
+    printf("%-16s %lld (", "tensors:", (long long)n);
     for (int t = 0; t < PV_TYPE_COUNT; t++) {
         if (!counts[t])
             continue;
@@ -84,10 +86,16 @@ static int info_main(int argc, char **argv)
     printf("%-16s %s\n", "file:", path);
     printf("%-16s %s (%llu bytes)\n", "file size:", b1,
            (unsigned long long)pv_model_file_bytes(m));
-    printf("%-16s %u\n", "gguf version:", gguf_version(f));
+    if (m->mlx)
+        printf("%-16s MLX directory (safetensors)\n", "format:");
+    else
+        printf("%-16s %u\n", "gguf version:", gguf_version(f));
     printf("%-16s %s\n", "architecture:", pv_model_arch(m));
     printf("%-16s %s\n", "name:", pv_model_name(m));
-    model_quant_name(f, quant, sizeof quant);
+    if (m->mlx)
+        snprintf(quant, sizeof quant, "%s", m->mlx_quant);
+    else
+        model_quant_name(f, quant, sizeof quant);
     printf("%-16s %s\n", "quantization:", quant);
     printf("%-16s %u\n", "context length:", hp->n_ctx_train);
     printf("%-16s %u\n", "vocabulary:", hp->n_vocab);
@@ -123,7 +131,7 @@ static int info_main(int argc, char **argv)
     else
         printf("%-16s absent: a base model that continues text and cannot chat\n",
                "chat template:");
-    print_type_mix(f);
+    print_type_mix(m);
     /* What a context of n_ctx positions allocates, then the least a windowed cache needs. */
     struct pv_context_params cp = pv_context_default_params();
     struct pv_memory_estimate est;

@@ -2,9 +2,9 @@
  * cmd_models.c - `pensieve models`: the models installed in the model directory and
  * those `pensieve pull` can install.
  *
- * Installed: every .gguf file with its architecture, quantization, size and whether it
- * has a chat template (read from its GGUF metadata; a file that does not parse shows
- * `invalid: <reason>`). Available: the catalogue entries not installed yet.
+ * Installed: every .gguf file and MLX model directory (shown with a trailing '/') with its
+ * architecture, quantization, size and whether it has a chat template (read from its
+ * metadata; one that does not parse shows `invalid: <reason>`). Available: the catalogue entries not installed yet.
  * `--default-path` prints the path of the default model, which `make run` serves.
  */
 #include <dirent.h>
@@ -49,9 +49,17 @@ size_t cli_list_models(const char *dir, char ***out)
         return 0;
     while ((e = readdir(d))) {
         size_t len = strlen(e->d_name);
-        if (e->d_name[0] != '.' && len > 5 && strcmp(e->d_name + len - 5, ".gguf") == 0) {
+        char sub[8192];
+        snprintf(sub, sizeof(sub), "%s/%s", dir, e->d_name);
+        if (e->d_name[0] == '.')
+            continue;
+        if (len > 5 && strcmp(e->d_name + len - 5, ".gguf") == 0) {
             names = xrealloc(names, (n + 1) * sizeof(*names));
             names[n++] = xstrdup(e->d_name);
+        } else if (pv_model_is_dir(sub)) {
+            names = xrealloc(names, (n + 1) * sizeof(*names));
+            names[n] = xmalloc(len + 2);
+            snprintf(names[n++], len + 2, "%s/", e->d_name);
         }
     }
     closedir(d);
@@ -89,10 +97,15 @@ static int models_main(int argc, char **argv)
         struct pv_err err = {0};
         char size[32] = "?";
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-        if (stat(path, &st) == 0)
+        size_t plen0 = strlen(path);
+        if (path[plen0 - 1] == '/') /* an MLX directory */
+            path[plen0 - 1] = '\0';
+        else if (stat(path, &st) == 0)
             format_bytes((uint64_t)st.st_size, size, sizeof(size));
         const char *shown = names[i];
         if (pv_model_probe(path, &sum, &err) == PV_OK) {
+            if (strcmp(size, "?") == 0)
+                format_bytes(sum.file_bytes, size, sizeof(size));
             printf("%-44s %-8s %-8s %10s  %s%s%s\n", shown, sum.architecture, sum.quant, size,
                    sum.has_chat_template ? "yes" : "no (base model)",
                    strcmp(names[i], PV_DEFAULT_MODEL_FILE) == 0 ? "  [default]" : "",

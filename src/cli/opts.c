@@ -259,12 +259,19 @@ bool cli_resolve_model(const char *arg, char *out, size_t cap)
 
     if (!arg || !*arg)
         return false;
-    if (stat(arg, &st) == 0 && S_ISREG(st.st_mode)) {
+    if (stat(arg, &st) == 0 && (S_ISREG(st.st_mode) || pv_model_is_dir(arg))) {
         snprintf(out, cap, "%s", arg);
+        size_t n = strlen(out); /* a directory's name is its last component */
+        while (n > 1 && out[n - 1] == '/')
+            out[--n] = '\0';
         return true;
     }
     if (strchr(arg, '/') || pv_models_dir(dir, sizeof(dir)) != PV_OK)
         return false;
+    /* an MLX directory of the model directory, by name */
+    int nd = snprintf(out, cap, "%s/%s", dir, arg);
+    if (nd > 0 && (size_t)nd < cap && pv_model_is_dir(out))
+        return true;
     const size_t len = strlen(arg);
     const bool has_ext = len > 5 && strcmp(arg + len - 5, ".gguf") == 0;
     int n = snprintf(out, cap, "%s/%s%s", dir, arg, has_ext ? "" : ".gguf");
@@ -289,9 +296,11 @@ void cli_die_model_not_found(const char *cmd, const char *arg)
         fprintf(stderr, ": it is not installed; `pensieve pull %s` downloads it (%s)\n",
                 e->name, e->title);
     } else {
-        /* names as -m takes them: without .gguf */
-        for (size_t i = 0; i < n; i++)
-            names[i][strlen(names[i]) - 5] = '\0';
+        /* names as -m takes them: without .gguf, directories without their '/' */
+        for (size_t i = 0; i < n; i++) {
+            size_t len = strlen(names[i]);
+            names[i][names[i][len - 1] == '/' ? len - 1 : len - 5] = '\0';
+        }
         const char *near = suggest_closest(arg, (const char *const *)names, n);
         if (near)
             fprintf(stderr, "; did you mean '%s'?", near);

@@ -29,7 +29,13 @@ enum pv_type {
     PV_TYPE_Q6_K = 14,
     PV_TYPE_Q8_K = 15,
     PV_TYPE_BF16 = 30,
-    PV_TYPE_COUNT = 43 /* ids below this exist in ggml; not all are supported */
+    PV_TYPE_GGML_COUNT = 43, /* ids below this exist in ggml; not all are supported */
+    /* MLX affine groups (compute/quant.h), never in a GGUF file: ids 64 + 3 * bits_index +
+       group_index, bits 2, 3, 4, 5, 6, 8 and groups of 32, 64, 128 elements */
+    PV_TYPE_MLX_FIRST = 64,
+    PV_TYPE_MLX_Q4_G64 = 64 + 3 * 2 + 1,
+    PV_TYPE_MLX_Q8_G64 = 64 + 3 * 5 + 1,
+    PV_TYPE_COUNT = 64 + 3 * 6 /* one past the last id Pensieve knows */
 };
 
 struct pv_type_info {
@@ -41,6 +47,13 @@ struct pv_type_info {
 
 /* Traits of a type id, or NULL when the id is unknown or unsupported by Pensieve. */
 const struct pv_type_info *pv_type_get(uint32_t type);
+
+/* The MLX affine type of `bits` (2, 3, 4, 5, 6, 8) and group size (32, 64, 128), or
+ * PV_TYPE_COUNT when there is none; and the bits and group size of an MLX type (0 for
+ * other types). */
+uint32_t pv_type_mlx(uint32_t bits, uint32_t group_size);
+uint32_t pv_type_mlx_bits(uint32_t type);
+uint32_t pv_type_mlx_group(uint32_t type);
 
 /*
  * A view of a tensor: shape and type, data borrowed from whoever owns the bytes (the

@@ -128,4 +128,20 @@ struct pv_block_q8_K {
 };
 PV_QUANT_ASSERT(sizeof(struct pv_block_q8_K) == 292, "q8_K block size");
 
+/*
+ * MLX affine quantization, repacked per group: an MLX checkpoint stores a quantized
+ * matrix as three arrays (weight: uint32 words of `bits`-bit values, element j of a row at
+ * bits [j*bits, j*bits+bits) of its little-endian bit stream; scales and biases: one per
+ * group of group_size elements, f16/bf16/f32). The loader interleaves them into blocks of
+ * one group each, so a row is a sequence of blocks like every other type:
+ *   f32 scale | f32 bias | qs[group_size * bits / 8]     y[j] = scale * q[j] + bias
+ * (f16 and bf16 scales are exact in f32). Bits 2, 3, 4, 5, 6, 8; groups of 32, 64, 128.
+ */
+struct pv_block_mlx_head {
+    float scale;
+    float bias;
+};
+PV_QUANT_ASSERT(sizeof(struct pv_block_mlx_head) == 8, "mlx block head size");
+#define PV_MLX_BLOCK_BYTES(bits, group_size) (8 + (group_size) * (bits) / 8)
+
 #endif /* PV_QUANT_H */

@@ -504,6 +504,12 @@ enum pv_status pv_context_decode(struct pv_context *ctx, const struct pv_batch *
         if (ctx->logit_row[i] >= 0)
             ctx->last_row = ctx->logit_row[i];
     ctx->n_logit_rows = row;
+    /* the blocks this batch filled join the prefix cache */
+    for (int32_t i = 0; i < batch->n_tokens; i++)
+        kv_seq_set_token(&ctx->kv, (uint32_t)batch->seq_id[i], (uint32_t)batch->pos[i],
+                         batch->token[i]);
+    for (int32_t i = 0; i < batch->n_tokens; i++)
+        kv_seq_publish(&ctx->kv, (uint32_t)batch->seq_id[i]);
     return PV_OK;
 }
 

@@ -3,14 +3,18 @@
  *
  * Each request is a sequence of the context. Every step gathers the next token of every
  * decoding sequence, then prompt chunks of the prefilling ones (round robin) up to the
- * step's token budget, and runs them as one batch: a long prompt is fed in chunks while
- * the other streams keep getting a token per step. The logits of each sequence go to its
- * client, which answers with the token to feed next or -1 to end.
+ * step's token budget and time (STEP_NS_*), and runs them as one batch: a long prompt is
+ * fed in chunks while the other streams keep getting a token per step, and a request that
+ * arrives during it gets its first token within about two short steps. The logits of
+ * each sequence go to its client, which answers with the token to feed next or -1 to end.
  *
  * Sequences that ended keep their KV cache: a new request starts from the longest prefix
- * any sequence holds (running or ended), sharing its blocks by a fork, and only the rest
- * of its prompt is evaluated. Ended sequences are evicted, least recently used first,
- * when the pool needs their blocks. All calls come from one thread (the engine thread).
+ * any sequence holds (running or ended), sharing its blocks by a fork, or from the
+ * longest run of published blocks of the pool's prefix cache (kv.h: the hash chain;
+ * those outlive the sequence that filled them until their blocks are needed), whichever
+ * is longer, and only the rest of its prompt is evaluated. Ended sequences are evicted,
+ * least recently used first, when the pool needs their blocks. All calls come from one
+ * thread (the engine thread).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +22,13 @@
 #include "engine/engine.h"
 
 #define DEFAULT_STEP_TOKENS 256
+/* How long a step that feeds prompts may take. A step runs to its end, so a request that
+ * arrives waits for the step under way and gets its first token one step later: prompt
+ * chunks are cut to what the time per token of the last steps says fits, shorter when
+ * other requests decode or wait for their first token. Never fewer than MIN_CHUNK. */
+#define STEP_NS_ALONE 400000000.0
+#define STEP_NS_SHARED 150000000.0
+#define MIN_CHUNK 16
 
 enum seq_state { SEQ_EMPTY, SEQ_IDLE, SEQ_PREFILL, SEQ_DECODE };
 
@@ -28,6 +39,7 @@ struct sched_seq {
     uint32_t n_prompt;           /* tokens of the prompt (PREFILL: fed up to the KV length) */
     int32_t pending;             /* DECODE: the token to feed next */
     uint64_t last_used;          /* step counter of the last use (eviction order) */
+    uint64_t admitted;           /* step counter at submit (preemption order) */
     struct pv_sched_client client;
 };
 
@@ -40,7 +52,10 @@ struct pv_sched {
     struct pv_batch batch;       /* [step_tokens] */
     uint32_t *n_add;             /* [n_seq] tokens of each sequence in the step */
     int32_t *row_seq;            /* [step_tokens] sequence of each batch token with logits */
+    uint32_t *hit;               /* [n_ctx / block_size] blocks of a prefix-cache match */
     uint32_t rr;                 /* next prefilling sequence to serve first */
+    uint64_t n_preempted;        /* sequences that gave their blocks back to go on later */
+    double ns_per_token;         /* of the recent steps that fed prompts; 0 before one */
     uint64_t clock;
 };
 
@@ -60,6 +75,7 @@ void pv_sched_free(struct pv_sched *s)
     free(s->seqs);
     free(s->n_add);
     free(s->row_seq);
+    free(s->hit);
     pv_batch_release(&s->batch);
     pv_context_free(s->ctx);
     free(s);
@@ -95,7 +111,8 @@ enum pv_status pv_sched_new(struct pv_model *model, const struct pv_sched_params
     s->seqs = try_calloc(s->n_seq, sizeof(*s->seqs));
     s->n_add = try_calloc(s->n_seq, sizeof(uint32_t));
     s->row_seq = try_calloc(s->step_tokens, sizeof(int32_t));
-    if (!s->seqs || !s->n_add || !s->row_seq)
+    s->hit = try_calloc(s->ctx->n_ctx / s->ctx->kv.block_size + 1, sizeof(uint32_t));
+    if (!s->seqs || !s->n_add || !s->row_seq || !s->hit)
         goto nomem;
     for (uint32_t i = 0; i < s->n_seq; i++)
         if (!(s->seqs[i].tokens = try_calloc(s->ctx->n_ctx, sizeof(int32_t))))
@@ -203,6 +220,14 @@ enum pv_status pv_sched_submit(struct pv_sched *s, const int32_t *prompt, size_t
             best_n = n;
         }
     }
+    /* the longest run of published blocks, whoever filled them (ended and evicted
+       sequences included): taken when it beats the longest sequence's prefix */
+    uint32_t n_hit = kv_match_prefix(kv, prompt, n_prompt - 1, s->hit);
+    bool adopt = (size_t)n_hit * kv->block_size > best_n;
+    if (adopt) {
+        best = -1;
+        best_n = (size_t)n_hit * kv->block_size;
+    }
     /* a sequence to run it in: the best one if it has ended, else an empty one, else
        the least recently used ended one */
     if (best >= 0 && s->seqs[best].state == SEQ_IDLE)
@@ -219,7 +244,9 @@ enum pv_status pv_sched_submit(struct pv_sched *s, const int32_t *prompt, size_t
 
     /* the last prompt token is always evaluated, so that its logits exist */
     keep = PV_MIN(best_n, n_prompt - 1);
-    if (slot != best) {
+    if (adopt) {
+        kv_seq_adopt(kv, (uint32_t)slot, s->hit, n_hit);
+    } else if (slot != best) {
         if (best >= 0 && keep > 0) {
             pv_context_seq_fork(s->ctx, best, slot, NULL);
             memcpy(s->seqs[slot].tokens, s->seqs[best].tokens, keep * sizeof(int32_t));
@@ -248,7 +275,7 @@ enum pv_status pv_sched_submit(struct pv_sched *s, const int32_t *prompt, size_t
     q->state = SEQ_PREFILL;
     q->pending = -1;
     q->client = *client;
-    q->last_used = ++s->clock;
+    q->last_used = q->admitted = ++s->clock;
     *seq_out = slot;
     *n_cached = (uint32_t)keep;
     return PV_OK;
@@ -279,6 +306,61 @@ static void end_seq(struct pv_sched *s, uint32_t i, enum pv_status st, const cha
     q->last_used = ++s->clock;
     if (q->client.ended)
         q->client.ended(q->client.user, st, msg);
+}
+
+/* Take the KV cache of running sequence v back to make room: what it holds (with the
+ * token it was to feed next) becomes its prompt again, fed anew once blocks free up,
+ * from the prefix cache as far as its published blocks are still there. Its client
+ * sees nothing but a later next(). */
+static void preempt(struct pv_sched *s, uint32_t v)
+{
+    struct sched_seq *q = &s->seqs[v];
+    uint32_t len = pv_context_seq_len(s->ctx, (int32_t)v);
+    if (q->state == SEQ_DECODE && len >= s->ctx->n_ctx) {
+        end_seq(s, v, PV_ERR_CONTEXT, "the context is full");
+        pv_context_seq_drop(s->ctx, (int32_t)v);
+        return;
+    }
+    if (q->state == SEQ_DECODE) {
+        q->tokens[len] = q->pending;
+        q->n_prompt = len + 1;
+        q->pending = -1;
+    }
+    q->state = SEQ_PREFILL;
+    pv_context_seq_drop(s->ctx, (int32_t)v);
+    s->n_preempted++;
+}
+
+/* The running sequence to preempt so that i can go on: the one admitted last among i
+ * and those that hold blocks and have no token in the step yet. */
+static uint32_t preempt_victim(const struct pv_sched *s, uint32_t i)
+{
+    uint32_t v = i;
+    for (uint32_t k = 0; k < s->n_seq; k++) {
+        const struct sched_seq *q = &s->seqs[k];
+        if (running(q) && s->n_add[k] == 0 && pv_context_seq_len(s->ctx, (int32_t)k) > 0 &&
+            q->admitted > s->seqs[v].admitted)
+            v = k;
+    }
+    return v;
+}
+
+/* Before a resumed prompt is fed: the longest run of its blocks still cached. */
+static void resume_from_cache(struct pv_sched *s, uint32_t i)
+{
+    struct sched_seq *q = &s->seqs[i];
+    struct kv_cache *kv = &s->ctx->kv;
+    if (pv_context_seq_len(s->ctx, (int32_t)i) != 0 || q->n_prompt < 2)
+        return;
+    uint32_t n_hit = kv_match_prefix(kv, q->tokens, q->n_prompt - 1, s->hit), n_revive = 0;
+    for (uint32_t b = 0; b < n_hit; b++)
+        n_revive += kv->refs[s->hit[b]] == 0;
+    /* cached blocks taken off the free list must leave what the step planned so far */
+    uint64_t planned = kv_batch_blocks_needed(kv, s->n_add);
+    while (n_hit > 0 && planned + n_revive > kv->n_free)
+        n_revive -= kv->refs[s->hit[--n_hit]] == 0;
+    if (n_hit)
+        kv_seq_adopt(kv, i, s->hit, n_hit);
 }
 
 /* Blocks the step planned so far needs, after evicting ended sequences if it must. */
@@ -317,32 +399,60 @@ int pv_sched_step(struct pv_sched *s, struct pv_err *err)
             end_seq(s, i, PV_ERR_CONTEXT, "the context is full");
             continue;
         }
+        /* no room for its next position: the sequence admitted last gives its blocks
+           back (this one, when it is the last) and waits to be fed again */
         s->n_add[i] = 1;
-        if (!step_fits(s)) {
+        bool fits;
+        while (!(fits = step_fits(s))) {
             s->n_add[i] = 0;
-            end_seq(s, i, PV_ERR_OVERLOADED, "the kv cache is full (raise --kv-size)");
-            continue;
+            uint32_t v = preempt_victim(s, i);
+            preempt(s, v);
+            if (v == i)
+                break;
+            s->n_add[i] = 1;
         }
         s->n_add[i] = 0;
+        if (!fits)
+            continue;
         add_token(s, i, q->pending, true);
         q->tokens[len] = q->pending;
         budget--;
     }
 
-    /* 2. prompt chunks, round robin from rr, while the budget and the pool last */
+    /* 2. prompt chunks, round robin from rr, while the budget, the step's time and the
+       pool last */
+    uint32_t n_prefill = 0, n_decode = (uint32_t)s->batch.n_tokens;
+    for (uint32_t i = 0; i < s->n_seq; i++)
+        n_prefill += s->seqs[i].state == SEQ_PREFILL;
+    if (s->ns_per_token > 0 && n_prefill > 0) {
+        double ns = n_decode > 0 || n_prefill > 1 ? STEP_NS_SHARED : STEP_NS_ALONE;
+        double fit = ns / s->ns_per_token - n_decode;
+        budget = PV_MIN(budget, fit > MIN_CHUNK ? (uint32_t)fit : MIN_CHUNK);
+    }
+    /* first the prompts that the budget finishes (a short request is not kept behind a
+       long one), then chunks of the others */
     const uint32_t first = s->rr;
-    for (uint32_t k = 0; k < s->n_seq && budget > 0; k++) {
+    for (uint32_t k = 0; k < 2 * s->n_seq && budget > 0; k++) {
         uint32_t i = (first + k) % s->n_seq;
         struct sched_seq *q = &s->seqs[i];
-        if (q->state != SEQ_PREFILL)
+        if (q->state != SEQ_PREFILL || s->n_add[i] > 0)
             continue;
+        resume_from_cache(s, i);
         uint32_t len = pv_context_seq_len(ctx, (int32_t)i);
+        if (k < s->n_seq && q->n_prompt - len > budget)
+            continue;
         uint32_t n = PV_MIN(budget, q->n_prompt - len);
-        while (n > 0) {
+        for (uint32_t want = n; n > 0;) {
             s->n_add[i] = n;
             if (step_fits(s))
                 break;
             n = n > ctx->kv.block_size ? n - ctx->kv.block_size : n - 1;
+            if (n == 0 && preempt_victim(s, i) != i) {
+                /* not a single position: a prompt admitted later gives its blocks back */
+                s->n_add[i] = 0;
+                preempt(s, preempt_victim(s, i));
+                n = want;
+            }
         }
         s->n_add[i] = 0;
         for (uint32_t t = 0; t < n; t++)
@@ -352,15 +462,27 @@ int pv_sched_step(struct pv_sched *s, struct pv_err *err)
             s->rr = (i + 1) % s->n_seq;
     }
     if (s->batch.n_tokens == 0) {
-        /* prompts waiting for blocks that nothing will free: end them */
+        /* nothing could go on: the prompt admitted first does not fit the pool even with
+           every later one's blocks given back, so it ends (the others try again) */
+        int32_t oldest = -1;
         for (uint32_t i = 0; i < s->n_seq; i++)
-            if (s->seqs[i].state == SEQ_PREFILL)
-                end_seq(s, i, PV_ERR_OVERLOADED, "the kv cache is full (raise --kv-size)");
+            if (s->seqs[i].state == SEQ_PREFILL &&
+                (oldest < 0 || s->seqs[i].admitted < s->seqs[oldest].admitted))
+                oldest = (int32_t)i;
+        if (oldest >= 0)
+            end_seq(s, (uint32_t)oldest, PV_ERR_OVERLOADED,
+                    "the kv cache is full (raise --kv-size)");
         return 0;
     }
 
     /* 3. one forward pass, then each sequence's logits to its client */
+    uint64_t t0 = clock_now_ns();
     enum pv_status st = pv_context_decode(ctx, &s->batch, err);
+    /* steps with fewer prompt tokens say little about the cost of a prompt chunk */
+    if (st == PV_OK && (uint32_t)s->batch.n_tokens >= n_decode + MIN_CHUNK) {
+        double per = (double)(clock_now_ns() - t0) / s->batch.n_tokens;
+        s->ns_per_token = s->ns_per_token > 0 ? 0.6 * s->ns_per_token + 0.4 * per : per;
+    }
     if (st != PV_OK) {
         for (uint32_t i = 0; i < s->n_seq; i++)
             if (s->n_add[i] && running(&s->seqs[i]))
@@ -393,4 +515,5 @@ void pv_sched_usage(const struct pv_sched *s, struct pv_sched_usage *out)
     out->kv_positions = (uint64_t)u.n_blocks * u.block_size;
     out->kv_positions_used = (uint64_t)u.n_blocks_used * u.block_size;
     out->n_running = pv_sched_n_running(s);
+    out->n_preempted = s->n_preempted;
 }

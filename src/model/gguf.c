@@ -46,7 +46,8 @@ struct gguf_index {
 
 struct gguf_file {
     char *path;                  /* owned copy of the path, for messages */
-    const uint8_t *map;          /* the read-only mapping */
+    const uint8_t *map;          /* the read-only mapping (or the heap buffer) */
+    bool heap;                   /* map is a heap buffer (gguf_open_mem), freed at close */
     size_t size;                 /* file bytes */
     uint32_t version;
     size_t alignment;
@@ -68,7 +69,7 @@ struct gguf_cur {
 };
 
 /* ggml type names by id, for messages about types Pensieve does not support. */
-static const char *const ggml_type_names[PV_TYPE_COUNT] = {
+static const char *const ggml_type_names[PV_TYPE_GGML_COUNT] = {
     "f32", "f16", "q4_0", "q4_1", NULL, NULL, "q5_0", "q5_1", "q8_0", "q8_1", "q2_K",
     "q3_K", "q4_K", "q5_K", "q6_K", "q8_K", "iq2_xxs", "iq2_xs", "iq3_xxs", "iq1_s",
     "iq4_nl", "iq3_s", "iq2_s", "iq4_xs", "i8", "i16", "i32", "i64", "f64", "iq1_m",
@@ -366,9 +367,10 @@ static enum pv_status read_tensor_info(struct gguf_cur *c, int64_t i)
     size_t type_at = c->pos;
     if (!cur_u32(c, &type, "tensor type"))
         return PV_ERR_FORMAT;
-    const struct pv_type_info *ti = pv_type_get(type);
+    /* ids past ggml's are Pensieve's own (MLX groups), never valid in a GGUF file */
+    const struct pv_type_info *ti = type < PV_TYPE_GGML_COUNT ? pv_type_get(type) : NULL;
     if (!ti || !ti->weight) {
-        const char *tn = type < PV_TYPE_COUNT ? ggml_type_names[type] : NULL;
+        const char *tn = type < PV_TYPE_GGML_COUNT ? ggml_type_names[type] : NULL;
         if (tn)
             return pv_err_set(c->err, PV_ERR_UNSUPPORTED,
                               "%s: tensor '%s' has type %s (%u) at offset %zu, which pensieve does not support",
@@ -594,11 +596,32 @@ out_fd:
     return st;
 }
 
+enum pv_status gguf_open_mem(const char *name, void *data, size_t n, struct gguf_file **out,
+                             struct pv_err *err)
+{
+    struct gguf_file *f = xcalloc(1, sizeof(*f));
+    enum pv_status st;
+    f->path = xstrdup(name);
+    f->map = data;
+    f->size = n;
+    f->heap = true;
+    *out = NULL;
+    st = parse(f, err);
+    if (st != PV_OK) {
+        gguf_close(f);
+        return st;
+    }
+    *out = f;
+    return PV_OK;
+}
+
 void gguf_close(struct gguf_file *f)
 {
     if (!f)
         return;
-    if (f->map)
+    if (f->map && f->heap)
+        free((void *)f->map);
+    else if (f->map)
         munmap((void *)f->map, f->size);
     for (int64_t i = 0; i < f->n_kv && f->kvs; i++)
         free(f->kvs[i].arr_strs);
@@ -841,7 +864,7 @@ const struct pv_tensor *gguf_tensor(const struct gguf_file *f, int64_t i)
 
 const char *gguf_type_name(uint32_t type)
 {
-    return type < PV_TYPE_COUNT ? ggml_type_names[type] : NULL;
+    return type < PV_TYPE_GGML_COUNT ? ggml_type_names[type] : NULL;
 }
 
 const char *gguf_vtype_name(enum gguf_vtype t)

@@ -46,6 +46,13 @@ struct gguf_file; /* opaque; owns the mmap */
  */
 enum pv_status gguf_open(const char *path, struct gguf_file **out, struct pv_err *err);
 void gguf_close(struct gguf_file *f);
+/*
+ * The same over a heap buffer data[0..n) (malloc'd), which the file takes over whatever
+ * the outcome; `name` stands for the path in messages. Used for the metadata that an MLX
+ * directory's JSON files are translated into (model/mlx.c).
+ */
+enum pv_status gguf_open_mem(const char *name, void *data, size_t n, struct gguf_file **out,
+                             struct pv_err *err);
 
 const char *gguf_path(const struct gguf_file *f);
 uint64_t gguf_file_bytes(const struct gguf_file *f);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "model/mlx.h"
 #include "model/model.h"
 #include "tok/tok.h"
 #include "util/util.h"
@@ -38,6 +39,7 @@ const char *model_arch_name(enum model_arch arch)
 struct loader {
     struct pv_model *m;
     const struct gguf_file *f;
+    const struct mlx_dir *mlx; /* tensors of an MLX directory, else the GGUF file's */
     const char *path;
     const char *arch;
     bool *used;       /* [n_tensors]: bound by the recipe */
@@ -240,6 +242,21 @@ static enum pv_status read_hparams(struct loader *L)
 
 /* ---- tensor binding --------------------------------------------------------------- */
 
+static int64_t src_n_tensors(const struct loader *L)
+{
+    return L->mlx ? mlx_n_tensors(L->mlx) : gguf_n_tensors(L->f);
+}
+
+static int64_t src_find(const struct loader *L, const char *name)
+{
+    return L->mlx ? mlx_find_tensor(L->mlx, name) : gguf_find_tensor(L->f, name);
+}
+
+static const struct pv_tensor *src_tensor(const struct loader *L, int64_t i)
+{
+    return L->mlx ? mlx_tensor(L->mlx, i) : gguf_tensor(L->f, i);
+}
+
 static void shape_str(const int64_t *ne, int n, char *out, size_t cap)
 {
     size_t len = 0;
@@ -258,7 +275,7 @@ static void shape_str(const int64_t *ne, int n, char *out, size_t cap)
 static enum pv_status bind(struct loader *L, const char *name, int64_t ne0, int64_t ne1,
                            bool required, const struct pv_tensor **out)
 {
-    int64_t i = gguf_find_tensor(L->f, name);
+    int64_t i = src_find(L, name);
     *out = NULL;
     if (i < 0) {
         if (!required)
@@ -267,7 +284,7 @@ static enum pv_status bind(struct loader *L, const char *name, int64_t ne0, int6
                           "%s: tensor '%s' is missing (the %s architecture needs it)", L->path,
                           name, L->arch);
     }
-    const struct pv_tensor *t = gguf_tensor(L->f, i);
+    const struct pv_tensor *t = src_tensor(L, i);
     int64_t want[4] = {ne0, ne1 ? ne1 : 1, 1, 1};
     if (memcmp(t->ne, want, sizeof want) != 0) {
         char have_s[128], want_s[64];
@@ -351,12 +368,12 @@ static enum pv_status bind_tensors(struct loader *L)
 {
     struct pv_model *m = L->m;
     const struct model_hparams *hp = &m->hp;
-    int64_t i = gguf_find_tensor(L->f, "token_embd.weight");
+    int64_t i = src_find(L, "token_embd.weight");
     if (i < 0)
         return pv_err_set(L->err, PV_ERR_FORMAT,
                           "%s: tensor 'token_embd.weight' is missing (the %s architecture needs it)",
                           L->path, L->arch);
-    int64_t n_vocab = gguf_tensor(L->f, i)->ne[1];
+    int64_t n_vocab = src_tensor(L, i)->ne[1];
     if (n_vocab < 1 || n_vocab > INT32_MAX)
         return pv_err_set(L->err, PV_ERR_FORMAT, "%s: token_embd.weight has %lld rows", L->path,
                           (long long)n_vocab);
@@ -376,19 +393,19 @@ static enum pv_status bind_tensors(struct loader *L)
         m->output = m->tok_embd; /* tied embeddings */
     if (m->arch == ARCH_LLAMA)
         TRY(bind(L, "rope_freqs.weight", hp->n_rot / 2, 0, false, &m->rope_freqs));
-    if (m->arch == ARCH_PHI3 && (gguf_find_tensor(L->f, "rope_factors_long.weight") >= 0 ||
-                                 gguf_find_tensor(L->f, "rope_factors_short.weight") >= 0))
+    if (m->arch == ARCH_PHI3 && (src_find(L, "rope_factors_long.weight") >= 0 ||
+                                 src_find(L, "rope_factors_short.weight") >= 0))
         return pv_err_set(L->err, PV_ERR_UNSUPPORTED,
                           "%s: phi3 LongRoPE (rope_factors_long/short) is not supported", L->path);
 
     for (uint32_t il = 0; il < hp->n_layer; il++)
         TRY(bind_layer(L, il));
 
-    for (int64_t t = 0; t < gguf_n_tensors(L->f); t++)
+    for (int64_t t = 0; t < src_n_tensors(L); t++)
         if (!L->used[t])
             return pv_err_set(L->err, PV_ERR_UNSUPPORTED,
                               "%s: tensor '%s' is not used by pensieve's %s recipe (an unsupported variant of the architecture)",
-                              L->path, gguf_tensor(L->f, t)->name, L->arch);
+                              L->path, src_tensor(L, t)->name, L->arch);
     return PV_OK;
 }
 
@@ -432,6 +449,8 @@ enum pv_status pv_model_load(const char *path, const struct pv_model_params *par
 {
     struct pv_model_params defaults = pv_model_default_params();
     struct gguf_file *f = NULL;
+    struct mlx_dir *mlx = NULL;
+    struct mlx_hparams mhp;
     struct pv_model *m = NULL;
     struct loader L = {0};
     enum pv_status st;
@@ -439,24 +458,40 @@ enum pv_status pv_model_load(const char *path, const struct pv_model_params *par
     *out = NULL;
     if (!params)
         params = &defaults;
-    st = gguf_open(path, &f, err);
+    if (mlx_is_dir(path))
+        st = mlx_open(path, &mlx, &f, &mhp, err);
+    else
+        st = gguf_open(path, &f, err);
     if (st != PV_OK)
         return st;
     m = xcalloc(1, sizeof(*m));
     m->gguf = f;
+    m->mlx = mlx;
+    m->file_bytes = mlx ? mhp.file_bytes : gguf_file_bytes(f);
     st = arch_lookup(f, path, &m->arch, err);
     if (st != PV_OK)
         goto fail;
     L.m = m;
     L.f = f;
+    L.mlx = mlx;
     L.path = path;
     L.arch = arch_names[m->arch];
     L.err = err;
     st = read_hparams(&L);
     if (st != PV_OK)
         goto fail;
+    if (mlx) { /* what MLX's recipes do that GGUF metadata cannot say */
+        snprintf(m->mlx_quant, sizeof m->mlx_quant, "%s", mhp.quant);
+        m->hp.rope_neox = mhp.rope_neox;
+        if (mhp.attn_scale > 0)
+            m->hp.attn_scale = mhp.attn_scale;
+        if (mhp.embd_scale > 0)
+            m->hp.embd_scale = mhp.embd_scale;
+        if (mhp.rope_base_swa > 0)
+            m->hp.rope_base_swa = mhp.rope_base_swa;
+    }
     m->layers = try_calloc(m->hp.n_layer, sizeof(*m->layers));
-    L.used = try_calloc((size_t)gguf_n_tensors(f) + 1, sizeof(*L.used));
+    L.used = try_calloc((size_t)src_n_tensors(&L) + 1, sizeof(*L.used));
     if (!m->layers || !L.used) {
         st = pv_err_set(err, PV_ERR_NOMEM, "%s: no memory for the layer table", path);
         goto fail;
@@ -471,10 +506,10 @@ enum pv_status pv_model_load(const char *path, const struct pv_model_params *par
         const char *base = strrchr(path, '/');
         m->name = xstrdup(base ? base + 1 : path);
     }
-    for (int64_t i = 0; i < gguf_n_tensors(f); i++)
-        m->weight_bytes += gguf_tensor(f, i)->n_bytes;
+    for (int64_t i = 0; i < src_n_tensors(&L); i++)
+        m->weight_bytes += src_tensor(&L, i)->n_bytes;
 
-    if (params->prefetch || params->mlock) {
+    if (!mlx && (params->prefetch || params->mlock)) {
         /* The data blob, widened to whole pages. */
         size_t off = (size_t)gguf_data_offset(f) & ~(size_t)4095;
         void *page = (void *)((const char *)gguf_map(f) + off);
@@ -510,6 +545,7 @@ void pv_model_free(struct pv_model *m)
         return;
     tok_vocab_free(m->vocab);
     gguf_close(m->gguf);
+    mlx_close(m->mlx);
     free(m->layers);
     free(m->chat_template);
     free(m->name);
@@ -526,7 +562,7 @@ uint32_t pv_model_n_embd(const struct pv_model *m) { return m->hp.n_embd; }
 uint32_t pv_model_n_layer(const struct pv_model *m) { return m->hp.n_layer; }
 const char *pv_model_chat_template(const struct pv_model *m) { return m->chat_template; }
 const struct pv_vocab *pv_model_vocab(const struct pv_model *m) { return m->vocab; }
-uint64_t pv_model_file_bytes(const struct pv_model *m) { return gguf_file_bytes(m->gguf); }
+uint64_t pv_model_file_bytes(const struct pv_model *m) { return m->file_bytes; }
 uint64_t pv_model_weight_bytes(const struct pv_model *m) { return m->weight_bytes; }
 
 uint64_t pv_model_kv_bytes(const struct pv_model *m, uint32_t n_ctx, double kv_bytes_per_elem)
@@ -594,24 +630,18 @@ void model_quant_name(const struct gguf_file *f, char *out, size_t cap)
     out[i] = '\0';
 }
 
-enum pv_status pv_model_probe(const char *path, struct pv_model_summary *out,
-                              struct pv_err *err)
-{
-    struct gguf_file *f;
-    struct gguf_str s;
-    enum pv_status st;
+bool pv_model_is_dir(const char *path) { return mlx_is_dir(path); }
 
-    memset(out, 0, sizeof(*out));
-    st = gguf_open(path, &f, err);
-    if (st != PV_OK)
-        return st;
+/* The common part of a probe: architecture, name, template, context of metadata f. */
+static void probe_meta(const struct gguf_file *f, const char *path, struct pv_model_summary *out)
+{
+    struct gguf_str s;
     if (gguf_get_str(f, "general.architecture", &s))
         snprintf(out->architecture, sizeof out->architecture, "%.*s", (int)PV_MIN(s.n, 63), s.p);
     else
         snprintf(out->architecture, sizeof out->architecture, "?");
     if (gguf_get_str(f, "general.name", &s))
         snprintf(out->name, sizeof out->name, "%.*s", (int)PV_MIN(s.n, 255), s.p);
-    model_quant_name(f, out->quant, sizeof out->quant);
     out->has_chat_template = gguf_get_str(f, "tokenizer.chat_template", &s) && s.n > 0;
     char key[96];
     uint32_t v;
@@ -620,6 +650,37 @@ enum pv_status pv_model_probe(const char *path, struct pv_model_summary *out,
         out->n_ctx_train = v;
     enum model_arch a;
     out->supported = arch_lookup(f, path, &a, NULL) == PV_OK;
+}
+
+static enum pv_status probe_mlx(const char *path, struct pv_model_summary *out,
+                                struct pv_err *err)
+{
+    struct gguf_file *f;
+    struct mlx_hparams hp;
+    enum pv_status st = mlx_probe(path, &f, &hp, &out->n_params, &out->n_tensors, err);
+    if (st != PV_OK)
+        return st;
+    probe_meta(f, path, out);
+    snprintf(out->quant, sizeof out->quant, "%s", hp.quant);
+    out->file_bytes = hp.file_bytes;
+    gguf_close(f);
+    return PV_OK;
+}
+
+enum pv_status pv_model_probe(const char *path, struct pv_model_summary *out,
+                              struct pv_err *err)
+{
+    struct gguf_file *f;
+    enum pv_status st;
+
+    memset(out, 0, sizeof(*out));
+    if (mlx_is_dir(path))
+        return probe_mlx(path, out, err);
+    st = gguf_open(path, &f, err);
+    if (st != PV_OK)
+        return st;
+    probe_meta(f, path, out);
+    model_quant_name(f, out->quant, sizeof out->quant);
     out->file_bytes = gguf_file_bytes(f);
     out->n_tensors = (uint64_t)gguf_n_tensors(f);
     for (int64_t i = 0; i < gguf_n_tensors(f); i++) {

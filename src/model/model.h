@@ -1,7 +1,7 @@
 /*
  * model.h - a loaded model: architecture, hyper-parameters and tensor views per layer.
  *
- * model_load opens the GGUF file (gguf.h), reads the hyper-parameters of its
+ * model_load opens the GGUF file (gguf.h) or MLX directory (mlx.h), reads the hyper-parameters of its
  * architecture, binds every tensor the architecture needs by name and checks its exact
  * shape, so the engine can index weights without further checks. Weights stay in the
  * read-only mmap; nothing is copied. The vocabulary comes from tok_vocab_load (tok/).
@@ -62,8 +62,13 @@ struct model_layer {
     float rope_freq_scale;                  /* freq_scale for this layer (gemma3 SWA: 1) */
 };
 
+struct mlx_dir;
+
 struct pv_model {
-    struct gguf_file *gguf;                 /* owns the mmap */
+    struct gguf_file *gguf;                 /* owns the mmap; an MLX directory's translated metadata */
+    struct mlx_dir *mlx;                    /* an MLX directory's shards and tensors, else NULL */
+    uint64_t file_bytes;                    /* the GGUF file, or the directory's safetensors */
+    char mlx_quant[32];                     /* an MLX directory's quantization ("MLX_Q4_G64") */
     enum model_arch arch;
     struct model_hparams hp;
     const struct pv_tensor *tok_embd;       /* [n_embd, n_vocab] */

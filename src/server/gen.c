@@ -70,6 +70,7 @@ struct http_engine {
     bool stopping;
     atomic_int busy;
     atomic_ullong kv_used;
+    atomic_ullong kv_preempted;
 };
 
 /* ---- job channel ------------------------------------------------------------------------ */
@@ -415,6 +416,7 @@ static void update_usage(struct http_engine *e)
     struct pv_sched_usage u;
     pv_sched_usage(e->sched, &u);
     atomic_store(&e->kv_used, u.kv_positions_used);
+    atomic_store(&e->kv_preempted, u.n_preempted);
 }
 
 static void *engine_main(void *arg)
@@ -640,6 +642,7 @@ void gen_engine_usage(const struct http_engine *e, struct gen_usage *out)
     if (!e)
         return;
     out->kv_used = atomic_load(&((struct http_engine *)e)->kv_used);
+    out->kv_preempted = atomic_load(&((struct http_engine *)e)->kv_preempted);
     out->kv_capacity = e->kv_capacity;
     out->slots_busy = atomic_load(&((struct http_engine *)e)->busy);
     pthread_mutex_lock(&((struct http_engine *)e)->mu);

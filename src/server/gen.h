@@ -73,6 +73,7 @@ struct gen_progress {
 
 struct gen_usage {
     uint64_t kv_used, kv_capacity;
+    uint64_t kv_preempted;       /* requests that gave their KV blocks back to go on later */
     int slots_busy, queued;
 };
 

@@ -28,6 +28,7 @@ void http_handle_health(struct http_req *r)
     json_object_set_new(o, "slots_busy", json_integer(u.slots_busy));
     json_object_set_new(o, "kv_cache_used_tokens", json_integer((json_int_t)u.kv_used));
     json_object_set_new(o, "kv_cache_capacity_tokens", json_integer((json_int_t)u.kv_capacity));
+    json_object_set_new(o, "kv_cache_preemptions", json_integer((json_int_t)u.kv_preempted));
     http_stats_health(o, srv);
     http_reply_json(r, 200, o);
 }

@@ -227,6 +227,10 @@ void http_stats_metrics(struct pv_buf *b, const struct http_server *srv)
                "pensieve_kv_cache_capacity_tokens %llu\n"
                "# HELP pensieve_kv_cache_usage_ratio Used over capacity.\n"
                "# TYPE pensieve_kv_cache_usage_ratio gauge\npensieve_kv_cache_usage_ratio %.6f\n"
+               "# HELP pensieve_kv_cache_preemptions_total Running requests that gave their KV "
+               "blocks back to go on later.\n"
+               "# TYPE pensieve_kv_cache_preemptions_total counter\n"
+               "pensieve_kv_cache_preemptions_total %llu\n"
                "# HELP pensieve_slots_busy Generation slots running a request.\n"
                "# TYPE pensieve_slots_busy gauge\npensieve_slots_busy %d\n"
                "# HELP pensieve_active_requests HTTP requests being handled.\n"
@@ -234,7 +238,8 @@ void http_stats_metrics(struct pv_buf *b, const struct http_server *srv)
                "# HELP pensieve_memory_rss_bytes Resident memory of the server.\n"
                "# TYPE pensieve_memory_rss_bytes gauge\npensieve_memory_rss_bytes %llu\n",
                (unsigned long long)u.kv_used, (unsigned long long)u.kv_capacity,
-               u.kv_capacity ? (double)u.kv_used / (double)u.kv_capacity : 0.0, u.slots_busy,
+               u.kv_capacity ? (double)u.kv_used / (double)u.kv_capacity : 0.0,
+               (unsigned long long)u.kv_preempted, u.slots_busy,
                atomic_load(&((struct http_server *)srv)->active),
                (unsigned long long)http_rss_bytes());
 }

@@ -9,6 +9,7 @@
  */
 #include <stdlib.h>
 
+#include "model/mlx.h"
 #include "tok/tok_impl.h"
 
 struct pv_detok {
@@ -23,10 +24,15 @@ struct pv_detok {
 enum pv_status pv_vocab_load_file(const char *path, struct pv_vocab **out, struct pv_err *err)
 {
     struct gguf_file *f;
+    struct mlx_hparams hp;
     enum pv_status st;
 
     *out = NULL;
-    if ((st = gguf_open(path, &f, err)) != PV_OK)
+    if (mlx_is_dir(path))
+        st = mlx_probe(path, &f, &hp, NULL, NULL, err);
+    else
+        st = gguf_open(path, &f, err);
+    if (st != PV_OK)
         return st;
     st = tok_vocab_load(f, out, err);
     gguf_close(f);

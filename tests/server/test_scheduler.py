@@ -1,9 +1,13 @@
 """The engine scheduler behind `pensieve serve`: requests generating at once share one
 batched forward pass per step, yet each gets exactly the tokens it gets alone (greedy);
 a request reuses the longest cached prefix of any sequence, even one still generating,
-and the usage of both APIs says how many prompt tokens came from the cache; a long
+and the usage of both APIs says how many prompt tokens came from the cache; the full
+blocks of a prompt stay findable by their hash chain after the sequence that held them
+was given to another request; a long
 prompt is fed in chunks, so a short request started during its prefill gets its first
-token first; --kv-size bounds the shared KV pool with a clear error."""
+token first; --kv-size bounds the shared KV pool with a clear error, and requests that
+outgrow it together take turns (the one admitted last gives its blocks back and is fed
+again later) rather than failing."""
 import json
 import threading
 import time
@@ -67,6 +71,23 @@ def test_prefix_of_a_running_request_is_reused(start_server, default_model):
     assert m["usage"]["cache_read_input_tokens"] >= m["usage"]["input_tokens"] - 1 > 100, m
 
 
+def test_prefix_outlives_its_sequence(start_server, default_model):
+    # --parallel 1 keeps two sequences: the third prompt takes over the one that held
+    # the first, yet the first prompt's full blocks are still cached by hash
+    s = start_server(["-m", str(default_model), "--ctx-size", "2048", "--parallel", "1"])
+    base = "Notes on the harbour lighthouse and its keeper. " * 30
+    first = complete(s, prompt=base + "One:", max_tokens=2).json()["usage"]
+    complete(s, prompt="Something else entirely, number two.", max_tokens=2)
+    complete(s, prompt="And a third unrelated prompt, number three.", max_tokens=2)
+    again = complete(s, prompt=base + "Two:", max_tokens=2).json()["usage"]
+    cached = again["prompt_tokens_details"]["cached_tokens"]
+    assert first.get("prompt_tokens_details", {}).get("cached_tokens", 0) == 0, first
+    # whole blocks of 32 positions: all of the shared preamble but its last partial block
+    assert cached % 32 == 0 and first["prompt_tokens"] - 40 <= cached < again["prompt_tokens"], again
+    h = requests.get(s.url + "/health", timeout=10).json()
+    assert h["kv_cache_used_tokens"] <= h["kv_cache_capacity_tokens"]
+
+
 def test_short_request_is_served_during_a_long_prefill(start_server, default_model):
     s = start_server(["-m", str(default_model), "--ctx-size", "4096", "--parallel", "2"])
     times = {}
@@ -87,4 +108,36 @@ def test_kv_size_bounds_the_pool(start_server, default_model):
     r = complete(s, prompt="word " * 100, max_tokens=4)
     assert r.status_code == 400, r.text
     assert "kv cache" in r.json()["error"]["message"]
+    assert complete(s, max_tokens=4).status_code == 200
+
+
+def test_requests_outgrowing_the_pool_take_turns(start_server, default_model):
+    # a pool of 256 positions; two requests of about 190 positions each cannot both hold
+    # theirs: the later one gives its blocks back when the pool runs dry, and goes on
+    # once the first is done. Both get every token they asked for.
+    s = start_server(["-m", str(default_model), "--ctx-size", "512", "--kv-size", "256",
+                      "--parallel", "2"])
+    prompts = [f"Counting, list {i}: " + ", ".join(str(k) for k in range(i, i + 12)) + ","
+               for i in range(2)]
+    out = [None, None]
+
+    def run(i):
+        out[i] = complete(s, prompt=prompts[i], max_tokens=150).json()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    for r in out:
+        assert r is not None and "error" not in r, r
+        assert r["usage"]["completion_tokens"] == 150, json.dumps(r)
+        assert r["choices"][0]["finish_reason"] == "length", r["choices"][0]
+    h = requests.get(s.url + "/health", timeout=10).json()
+    assert h["kv_cache_preemptions"] >= 1, h
+    assert h["kv_cache_used_tokens"] <= 256, h
+    # one that cannot fit even alone (prompt + output past the pool) ends with a clear error
+    r = complete(s, prompt=prompts[0], max_tokens=400, stream=True)
+    body = r.text
+    assert "kv cache is full" in body, body[-400:]
     assert complete(s, max_tokens=4).status_code == 200

@@ -531,9 +531,191 @@ static void test_kv_random_operations(void)
     CHECK(batches > 50); /* batch needs were exact (tested above) */
 }
 
+
+/* The prefix cache against a reference model. Rows hold a stamp derived from the token
+ * prefix they end (as a model's K/V would), so a sequence that takes published blocks
+ * must read back exactly what evaluating its tokens would have written. Sequences follow
+ * three fixed documents, with random detours, so their prefixes meet often. Checked after
+ * every operation: the table lists every hashed block and finds it again, every sequence
+ * finds at least its own full blocks, counts add up, and a free published block is kept
+ * (cached) as long as unpublished free blocks remain to hand out. */
+enum { PC_DOCS = 3, PC_VOCAB = 1000 };
+struct pc_ref {
+    uint32_t n;
+    int32_t tok[KV_MAX_POS];
+};
+
+static uint32_t pc_stamp(const int32_t *tok, uint32_t n_through)
+{
+    uint32_t h = 2166136261u;
+    for (uint32_t i = 0; i < n_through; i++)
+        h = (h ^ (uint32_t)tok[i]) * 16777619u;
+    return h;
+}
+
+static void pc_write(struct kv_cache *kv, uint32_t s, const struct pc_ref *r, uint32_t p0)
+{
+    for (uint32_t p = p0; p < r->n; p++) {
+        uint32_t cell = kv_cell(kv, s, p), x0 = pc_stamp(r->tok, p + 1);
+        kv_seq_set_token(kv, s, p, r->tok[p]);
+        for (uint32_t il = 0; il < KV_LAYERS; il++) {
+            uint32_t x = x0 + il, y = ~x;
+            memcpy(kv_k_row(kv, il, cell), &x, 4);
+            memcpy(kv_k_row(kv, il, cell) + 4, &y, 4);
+            memcpy(kv_v_row(kv, il, cell), &y, 4);
+        }
+    }
+}
+
+static bool pc_consistent(const struct kv_cache *kv, const struct pc_ref *ref)
+{
+    uint32_t refs[96] = {0}, used = 0, listed = 0, n_list = 0, blocks[KV_MAX_POS];
+    bool ok = true;
+    for (uint32_t s = 0; s < KV_SEQ; s++) {
+        const struct kv_seq *q = &kv->seqs[s];
+        ok &= q->n_pos == ref[s].n && q->n_hashed == q->n_pos / kv->block_size;
+        for (uint32_t b = 0; b < q->n_blocks; b++)
+            refs[q->blocks[b]]++;
+        for (uint32_t p = 0; p < q->n_pos && ok; p++) {
+            uint32_t x0 = pc_stamp(ref[s].tok, p + 1);
+            for (uint32_t il = 0; il < KV_LAYERS; il++) {
+                ok &= kv_read(kv, il, s, p, true) == x0 + il;
+                ok &= kv_read(kv, il, s, p, false) == ~(x0 + il);
+            }
+        }
+        /* its full blocks are found again, under the hashes the chain gives */
+        uint64_t chain[KV_MAX_POS];
+        size_t n_full = kv_hash_chain(kv->block_size, ref[s].tok, ref[s].n, chain);
+        ok &= kv_match_prefix(kv, ref[s].tok, ref[s].n, blocks) >= q->n_hashed;
+        for (uint32_t i = 0; i < q->n_hashed && i < n_full; i++)
+            ok &= kv->hash[q->blocks[i]] == chain[i];
+    }
+    for (uint32_t b = 0; b < kv->n_blocks; b++) {
+        ok &= refs[b] == kv->refs[b];
+        used += refs[b] > 0;
+        if (kv->flags[b] & KV_BLOCK_LISTED) {
+            listed++;
+            ok &= (kv->flags[b] & KV_BLOCK_HASHED) != 0;
+            /* a published block was never written since: its tokens still hash to it */
+            ok &= kv_block_hash(kv->parent[b], kv->tokens + b * kv->block_size,
+                                kv->block_size) == kv->hash[b];
+            ok &= kv_lookup(kv, kv->parent[b], kv->hash[b], kv->tokens + b * kv->block_size) !=
+                  KV_NO_BLOCK;
+        } else {
+            ok &= !(kv->flags[b] & KV_BLOCK_HASHED);
+        }
+    }
+    for (uint32_t b = kv->free_head; b != KV_NO_BLOCK && n_list <= kv->n_blocks; b = kv->free_next[b])
+        n_list++, ok &= kv->refs[b] == 0;
+    ok &= used + kv->n_free == kv->n_blocks && n_list == kv->n_free;
+    ok &= listed == kv->n_published;
+    return ok;
+}
+
+static void test_kv_prefix_cache(void)
+{
+    const uint32_t block_sizes[] = {1, 4, 8};
+    int32_t doc[PC_DOCS][KV_MAX_POS];
+    int hits = 0, revived = 0, kept = 0, ops = 0;
+    srand(14);
+    for (int d = 0; d < PC_DOCS; d++)
+        for (int p = 0; p < KV_MAX_POS; p++)
+            doc[d][p] = rand() % PC_VOCAB;
+    for (size_t bs = 0; bs < PV_ARRAY_LEN(block_sizes); bs++) {
+        struct kv_cache kv;
+        struct pc_ref ref[KV_SEQ] = {0};
+        int follow[KV_SEQ] = {0};
+        struct pv_err err;
+        const uint32_t B = block_sizes[bs];
+        CHECK_EQ_INT(kv_init(&kv, KV_LAYERS, 8, 4, 96 / B, B, KV_SEQ, KV_MAX_POS, &err), PV_OK);
+        for (int step = 0; step < 4000; step++) {
+            uint32_t s = (uint32_t)rand() % KV_SEQ, d = (uint32_t)rand() % KV_SEQ;
+            int op = rand() % 20;
+            if (op < 8) { /* append 1..9 tokens, mostly the document's */
+                uint32_t n = 1 + (uint32_t)rand() % 9, p0 = ref[s].n;
+                uint32_t need = kv_seq_blocks_needed(&kv, s, n), cached = kv_blocks_cached(&kv);
+                uint32_t free_before = kv.n_free;
+                if (kv_seq_append(&kv, s, n)) {
+                    for (uint32_t p = p0; p < p0 + n; p++)
+                        ref[s].tok[p] = rand() % 8 ? doc[follow[s]][p] : rand() % PC_VOCAB;
+                    ref[s].n += n;
+                    pc_write(&kv, s, &ref[s], p0);
+                    kv_seq_publish(&kv, s);
+                    if (need + cached <= free_before) { /* unpublished blocks sufficed */
+                        CHECK(kv_blocks_cached(&kv) >= cached);
+                        kept++;
+                    }
+                }
+            } else if (op < 11) {
+                uint32_t keep = ref[s].n ? (uint32_t)rand() % (ref[s].n + 1) : 0;
+                kv_seq_truncate(&kv, s, keep);
+                ref[s].n = keep;
+            } else if (op < 13) {
+                kv_seq_fork(&kv, s, d);
+                if (s != d)
+                    ref[d] = ref[s], follow[d] = follow[s];
+            } else if (op < 15) {
+                kv_seq_drop(&kv, s);
+                ref[s].n = 0;
+                follow[s] = rand() % PC_DOCS;
+            } else { /* s takes the cached prefix of a document or of another sequence */
+                struct pc_ref q = {0};
+                uint32_t blocks[KV_MAX_POS];
+                if (op < 18) {
+                    q.n = (uint32_t)rand() % (KV_MAX_POS + 1);
+                    memcpy(q.tok, doc[d % PC_DOCS], q.n * sizeof(int32_t));
+                } else {
+                    q = ref[d];
+                }
+                uint32_t m = kv_match_prefix(&kv, q.tok, q.n, blocks);
+                for (uint32_t i = 0; i < m; i++)
+                    revived += kv.refs[blocks[i]] == 0;
+                hits += m > 0;
+                kv_seq_adopt(&kv, s, blocks, m);
+                ref[s] = q;
+                ref[s].n = m * B;
+                follow[s] = op < 18 ? (int)(d % PC_DOCS) : follow[d];
+            }
+            ops++;
+            if (!pc_consistent(&kv, ref)) {
+                CHECK(!"prefix cache differs from the reference model");
+                fprintf(stderr, "  block size %u, step %d, op %d\n", B, step, op);
+                break;
+            }
+        }
+        for (uint32_t s = 0; s < KV_SEQ; s++)
+            kv_seq_drop(&kv, s);
+        CHECK_EQ_INT(kv.n_free, kv.n_blocks);
+        CHECK_EQ_INT(kv_blocks_cached(&kv), kv.n_published);
+        kv_release(&kv);
+    }
+    CHECK_EQ_INT(ops, 3 * 4000);
+    fprintf(stderr, "  prefix cache: %d hits, %d cached blocks revived, %d appends kept the cache\n",
+            hits, revived, kept);
+    CHECK(hits > 300);    /* prefixes were found and taken */
+    CHECK(revived > 50);  /* among them blocks no sequence held any more */
+    CHECK(kept > 300);
+}
+
+/* The hash chain is part of what a cache on disk names its blocks by: it must not change
+ * by accident. */
+static void test_kv_hash_chain_stable(void)
+{
+    int32_t tok[8] = {1, 2, 3, 4, 151643, 0, 7, 9};
+    uint64_t chain[2];
+    CHECK_EQ_INT(kv_hash_chain(4, tok, 8, chain), 2);
+    CHECK(chain[0] == kv_block_hash(KV_HASH_ROOT, tok, 4));
+    CHECK(chain[1] == kv_block_hash(chain[0], tok + 4, 4));
+    CHECK(chain[0] != kv_block_hash(KV_HASH_ROOT, tok + 4, 4));
+    CHECK(kv_block_hash(KV_HASH_ROOT, tok, 3) != kv_block_hash(KV_HASH_ROOT, tok, 4));
+    CHECK(chain[0] == UINT64_C(0x5f520b2d482260f5));
+    CHECK(chain[1] == UINT64_C(0x4092789eaf640552));
+}
+
 TESTS(TEST_ENTRY(test_greedy_is_first_argmax), TEST_ENTRY(test_seed_reproducible),
       TEST_ENTRY(test_temperature_distribution), TEST_ENTRY(test_top_k_top_p_min_p),
       TEST_ENTRY(test_large_vocab_truncation), TEST_ENTRY(test_top_k_with_penalties),
       TEST_ENTRY(test_penalties),
       TEST_ENTRY(test_invalid_params), TEST_ENTRY(test_attention_kernels),
-      TEST_ENTRY(test_kv_random_operations))
+      TEST_ENTRY(test_kv_random_operations), TEST_ENTRY(test_kv_prefix_cache),
+      TEST_ENTRY(test_kv_hash_chain_stable))

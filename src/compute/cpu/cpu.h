@@ -138,6 +138,12 @@ bool cpu_fast_matmul_avx512(struct pv_pool *pool, const struct pv_tensor *W, con
 /* The calling thread's matmul scratch, at least n_bytes (matmul.c; reused across calls). */
 void *cpu_matmul_scratch(size_t n_bytes);
 
+/* The MLX affine types (mlxq.c, mlxq_avx2.c): their scalar dots entered into a table,
+ * the AVX2 ones overlaid on one, and the scalar row dequantizer of one type. */
+void cpu_mlxq_ref_fill(struct cpu_kernels *k);
+void cpu_mlxq_avx2_fill(struct cpu_kernels *k);
+cpu_dequant_fn cpu_mlxq_dequant_fn(uint32_t type);
+
 /* Scalar activations and softmax (ops.c), the references of the SIMD ones. */
 void cpu_gelu_mul_ref(float *x, const float *g, int n);
 /* gelu_tanh(fp16 h) rounded to fp16, as f32, for every fp16 bit pattern h (ops.c). */

@@ -97,6 +97,7 @@ static void kernels_init(void)
         else
             cpu_avx2_fill(k, lanes);
         cpu_avx2_ops_fill(k, lanes);
+        cpu_mlxq_avx2_fill(k);
         k_can[m] = true;
     }
     /* fast: the default exact table, with the fast matmul where the CPU runs it */
@@ -240,7 +241,7 @@ uint32_t cpu_dot_type(uint32_t type)
     case PV_TYPE_Q4_K:
     case PV_TYPE_Q5_K:
     case PV_TYPE_Q6_K: return PV_TYPE_Q8_K;
-    default: return PV_TYPE_COUNT;
+    default: return pv_type_mlx_bits(type) ? PV_TYPE_F32 : PV_TYPE_COUNT;
     }
 }
 

@@ -324,7 +324,7 @@ static cpu_dequant_fn dequant_fn(uint32_t type)
     case PV_TYPE_Q5_K: return dequant_q5_K;
     case PV_TYPE_Q6_K: return dequant_q6_K;
     case PV_TYPE_Q8_K: return dequant_q8_K;
-    default: return NULL;
+    default: return cpu_mlxq_dequant_fn(type); /* NULL when not an MLX type */
     }
 }
 
@@ -725,6 +725,7 @@ void cpu_ref_fill(struct cpu_kernels *k)
     k->vec_dot[PV_TYPE_Q4_K] = vec_dot_q4_K;
     k->vec_dot[PV_TYPE_Q5_K] = vec_dot_q5_K;
     k->vec_dot[PV_TYPE_Q6_K] = vec_dot_q6_K;
+    cpu_mlxq_ref_fill(k);
     k->quantize[PV_TYPE_F16] = quantize_f16;
     k->quantize[PV_TYPE_BF16] = quantize_bf16;
     k->quantize[PV_TYPE_Q8_0] = cpu_quantize_q8_0_ref;
