@@ -36,8 +36,10 @@ WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wn
 CFLAGS_COMMON = -std=c11 -g $(WARN) -D_GNU_SOURCE -fvisibility=hidden -fno-common \
                 -Iinclude -Isrc $(PKG_CFLAGS)
 SIMD_FLAGS := -mavx2 -mfma -mf16c
-# per file: *_avx2.c get SIMD_FLAGS, *_vnni.c SIMD_FLAGS and AVX-VNNI
-simd_flags = $(if $(findstring _avx2,$(1)),$(SIMD_FLAGS))$(if $(findstring _vnni,$(1)),$(SIMD_FLAGS) -mavxvnni)
+AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni
+# per file: *_avx2.c get SIMD_FLAGS, *_vnni.c SIMD_FLAGS and AVX-VNNI, *_avx512.c SIMD_FLAGS
+# and AVX-512 (F, BW, VL, DQ, VNNI); dispatch.c runs each only on a CPU that has them
+simd_flags = $(if $(findstring _avx2,$(1)),$(SIMD_FLAGS))$(if $(findstring _vnni,$(1)),$(SIMD_FLAGS) -mavxvnni)$(if $(findstring _avx512,$(1)),$(SIMD_FLAGS) $(AVX512_FLAGS))
 LIBS       = $(PKG_LIBS) -lm -lpthread
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 

@@ -105,12 +105,17 @@ PV_API void pv_err_clear(struct pv_err *err);
 PV_API const char *pv_version(void);
 
 /* The CPU kernel mode contexts run in: "scalar", "avx2/8", "avx2/16", "avx2+vnni/8" or
- * "avx2+vnni/16" (kernels, then the lane width whose llama.cpp float order they keep).
+ * "avx2+vnni/16" (kernels, then the lane width whose llama.cpp float order they keep), or
+ * with PENSIEVE_KERNELS=fast the fast mode's tier (see pv_cpu_kernels_fast).
  * Picked once per process from the CPU, or by the environment variable PENSIEVE_KERNELS
  * (pv_context_new fails when it names a mode this CPU cannot run). Static string. */
 PV_API const char *pv_cpu_kernels(void);
 /* The kernel modes this CPU can run, space-separated, "scalar" first. Static string. */
 PV_API const char *pv_cpu_kernels_available(void);
+/* What PENSIEVE_KERNELS=fast runs here (not in llama.cpp's float order): "fast/avx512-vnni"
+ * (int8 matmuls with AVX-512 VNNI), else "fast/avx2" or "fast/scalar" (the exact kernels).
+ * Static string. */
+PV_API const char *pv_cpu_kernels_fast(void);
 
 /*
  * Directory that holds models: $PENSIEVE_MODELS, else $XDG_CACHE_HOME/pensieve/models,

@@ -41,8 +41,8 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
-        printf("pensieve %s\nkernels %s (this CPU runs: %s)\n", pv_version(), pv_cpu_kernels(),
-               pv_cpu_kernels_available());
+        printf("pensieve %s\nkernels %s (this CPU runs: %s)\nfast kernels %s (PENSIEVE_KERNELS=fast)\n",
+               pv_version(), pv_cpu_kernels(), pv_cpu_kernels_available(), pv_cpu_kernels_fast());
         return 0;
     }
     for (size_t i = 0; i < PV_ARRAY_LEN(commands); i++)

@@ -126,6 +126,8 @@ int cpu_llama_lanes(void);
 bool cpu_simd_active(void);
 /* The kernel modes this CPU can run, by name, space-separated ("scalar avx2/8 avx2/16"). */
 const char *cpu_modes_available(void);
+/* What PENSIEVE_KERNELS=fast runs on this CPU: "fast/avx512-vnni", "fast/avx2", "fast/scalar". */
+const char *cpu_fast_tier(void);
 /* Why PENSIEVE_KERNELS could not be honoured (not a mode, or one this CPU cannot run),
  * or NULL when it was (or is unset). */
 const char *cpu_kernels_env_error(void);

@@ -326,6 +326,11 @@ static struct compute_backend *new_cuda_backend(const struct pv_model *m,
     return compute_cuda_new(&cp, err);
 }
 
+const char *pv_cpu_kernels_fast(void)
+{
+    return cpu_fast_tier();
+}
+
 enum pv_status pv_context_new(struct pv_model *model, const struct pv_context_params *params,
                               struct pv_context **out, struct pv_err *err)
 {

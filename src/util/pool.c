@@ -6,9 +6,13 @@
  * costs more than a step of a small model), then sleep on a condition variable. The
  * parts 0..nth-1 of a job are claimed by whichever thread gets to them first, the caller
  * included, so a worker that the OS has not scheduled yet delays nothing: the caller
- * runs its part and only waits for parts already running elsewhere.
+ * runs its part and only waits for parts already running elsewhere. A thread that has
+ * spun POOL_YIELD_AFTER times yields the CPU between spins: on a machine with more
+ * runnable threads than cores, the thread it waits for may need that very core.
  */
+#include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -18,6 +22,7 @@
 #include "util/util.h"
 
 #define POOL_SPIN_ITERS 200000
+#define POOL_YIELD_AFTER 2000
 
 struct pv_pool {
     int n_threads;
@@ -38,6 +43,19 @@ static inline void cpu_relax(void)
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
+}
+
+/* One wait of a spin loop at count *spins; a yield (a system call, about as long as 50
+ * pauses) counts 50, so a loop that gives up after POOL_SPIN_ITERS spins about as long. */
+static inline void spin_wait(int *spins)
+{
+    if (*spins < POOL_YIELD_AFTER) {
+        cpu_relax();
+        *spins += 1;
+    } else {
+        sched_yield();
+        *spins += *spins < INT_MAX - 50 ? 50 : 0;
+    }
 }
 
 /* Claim and run parts of job `gen` until none is left (or a newer job has started). */
@@ -66,8 +84,8 @@ static void *worker_main(void *p)
         int spins = 0;
         while ((gen = atomic_load_explicit(&pool->generation, memory_order_acquire)) == seen &&
                !atomic_load(&pool->stop)) {
-            if (++spins < POOL_SPIN_ITERS) {
-                cpu_relax();
+            if (spins < POOL_SPIN_ITERS) {
+                spin_wait(&spins);
                 continue;
             }
             pthread_mutex_lock(&pool->lock);
@@ -137,8 +155,8 @@ void pool_run(struct pv_pool *pool, pv_pool_fn fn, void *ctx)
         pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->lock);
     run_parts(pool, gen);
-    while (atomic_load_explicit(&pool->done, memory_order_acquire) < pool->n_threads)
-        cpu_relax();
+    for (int spins = 0; atomic_load_explicit(&pool->done, memory_order_acquire) < pool->n_threads;)
+        spin_wait(&spins); /* the caller never sleeps: parts still run elsewhere */
 }
 
 void pool_split(size_t n, int ith, int nth, size_t *begin, size_t *end)

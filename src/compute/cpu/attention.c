@@ -76,8 +76,9 @@ cpu_attend_fn cpu_attend_for(bool f16, uint32_t head_dim_v)
 
 size_t cpu_attn_scratch_floats(uint32_t n_ctx, int hd_k, int hd_v)
 {
-    /* scores [n_ctx] + q [hd_k] + 64 accumulator lanes of [hd_v] */
-    return (size_t)n_ctx + (size_t)hd_k + 64 * (size_t)hd_v;
+    /* scores [n_ctx] + q [hd_k] + 64 accumulator lanes of [hd_v], or the fast mode's */
+    size_t exact = (size_t)n_ctx + (size_t)hd_k + 64 * (size_t)hd_v;
+    return PV_MAX(exact, cpu_attn_fast_scratch_floats(hd_k, hd_v));
 }
 
 struct attn_job {
@@ -128,6 +129,9 @@ static void attn_worker(void *arg, int ith, int nth)
 void cpu_attention(struct pv_pool *pool, cpu_attend_fn attend, float *scratch, uint32_t n_ctx,
                    const struct compute_attn *a)
 {
+    const struct cpu_kernels *k = cpu_kernels_get();
+    if (k->attention && k->attention(pool, scratch, cpu_attn_scratch_floats(n_ctx, a->hd_k, a->hd_v), a))
+        return; /* the fast mode's */
     struct attn_job job = {a, attend, scratch, n_ctx};
     if (pool)
         pool_run(pool, attn_worker, &job);

@@ -54,6 +54,10 @@ void cpu_q8_0_widen(const void *src, void *dst, int64_t n);
 typedef void (*cpu_quantize_fn)(const float *x, void *y, int64_t n);
 /* Expand n elements of blocks at x into f32. */
 typedef void (*cpu_dequant_fn)(const void *x, float *y, int64_t n);
+/* A whole matmul y[t][r] = W[r] . x[t] by a kernel of its own (the fast mode); false when
+ * it does not take this weight (type or shape), and the generic path runs instead. */
+typedef bool (*cpu_matmul_fn)(struct pv_pool *pool, const struct pv_tensor *W, const float *x,
+                              float *y, int n_tokens);
 
 struct cpu_kernels {
     const char *name;                           /* "scalar", "avx2", "avx2+vnni" */
@@ -75,19 +79,27 @@ struct cpu_kernels {
     void (*silu_mul)(float *x, const float *g, int n);
     void (*softmax)(float *x, int n);
     void (*rope_rotate)(float *x, int n_heads, int head_dim, int half, const float *cs, bool neox);
+    cpu_matmul_fn matmul; /* the fast mode's matmul, tried first; NULL in the exact modes */
+    /* the fast mode's attention (attn_avx512.c), tried first; false: not taken (shape,
+     * cache type, or too few items to share out), the per-head kernel runs; NULL: exact */
+    bool (*attention)(struct pv_pool *pool, float *scratch, size_t scratch_floats,
+                      const struct compute_attn *a);
 };
 
 /* Largest n_rot / 2 cpu_rope handles (head sizes of 1024). */
 #define CPU_ROPE_MAX_HALF 512
 
 /* The kernel modes: which table, and llama.cpp's lane width its F32/F16 dots, SiLU and
- * attention sum in. Append-only. */
+ * attention sum in. Append-only. CPU_MODE_FAST is not an exact mode: the default exact
+ * table with fast_avx512.c's matmul over it where the CPU has AVX-512 VNNI (any float
+ * order; tested against the exact modes by error bounds, not bits). */
 enum cpu_mode {
     CPU_MODE_SCALAR,
     CPU_MODE_AVX2_8,
     CPU_MODE_AVX2_16,
     CPU_MODE_VNNI_8,
     CPU_MODE_VNNI_16,
+    CPU_MODE_FAST,
     CPU_MODE_COUNT
 };
 
@@ -116,6 +128,15 @@ void cpu_ref_fill(struct cpu_kernels *k);
 void cpu_avx2_fill(struct cpu_kernels *k, int lanes);
 void cpu_vnni_fill(struct cpu_kernels *k, int lanes); /* cpu_avx2_fill's kernels with AVX-VNNI */
 void cpu_avx2_ops_fill(struct cpu_kernels *k, int lanes);
+/* The fast matmul (fast_avx512.c, a cpu_matmul_fn); call only on a CPU with AVX-512 F, BW,
+ * VL, DQ and VNNI (dispatch.c installs it; the fill code stays out of the AVX-512 files). It
+ * takes batches of CPU_FAST_MIN_TOKENS tokens or more (fewer: the exact kernels, faster
+ * there as interleaving 16 weight rows costs about what a few tokens' dots with them do). */
+#define CPU_FAST_MIN_TOKENS 4
+bool cpu_fast_matmul_avx512(struct pv_pool *pool, const struct pv_tensor *W, const float *x,
+                            float *y, int n_tokens);
+/* The calling thread's matmul scratch, at least n_bytes (matmul.c; reused across calls). */
+void *cpu_matmul_scratch(size_t n_bytes);
 
 /* The MLX affine types (mlxq.c, mlxq_avx2.c): their scalar dots entered into a table,
  * the AVX2 ones overlaid on one, and the scalar row dequantizer of one type. */
@@ -197,6 +218,15 @@ cpu_attend_fn cpu_attend_for(bool f16, uint32_t head_dim_v);
 void cpu_attend_f16_avx2(const struct cpu_attn_item *it);
 /* the same in the order of llama.cpp's AVX-512 build (16 lanes), still with AVX2 code */
 void cpu_attend_f16_avx512_order(const struct cpu_attn_item *it);
+/* Scratch floats of the fast attention per thread (attn_avx512.c's layout: tiles of 64
+ * K and V rows, scores and 16 heads' q, output, maximum and sum, 16 for alignment). */
+static inline size_t cpu_attn_fast_scratch_floats(int hd_k, int hd_v)
+{
+    return 64 * (size_t)(hd_k + hd_v) + 16 * 64 + 16 * (size_t)(hd_k + hd_v) + 2 * 16 + 16;
+}
+/* The fast attention (attn_avx512.c, the table's attention); same CPU condition. */
+bool cpu_fast_attention_avx512(struct pv_pool *pool, float *scratch, size_t scratch_floats,
+                               const struct compute_attn *a);
 /* Floats of attention scratch one thread needs for sequences of n_ctx positions. */
 size_t cpu_attn_scratch_floats(uint32_t n_ctx, int hd_k, int hd_v);
 /* a->n tokens x n_head heads spread over the pool, each through attend; scratch holds

@@ -6,7 +6,9 @@
  * orders are AVX2 code, so any AVX2 CPU runs both). A process uses one: the widest the
  * CPU has in the lane width of a native llama.cpp build on it, or what PENSIEVE_KERNELS
  * names (tests, debugging); PENSIEVE_NO_SIMD, PENSIEVE_NO_VNNI and PENSIEVE_NO_AVX512
- * step down. Also the per-type facts the CPU code needs (block size, bytes, dot type),
+ * step down. PENSIEVE_KERNELS=fast is the one mode not in llama.cpp's float order: the
+ * default exact table with the fast matmul (fast_avx512.c) over it on a CPU with AVX-512
+ * VNNI, else the exact table alone; never the default. Also the per-type facts the CPU code needs (block size, bytes, dot type),
  * kept here so the kernels do not depend on the GGUF type table.
  */
 #include <pthread.h>
@@ -22,6 +24,7 @@ static const char *const mode_names[CPU_MODE_COUNT] = {
     [CPU_MODE_AVX2_16] = "avx2/16",
     [CPU_MODE_VNNI_8] = "avx2+vnni/8",
     [CPU_MODE_VNNI_16] = "avx2+vnni/16",
+    [CPU_MODE_FAST] = "fast",
 };
 
 static struct cpu_kernels k_modes[CPU_MODE_COUNT];
@@ -29,7 +32,7 @@ static bool k_can[CPU_MODE_COUNT];
 static const struct cpu_kernels *k_used;
 static enum cpu_mode k_used_mode, k_proc_mode; /* in use now; the process's own */
 static char k_env_error[256];
-static char k_available[96]; /* the names of the modes k_can says, space-separated */
+static char k_available[96]; /* the exact modes k_can says, space-separated */
 static pthread_once_t k_once = PTHREAD_ONCE_INIT;
 
 static bool cpu_has(const char *feature)
@@ -43,13 +46,20 @@ static bool cpu_has(const char *feature)
         return __builtin_cpu_supports("avxvnni");
     if (strcmp(feature, "avx512") == 0)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+    if (strcmp(feature, "avx512vnni") == 0) /* what fast_avx512.c is built for */
+        return cpu_has("avx2") && cpu_has("avx512") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 #endif
     (void)feature;
     return false;
 }
 
+static enum cpu_mode k_fast_base; /* the exact mode under the fast one */
+
 static bool mode_lanes16(enum cpu_mode m)
 {
+    if (m == CPU_MODE_FAST)
+        m = k_fast_base;
     return m == CPU_MODE_AVX2_16 || m == CPU_MODE_VNNI_16;
 }
 
@@ -75,7 +85,7 @@ static void kernels_init(void)
 {
     cpu_ref_fill(&k_modes[CPU_MODE_SCALAR]);
     k_can[CPU_MODE_SCALAR] = true;
-    for (int m = CPU_MODE_AVX2_8; m < CPU_MODE_COUNT; m++) {
+    for (int m = CPU_MODE_AVX2_8; m <= CPU_MODE_VNNI_16; m++) {
         bool vnni = m == CPU_MODE_VNNI_8 || m == CPU_MODE_VNNI_16;
         if (!cpu_has("avx2") || (vnni && !cpu_has("avxvnni")))
             continue;
@@ -90,9 +100,20 @@ static void kernels_init(void)
         cpu_mlxq_avx2_fill(k);
         k_can[m] = true;
     }
+    /* fast: the default exact table, with the fast matmul where the CPU runs it */
+    k_fast_base = default_mode();
+    k_modes[CPU_MODE_FAST] = k_modes[k_fast_base];
+    if (cpu_has("avx512vnni") && !env_flag("PENSIEVE_NO_AVX512")) {
+        /* set here, not in the AVX-512 files: no AVX-512 code runs on a CPU without it */
+        k_modes[CPU_MODE_FAST].name = "fast/avx512-vnni";
+        k_modes[CPU_MODE_FAST].matmul = cpu_fast_matmul_avx512;
+        k_modes[CPU_MODE_FAST].attention = cpu_fast_attention_avx512;
+    } else
+        k_modes[CPU_MODE_FAST].name = k_fast_base == CPU_MODE_SCALAR ? "fast/scalar" : "fast/avx2";
+    k_can[CPU_MODE_FAST] = true;
     for (int m = 0; m < CPU_MODE_COUNT; m++) {
         size_t len = strlen(k_available);
-        if (k_can[m])
+        if (k_can[m] && m != CPU_MODE_FAST)
             snprintf(k_available + len, sizeof(k_available) - len, "%s%s", len ? " " : "",
                      mode_names[m]);
     }
@@ -106,7 +127,7 @@ static void kernels_init(void)
         if (m == CPU_MODE_COUNT)
             snprintf(k_env_error, sizeof(k_env_error),
                      "PENSIEVE_KERNELS='%s' is not a kernel mode (scalar, avx2/8, avx2/16, "
-                     "avx2+vnni/8, avx2+vnni/16)", want);
+                     "avx2+vnni/8, avx2+vnni/16, fast)", want);
         else if (!k_can[m])
             snprintf(k_env_error, sizeof(k_env_error),
                      "PENSIEVE_KERNELS='%s': this CPU cannot run it (it lacks %s)", want,
@@ -195,7 +216,13 @@ bool cpu_simd_active(void)
 const char *cpu_features(void)
 {
     pthread_once(&k_once, kernels_init);
-    return mode_names[k_used_mode];
+    return k_used_mode == CPU_MODE_FAST ? k_used->name : mode_names[k_used_mode];
+}
+
+const char *cpu_fast_tier(void)
+{
+    pthread_once(&k_once, kernels_init);
+    return k_modes[CPU_MODE_FAST].name;
 }
 
 uint32_t cpu_dot_type(uint32_t type)

@@ -165,6 +165,11 @@ static void mm_rows(void *p, int ith, int nth)
     }
 }
 
+void *cpu_matmul_scratch(size_t n_bytes)
+{
+    return scratch_get(&tl_act, n_bytes);
+}
+
 void cpu_matmul(struct pv_pool *pool, const struct pv_tensor *W, const float *x, float *y,
                 int n_tokens)
 {
@@ -175,6 +180,8 @@ void cpu_matmul_mixed(struct pv_pool *pool, const struct pv_tensor *W, const flo
                       int n_tokens, int n_one)
 {
     const struct cpu_kernels *k = cpu_kernels_get();
+    if (k->matmul && k->matmul(pool, W, x, y, n_tokens)) /* the fast mode: any order */
+        return;
     uint32_t dot_type = cpu_dot_type(W->type);
     PV_ASSERT(dot_type != PV_TYPE_COUNT && k->vec_dot[W->type] != NULL);
     PV_ASSERT(W->ne[0] % cpu_type_blck(W->type) == 0 && W->ne[0] <= INT32_MAX);
