@@ -45,7 +45,8 @@ void emit_init(struct emitter *em, struct http_req *r, const struct api_request 
     em->n_prompt = n_prompt;
     em->failed = PV_OK;
     em->logprobs = q->logprobs;
-    em->vocab = gen_engine_vocab(r->lm->engine);
+    /* the vocabulary spells logprobs' tokens; an emitter without a model never has any */
+    em->vocab = r->lm ? gen_engine_vocab(r->lm->engine) : NULL;
     buf_init(&em->text);
     buf_init(&em->thinking);
     buf_init(&em->args);
