@@ -251,8 +251,8 @@ enum pv_status pv_sched_submit(struct pv_sched *s, const int32_t *prompt, size_t
         if (s->seqs[i].state == SEQ_EMPTY)
             slot = (int32_t)i;
     for (uint32_t i = 0; i < s->n_seq && (slot < 0 || s->seqs[slot].state != SEQ_EMPTY); i++)
-        if (s->seqs[i].state == SEQ_IDLE && (int32_t)i != best && slot != best &&
-            (slot < 0 || s->seqs[i].last_used < s->seqs[slot].last_used))
+        if (s->seqs[i].state == SEQ_IDLE && (int32_t)i != best &&
+            (slot < 0 || (slot != best && s->seqs[i].last_used < s->seqs[slot].last_used)))
             slot = (int32_t)i;
     if (slot < 0)
         return pv_err_set(err, PV_ERR_OVERLOADED, "every sequence is busy");
