@@ -511,9 +511,12 @@ int pv_sched_step(struct pv_sched *s, struct pv_err *err)
         s->ns_per_token = s->ns_per_token > 0 ? 0.6 * s->ns_per_token + 0.4 * per : per;
     }
     if (st != PV_OK) {
+        /* a failed step is an error for its sequences, never "the context is full" (which
+           clients see as a normal end at the length limit) */
+        const enum pv_status fail = st == PV_ERR_CONTEXT ? PV_ERR_INTERNAL : st;
         for (uint32_t i = 0; i < s->n_seq; i++)
             if (s->n_add[i] && running(&s->seqs[i]))
-                end_seq(s, i, st, err ? err->msg : "evaluation failed");
+                end_seq(s, i, fail, err ? err->msg : "evaluation failed");
         return -1;
     }
     for (int32_t t = 0; t < s->batch.n_tokens; t++) {
