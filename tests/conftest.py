@@ -9,10 +9,15 @@ import pathlib
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 import requests
+
+# Test modules import the helpers below as `from pensieve_tests import ...`: the module
+# name "conftest" is ambiguous in a whole run (tests/engine has its own conftest).
+sys.modules.setdefault("pensieve_tests", sys.modules[__name__])
 
 # llama.cpp, the oracle of the engine tests, runs its reference CPU kernels: its tiled
 # K-quant batch matmul is off (read once, at its first matmul, so set before any test).

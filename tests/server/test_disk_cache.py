@@ -17,7 +17,7 @@ import time
 import pytest
 import requests
 
-from conftest import models_dir
+from pensieve_tests import models_dir
 
 MODEL_FILE = "smollm2-135m-instruct-q4_1.gguf"
 BLOCK = 32

@@ -21,7 +21,7 @@ import time
 import pytest
 import requests
 
-from conftest import ROOT, Server, free_port, models_dir
+from pensieve_tests import ROOT, Server, free_port, models_dir
 
 MODEL_FILE = "smollm2-135m-instruct-q4_1.gguf"
 README = (ROOT / "README.md").read_text(encoding="utf-8")
