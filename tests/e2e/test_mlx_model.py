@@ -88,7 +88,7 @@ def mlx_dir(tmp_path_factory, default_chat_model):
 
 @pytest.fixture(scope="module")
 def default_chat_model():
-    from conftest import models_dir
+    from pensieve_tests import models_dir
     path = models_dir() / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
     assert path.exists(), f"default model {path} is missing: scripts/setup installs it"
     return path

@@ -296,7 +296,7 @@ def test_gemma3_tokenizer_directory_end_to_end(pensieve_bin, root, tmp_path, sta
     answers with mlx-lm's greedy continuation of the chat template's prompt."""
     import jinja2
     from tokenizers import Tokenizer
-    from conftest import models_dir
+    from pensieve_tests import models_dir
     gguf = models_dir() / "gemma-3-270m-q4_k_m.gguf"
     assert gguf.exists(), f"{gguf} is missing: scripts/setup installs it"
     tok = mlx_gen.spm_tokenizer(gguf, root / "gemma3-tok", "gemma3")
@@ -523,7 +523,7 @@ def tok_batch(path, texts, special):
 def test_tokenizer_json_matches_tokenizers(tmp_path, tok_dir, vocab):
     import unicodedata
     from tokenizers import Tokenizer
-    from conftest import models_dir
+    from pensieve_tests import models_dir
     if vocab == "trained":
         path, tok = tok_dir, Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
         (tok_dir / "config.json").write_text(json.dumps(mlx_gen.base_config("qwen2", 400)))
