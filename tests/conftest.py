@@ -19,6 +19,14 @@ import requests
 # name "conftest" is ambiguous in a whole run (tests/engine has its own conftest).
 sys.modules.setdefault("pensieve_tests", sys.modules[__name__])
 
+
+def prompt_tokens(usage):
+    """The whole prompt of an Anthropic usage (a dict or the SDK's object): input tokens
+    plus those written to and read from the cache."""
+    get = usage.get if isinstance(usage, dict) else (lambda k: getattr(usage, k))
+    return (get("input_tokens") + (get("cache_creation_input_tokens") or 0) +
+            (get("cache_read_input_tokens") or 0))
+
 # llama.cpp, the oracle of the engine tests, runs its reference CPU kernels: its tiled
 # K-quant batch matmul is off (read once, at its first matmul, so set before any test).
 # See tests/engine/oracle.py for why.

@@ -17,10 +17,18 @@ static void init(struct emitter *em)
     em->content = json_array();
 }
 
+/* Anthropic's input_tokens are the prompt tokens neither read from nor written to the
+ * cache: input + cache creation + cache read is the whole prompt (what count_tokens
+ * says), the sum clients such as Claude Code take as the context's size. */
+static int uncached_input(const struct emitter *em)
+{
+    return PV_MAX(0, em->n_prompt - em->n_cached - em->n_created);
+}
+
 static json_t *usage(const struct emitter *em)
 {
-    return json_pack("{s:i, s:i, s:i, s:i}", "input_tokens", em->n_prompt, "output_tokens",
-                     em->n_output, "cache_creation_input_tokens", em->n_created,
+    return json_pack("{s:i, s:i, s:i, s:i}", "input_tokens", uncached_input(em),
+                     "output_tokens", em->n_output, "cache_creation_input_tokens", em->n_created,
                      "cache_read_input_tokens", em->n_cached);
 }
 
@@ -134,7 +142,7 @@ static void end(struct emitter *em, struct pv_buf *out)
              json_pack("{s:s, s:{s:s, s:s?}, s:{s:i, s:i, s:i, s:i}}", "type", "message_delta",
                        "delta", "stop_reason", stop_reason(em), "stop_sequence",
                        em->stop_reason == EMIT_STOP_SEQUENCE ? em->stop_sequence : NULL,
-                       "usage", "input_tokens", em->n_prompt, "output_tokens", em->n_output,
+                       "usage", "input_tokens", uncached_input(em), "output_tokens", em->n_output,
                        "cache_creation_input_tokens", em->n_created,
                        "cache_read_input_tokens", em->n_cached));
     emit_sse(out, "message_stop", json_pack("{s:s}", "type", "message_stop"));

@@ -41,6 +41,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tok"))
 import corpus as corpus_mod  # noqa: E402
 import mlx_gen  # noqa: E402
+from pensieve_tests import prompt_tokens  # noqa: E402
 
 ROOT = HERE.parent.parent
 TOK_BATCH = ROOT / "build" / "tools" / "tok_batch"
@@ -278,7 +279,7 @@ def test_server_answers_messages(pensieve_bin, models, tok_dir, start_server):
     tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
     prompt = jinja2.Template(mlx_gen.CHATML).render(messages=msgs, add_generation_prompt=True)
     ids = tok.encode(prompt).ids
-    assert body["usage"]["input_tokens"] == len(ids)
+    assert prompt_tokens(body["usage"]) == len(ids)
     ref = mlx_gen.mlx_greedy(path, ids, 10)
     eos = tok.token_to_id("<|im_end|>")
     if eos in ref:
@@ -336,7 +337,7 @@ def test_gemma3_tokenizer_directory_end_to_end(pensieve_bin, root, tmp_path, sta
         messages=msgs, add_generation_prompt=True, bos_token="<bos>")
     ids = tok.encode(prompt).ids
     assert ids[0] == tok.token_to_id("<bos>") and ids.count(ids[0]) == 1
-    assert body["usage"]["input_tokens"] == len(ids)
+    assert prompt_tokens(body["usage"]) == len(ids)
     ref = mlx_gen.mlx_greedy(path, ids, n, model=model)
     for stop in ("<end_of_turn>", "<eos>"):
         if tok.token_to_id(stop) in ref:

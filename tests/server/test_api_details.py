@@ -17,6 +17,7 @@ import numpy as np
 import openai
 import pytest
 import requests
+from pensieve_tests import prompt_tokens
 
 BIN = pathlib.Path(__file__).resolve().parents[2] / "build" / "pensieve"  # as tests/conftest.py
 
@@ -101,7 +102,7 @@ def test_anthropic_keeps_leading_whitespace(an, prefill_ids, prefill_want, strea
         final = an.messages.create(model="m", max_tokens=N, messages=PREFILL,
                                    extra_body={"temperature": 0})
         text = final.content[0].text
-    assert final.usage.input_tokens == len(prefill_ids)
+    assert prompt_tokens(final.usage) == len(prefill_ids)
     assert text == prefill_want
 
 
