@@ -220,8 +220,12 @@ def test_kill9_ends_streams_cleanly_and_disk_cache_follows_the_session(cluster):
         assert time.monotonic() < deadline, "the first turn's blocks were not written"
         time.sleep(0.2)
     events, started = [], threading.Event()
-    resp = turn(cluster, "sess-kill", "t3-kill-2", second_turn(4, "ok"), max_tokens=200,
-                stream=True)
+    # a long answer, so the instance dies in the middle of it (a one-word answer could end
+    # between the busy check and the kill)
+    long_answer = first_turn(4) + [{"role": "assistant", "content": "ok"},
+                                   {"role": "user",
+                                    "content": "Now count from 1 to 300, separated by commas."}]
+    resp = turn(cluster, "sess-kill", "t3-kill-2", long_answer, max_tokens=400, stream=True)
     t = threading.Thread(target=read_events, args=(resp, events, started), daemon=True)
     t.start()
     assert started.wait(600)
